@@ -1,0 +1,704 @@
+//! The event contract of DESIGN.md §3: types, strict JSON reading with precise errors,
+//! validation shared by every wire format, JSON writing that round-trips, and subjects.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::time::{format_rfc3339, parse_rfc3339, Micros};
+
+/// Largest accepted event payload on the wire, in bytes.
+pub const PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+/// Longest event id, lead id, account id or channel, in characters.
+pub const ID_CHARS_MAX: usize = 128;
+/// Longest free-text field (campaign, owner, reason, ...), in characters.
+pub const TEXT_CHARS_MAX: usize = 256;
+/// Longest `note`, in characters.
+pub const NOTE_CHARS_MAX: usize = 2048;
+
+/// Why an event was refused; each reason is a DLQ subject `funnel.dlq.<reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    /// Not JSON (or not bincode), or not an object.
+    Malformed,
+    /// Parsed, but breaks the contract (missing field, wrong type, bad value).
+    Invalid,
+    /// Larger than [`PAYLOAD_BYTES_MAX`].
+    Oversize,
+    /// The subject does not agree with the payload.
+    SubjectMismatch,
+    /// Same id as a stored event, different content.
+    IdConflict,
+    /// A `retract` whose target is unknown or is itself a retraction.
+    UnknownTarget,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::Invalid => "invalid",
+            Reason::Oversize => "oversize",
+            Reason::SubjectMismatch => "subject_mismatch",
+            Reason::IdConflict => "id_conflict",
+            Reason::UnknownTarget => "unknown_target",
+        }
+    }
+}
+
+/// A business rejection of one event: a reason code and a message a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", reason.as_str())]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Rejection { reason, message: message.into() }
+    }
+    fn invalid(message: impl Into<String>) -> Self {
+        Rejection::new(Reason::Invalid, message)
+    }
+}
+
+/// Money in integer minor units of an ISO-4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Team {
+    Marketing,
+    Sales,
+}
+
+/// Who a handoff goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Side {
+    Sales,
+    Marketing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AcceptStage {
+    Sql,
+    Opportunity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Outcome {
+    Won,
+    Lost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RejectionReason {
+    IcpMismatch,
+    NoBudget,
+    NoNeed,
+    BadTiming,
+    BadContact,
+    Duplicate,
+    Competitor,
+    Other,
+}
+
+impl RejectionReason {
+    pub const ALL: [RejectionReason; 8] = [
+        RejectionReason::IcpMismatch,
+        RejectionReason::NoBudget,
+        RejectionReason::NoNeed,
+        RejectionReason::BadTiming,
+        RejectionReason::BadContact,
+        RejectionReason::Duplicate,
+        RejectionReason::Competitor,
+        RejectionReason::Other,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionReason::IcpMismatch => "icp_mismatch",
+            RejectionReason::NoBudget => "no_budget",
+            RejectionReason::NoNeed => "no_need",
+            RejectionReason::BadTiming => "bad_timing",
+            RejectionReason::BadContact => "bad_contact",
+            RejectionReason::Duplicate => "duplicate",
+            RejectionReason::Competitor => "competitor",
+            RejectionReason::Other => "other",
+        }
+    }
+}
+
+/// A change of the rules in force, from the event's `occurred_at` on. Absent fields keep their value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RulesChange {
+    pub mql_score_threshold: Option<f64>,
+    pub handoff_sla_hours: Option<f64>,
+    pub attribution_lookback_days: Option<f64>,
+    pub time_decay_half_life_days: Option<f64>,
+}
+
+/// The per-type payload of an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Data {
+    Touch {
+        channel: String,
+        campaign: Option<String>,
+        content: Option<String>,
+        team: Team,
+    },
+    Score {
+        score: f64,
+        model: Option<String>,
+        reason: Option<String>,
+    },
+    Handoff {
+        to: Side,
+        owner: Option<String>,
+    },
+    Accept {
+        stage: AcceptStage,
+        owner: Option<String>,
+        opportunity_id: Option<String>,
+        pipeline: Option<Money>,
+    },
+    Rejection {
+        reason: RejectionReason,
+        note: Option<String>,
+    },
+    Close {
+        outcome: Outcome,
+        amount: Option<Money>,
+        reason: Option<String>,
+        opportunity_id: Option<String>,
+    },
+    Spend {
+        channel: String,
+        campaign: Option<String>,
+        amount: Money,
+    },
+    Rules(RulesChange),
+    Retract {
+        target_id: String,
+        reason: Option<String>,
+    },
+}
+
+/// One lead event, normalised: the form stored in the ledger and hashed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    pub lead_id: Option<String>,
+    pub account_id: Option<String>,
+    pub occurred_at: Micros,
+    pub producer: Option<String>,
+    pub data: Data,
+}
+
+/// Every event type name, in contract order.
+pub const EVENT_TYPES: [&str; 9] = [
+    "touch", "score", "handoff", "accept", "rejection", "close", "spend", "rules", "retract",
+];
+
+impl Event {
+    /// The contract's `type` name.
+    pub fn kind(&self) -> &'static str {
+        match self.data {
+            Data::Touch { .. } => "touch",
+            Data::Score { .. } => "score",
+            Data::Handoff { .. } => "handoff",
+            Data::Accept { .. } => "accept",
+            Data::Rejection { .. } => "rejection",
+            Data::Close { .. } => "close",
+            Data::Spend { .. } => "spend",
+            Data::Rules(_) => "rules",
+            Data::Retract { .. } => "retract",
+        }
+    }
+
+    /// The subject this event must be published on.
+    pub fn subject(&self) -> String {
+        let last = match (&self.data, &self.lead_id) {
+            (Data::Spend { channel, .. }, _) => channel.as_str(),
+            (_, Some(lead)) => lead.as_str(),
+            (_, None) => "global",
+        };
+        format!("funnel.events.{}.{last}", self.kind())
+    }
+
+    /// Checks every rule of the contract that a typed value can still break.
+    /// Both wire formats (JSON and the Rust producer's bincode) pass through here.
+    pub fn validate(&self) -> Result<(), Rejection> {
+        check_text("id", &self.id, ID_CHARS_MAX)?;
+        let lead_required = !matches!(self.data, Data::Spend { .. } | Data::Rules(_) | Data::Retract { .. });
+        match (&self.lead_id, lead_required) {
+            (Some(lead), _) if matches!(self.data, Data::Spend { .. } | Data::Rules(_)) => {
+                return Err(Rejection::invalid(format!(
+                    "lead_id: a {} event has no lead_id (got `{lead}`)",
+                    self.kind()
+                )))
+            }
+            (Some(lead), _) => check_token("lead_id", lead)?,
+            (None, true) => return Err(Rejection::invalid(format!("lead_id: required for a {} event", self.kind()))),
+            (None, false) => {}
+        }
+        if let Some(account) = &self.account_id {
+            check_token("account_id", account)?;
+        }
+        if !(crate::time::TIME_MIN..=crate::time::TIME_MAX).contains(&self.occurred_at) {
+            return Err(Rejection::invalid("occurred_at: outside 1970-01-01..9999-12-31"));
+        }
+        check_opt_text("producer", &self.producer, TEXT_CHARS_MAX)?;
+        match &self.data {
+            Data::Touch { channel, campaign, content, .. } => {
+                check_token("data.channel", channel)?;
+                check_opt_text("data.campaign", campaign, TEXT_CHARS_MAX)?;
+                check_opt_text("data.content", content, TEXT_CHARS_MAX)?;
+            }
+            Data::Score { score, model, reason } => {
+                if !score.is_finite() {
+                    return Err(Rejection::invalid(format!("data.score: must be a finite number, got {score}")));
+                }
+                check_opt_text("data.model", model, TEXT_CHARS_MAX)?;
+                check_opt_text("data.reason", reason, TEXT_CHARS_MAX)?;
+            }
+            Data::Handoff { owner, .. } => check_opt_text("data.owner", owner, TEXT_CHARS_MAX)?,
+            Data::Accept { owner, opportunity_id, pipeline, .. } => {
+                check_opt_text("data.owner", owner, TEXT_CHARS_MAX)?;
+                check_opt_text("data.opportunity_id", opportunity_id, TEXT_CHARS_MAX)?;
+                if let Some(money) = pipeline {
+                    check_money(money)?;
+                }
+            }
+            Data::Rejection { note, .. } => check_opt_text("data.note", note, NOTE_CHARS_MAX)?,
+            Data::Close { outcome, amount, reason, opportunity_id } => {
+                match (outcome, amount) {
+                    (Outcome::Won, None) => {
+                        return Err(Rejection::invalid("data.amount_minor: required when outcome is won"))
+                    }
+                    (_, Some(money)) => check_money(money)?,
+                    (Outcome::Lost, None) => {}
+                }
+                check_opt_text("data.reason", reason, TEXT_CHARS_MAX)?;
+                check_opt_text("data.opportunity_id", opportunity_id, TEXT_CHARS_MAX)?;
+            }
+            Data::Spend { channel, campaign, amount } => {
+                check_token("data.channel", channel)?;
+                check_opt_text("data.campaign", campaign, TEXT_CHARS_MAX)?;
+                check_money(amount)?;
+            }
+            Data::Rules(rules) => {
+                let fields = [
+                    ("data.mql_score_threshold", rules.mql_score_threshold, false),
+                    ("data.handoff_sla_hours", rules.handoff_sla_hours, true),
+                    ("data.attribution_lookback_days", rules.attribution_lookback_days, true),
+                    ("data.time_decay_half_life_days", rules.time_decay_half_life_days, true),
+                ];
+                if fields.iter().all(|(_, value, _)| value.is_none()) {
+                    return Err(Rejection::invalid(
+                        "data: a rules event must set at least one of mql_score_threshold, handoff_sla_hours, \
+                         attribution_lookback_days, time_decay_half_life_days",
+                    ));
+                }
+                for (name, value, positive) in fields {
+                    match value {
+                        Some(v) if !v.is_finite() => {
+                            return Err(Rejection::invalid(format!("{name}: must be a finite number")))
+                        }
+                        Some(v) if positive && v <= 0.0 => {
+                            return Err(Rejection::invalid(format!("{name}: must be greater than 0, got {v}")))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Data::Retract { target_id, reason } => {
+                check_text("data.target_id", target_id, ID_CHARS_MAX)?;
+                if target_id == &self.id {
+                    return Err(Rejection::new(Reason::UnknownTarget, "data.target_id: an event cannot retract itself"));
+                }
+                check_opt_text("data.reason", reason, TEXT_CHARS_MAX)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one event from JSON bytes: structure first (`malformed`), then every field
+    /// (`invalid`, naming the field), then [`Event::validate`].
+    pub fn from_json(bytes: &[u8]) -> Result<Event, Rejection> {
+        if bytes.len() > PAYLOAD_BYTES_MAX {
+            return Err(Rejection::new(
+                Reason::Oversize,
+                format!("payload is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", bytes.len()),
+            ));
+        }
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Rejection::new(Reason::Malformed, format!("not JSON: {e}")))?;
+        Event::from_value(&value)
+    }
+
+    /// Reads one event from an already parsed JSON value.
+    pub fn from_value(value: &Value) -> Result<Event, Rejection> {
+        let Value::Object(map) = value else {
+            return Err(Rejection::new(Reason::Malformed, "an event must be a JSON object"));
+        };
+        let top = Fields::new(map, "")?;
+        top.only(&["id", "type", "lead_id", "account_id", "occurred_at", "producer", "data"])?;
+        let id = top.req_str("id")?;
+        let kind = top.req_str("type")?;
+        let occurred_at = parse_rfc3339(&top.req_str("occurred_at")?)
+            .map_err(|e| Rejection::invalid(format!("occurred_at: {e}")))?;
+        let empty = Map::new();
+        let data_map = match map.get("data") {
+            None => &empty,
+            Some(Value::Object(m)) => m,
+            Some(other) => return Err(Rejection::invalid(format!("data: expected an object, got {}", type_name(other)))),
+        };
+        let d = Fields::new(data_map, "data.")?;
+        let data = match kind.as_str() {
+            "touch" => {
+                d.only(&["channel", "campaign", "content", "team"])?;
+                let team = match d.opt_str("team")?.as_deref() {
+                    None | Some("marketing") => Team::Marketing,
+                    Some("sales") => Team::Sales,
+                    Some(other) => return Err(d.bad_enum("team", other, "marketing, sales")),
+                };
+                Data::Touch {
+                    channel: d.req_str("channel")?,
+                    campaign: d.opt_str("campaign")?,
+                    content: d.opt_str("content")?,
+                    team,
+                }
+            }
+            "score" => {
+                d.only(&["score", "model", "reason"])?;
+                Data::Score { score: d.req_f64("score")?, model: d.opt_str("model")?, reason: d.opt_str("reason")? }
+            }
+            "handoff" => {
+                d.only(&["to", "owner"])?;
+                let to = match d.req_str("to")?.as_str() {
+                    "sales" => Side::Sales,
+                    "marketing" => Side::Marketing,
+                    other => return Err(d.bad_enum("to", other, "sales, marketing")),
+                };
+                Data::Handoff { to, owner: d.opt_str("owner")? }
+            }
+            "accept" => {
+                d.only(&["stage", "owner", "opportunity_id", "amount_minor", "currency"])?;
+                let stage = match d.req_str("stage")?.as_str() {
+                    "sql" => AcceptStage::Sql,
+                    "opportunity" => AcceptStage::Opportunity,
+                    other => return Err(d.bad_enum("stage", other, "sql, opportunity")),
+                };
+                Data::Accept {
+                    stage,
+                    owner: d.opt_str("owner")?,
+                    opportunity_id: d.opt_str("opportunity_id")?,
+                    pipeline: d.opt_money()?,
+                }
+            }
+            "rejection" => {
+                d.only(&["reason", "note"])?;
+                let text = d.req_str("reason")?;
+                let reason = RejectionReason::ALL
+                    .into_iter()
+                    .find(|r| r.as_str() == text)
+                    .ok_or_else(|| d.bad_enum("reason", &text, &RejectionReason::ALL.map(|r| r.as_str()).join(", ")))?;
+                Data::Rejection { reason, note: d.opt_str("note")? }
+            }
+            "close" => {
+                d.only(&["outcome", "amount_minor", "currency", "reason", "opportunity_id"])?;
+                let outcome = match d.req_str("outcome")?.as_str() {
+                    "won" => Outcome::Won,
+                    "lost" => Outcome::Lost,
+                    other => return Err(d.bad_enum("outcome", other, "won, lost")),
+                };
+                Data::Close {
+                    outcome,
+                    amount: d.opt_money()?,
+                    reason: d.opt_str("reason")?,
+                    opportunity_id: d.opt_str("opportunity_id")?,
+                }
+            }
+            "spend" => {
+                d.only(&["channel", "campaign", "amount_minor", "currency"])?;
+                let amount = d.opt_money()?.ok_or_else(|| Rejection::invalid("data.amount_minor: required"))?;
+                Data::Spend { channel: d.req_str("channel")?, campaign: d.opt_str("campaign")?, amount }
+            }
+            "rules" => {
+                d.only(&[
+                    "mql_score_threshold",
+                    "handoff_sla_hours",
+                    "attribution_lookback_days",
+                    "time_decay_half_life_days",
+                ])?;
+                Data::Rules(RulesChange {
+                    mql_score_threshold: d.opt_f64("mql_score_threshold")?,
+                    handoff_sla_hours: d.opt_f64("handoff_sla_hours")?,
+                    attribution_lookback_days: d.opt_f64("attribution_lookback_days")?,
+                    time_decay_half_life_days: d.opt_f64("time_decay_half_life_days")?,
+                })
+            }
+            "retract" => {
+                d.only(&["target_id", "reason"])?;
+                Data::Retract { target_id: d.req_str("target_id")?, reason: d.opt_str("reason")? }
+            }
+            other => {
+                return Err(Rejection::invalid(format!(
+                    "type: unknown event type `{other}`; expected one of {}",
+                    EVENT_TYPES.join(", ")
+                )))
+            }
+        };
+        let event = Event {
+            id,
+            lead_id: top.opt_str("lead_id")?,
+            account_id: top.opt_str("account_id")?,
+            occurred_at,
+            producer: top.opt_str("producer")?,
+            data,
+        };
+        event.validate()?;
+        Ok(event)
+    }
+
+    /// The contract JSON of this event; [`Event::from_value`] reads it back to an equal event.
+    pub fn to_json(&self) -> Value {
+        let mut top = Map::new();
+        top.insert("id".into(), self.id.clone().into());
+        top.insert("type".into(), self.kind().into());
+        put_opt(&mut top, "lead_id", &self.lead_id);
+        put_opt(&mut top, "account_id", &self.account_id);
+        top.insert("occurred_at".into(), format_rfc3339(self.occurred_at).into());
+        put_opt(&mut top, "producer", &self.producer);
+        let mut d = Map::new();
+        match &self.data {
+            Data::Touch { channel, campaign, content, team } => {
+                d.insert("channel".into(), channel.clone().into());
+                put_opt(&mut d, "campaign", campaign);
+                put_opt(&mut d, "content", content);
+                d.insert("team".into(), if *team == Team::Sales { "sales" } else { "marketing" }.into());
+            }
+            Data::Score { score, model, reason } => {
+                d.insert("score".into(), (*score).into());
+                put_opt(&mut d, "model", model);
+                put_opt(&mut d, "reason", reason);
+            }
+            Data::Handoff { to, owner } => {
+                d.insert("to".into(), if *to == Side::Sales { "sales" } else { "marketing" }.into());
+                put_opt(&mut d, "owner", owner);
+            }
+            Data::Accept { stage, owner, opportunity_id, pipeline } => {
+                d.insert("stage".into(), if *stage == AcceptStage::Sql { "sql" } else { "opportunity" }.into());
+                put_opt(&mut d, "owner", owner);
+                put_opt(&mut d, "opportunity_id", opportunity_id);
+                put_money(&mut d, pipeline.as_ref());
+            }
+            Data::Rejection { reason, note } => {
+                d.insert("reason".into(), reason.as_str().into());
+                put_opt(&mut d, "note", note);
+            }
+            Data::Close { outcome, amount, reason, opportunity_id } => {
+                d.insert("outcome".into(), if *outcome == Outcome::Won { "won" } else { "lost" }.into());
+                put_money(&mut d, amount.as_ref());
+                put_opt(&mut d, "reason", reason);
+                put_opt(&mut d, "opportunity_id", opportunity_id);
+            }
+            Data::Spend { channel, campaign, amount } => {
+                d.insert("channel".into(), channel.clone().into());
+                put_opt(&mut d, "campaign", campaign);
+                put_money(&mut d, Some(amount));
+            }
+            Data::Rules(r) => {
+                let fields = [
+                    ("mql_score_threshold", r.mql_score_threshold),
+                    ("handoff_sla_hours", r.handoff_sla_hours),
+                    ("attribution_lookback_days", r.attribution_lookback_days),
+                    ("time_decay_half_life_days", r.time_decay_half_life_days),
+                ];
+                for (name, value) in fields {
+                    if let Some(v) = value {
+                        d.insert(name.into(), v.into());
+                    }
+                }
+            }
+            Data::Retract { target_id, reason } => {
+                d.insert("target_id".into(), target_id.clone().into());
+                put_opt(&mut d, "reason", reason);
+            }
+        }
+        top.insert("data".into(), Value::Object(d));
+        Value::Object(top)
+    }
+
+    /// Checks that `subject` is the one this event belongs on.
+    pub fn check_subject(&self, subject: &str) -> Result<(), Rejection> {
+        let expected = self.subject();
+        if subject == expected {
+            Ok(())
+        } else {
+            Err(Rejection::new(
+                Reason::SubjectMismatch,
+                format!("published on `{subject}` but a {} event with this payload belongs on `{expected}`", self.kind()),
+            ))
+        }
+    }
+}
+
+fn put_opt(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {
+    if let Some(v) = value {
+        map.insert(key.into(), v.clone().into());
+    }
+}
+
+fn put_money(map: &mut Map<String, Value>, money: Option<&Money>) {
+    if let Some(m) = money {
+        map.insert("amount_minor".into(), m.amount_minor.into());
+        map.insert("currency".into(), m.currency.clone().into());
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn has_control(text: &str) -> bool {
+    text.chars().any(char::is_control)
+}
+
+fn check_text(name: &str, text: &str, max: usize) -> Result<(), Rejection> {
+    let chars = text.chars().count();
+    if chars == 0 || chars > max {
+        return Err(Rejection::invalid(format!("{name}: must be 1–{max} characters, got {chars}")));
+    }
+    if has_control(text) {
+        return Err(Rejection::invalid(format!("{name}: must not contain control characters")));
+    }
+    Ok(())
+}
+
+fn check_opt_text(name: &str, text: &Option<String>, max: usize) -> Result<(), Rejection> {
+    text.as_deref().map_or(Ok(()), |t| check_text(name, t, max))
+}
+
+/// `^[A-Za-z0-9_-]{1,128}$`: safe as a NATS subject token.
+pub fn is_token(text: &str) -> bool {
+    (1..=ID_CHARS_MAX).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn check_token(name: &str, text: &str) -> Result<(), Rejection> {
+    if is_token(text) {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(format!("{name}: `{text}` must match ^[A-Za-z0-9_-]{{1,128}}$")))
+    }
+}
+
+fn check_money(money: &Money) -> Result<(), Rejection> {
+    if money.amount_minor < 0 {
+        return Err(Rejection::invalid(format!("data.amount_minor: must not be negative, got {}", money.amount_minor)));
+    }
+    if money.currency.len() != 3 || !money.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(Rejection::invalid(format!(
+            "data.currency: `{}` is not an ISO-4217 code (three capital letters)",
+            money.currency
+        )));
+    }
+    Ok(())
+}
+
+/// Typed access to the fields of one JSON object, with errors that name the field.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(map: &'a Map<String, Value>, prefix: &'static str) -> Result<Self, Rejection> {
+        Ok(Fields { map, prefix })
+    }
+
+    fn only(&self, allowed: &[&str]) -> Result<(), Rejection> {
+        match self.map.keys().find(|k| !allowed.contains(&k.as_str())) {
+            Some(k) => Err(Rejection::invalid(format!(
+                "{}{k}: unknown field; expected one of {}",
+                self.prefix,
+                allowed.join(", ")
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn present(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn wrong(&self, key: &str, expected: &str, got: &Value) -> Rejection {
+        Rejection::invalid(format!("{}{key}: expected {expected}, got {}", self.prefix, type_name(got)))
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<String>, Rejection> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.wrong(key, "a string", other)),
+        }
+    }
+
+    fn req_str(&self, key: &str) -> Result<String, Rejection> {
+        self.opt_str(key)?.ok_or_else(|| Rejection::invalid(format!("{}{key}: required", self.prefix)))
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>, Rejection> {
+        match self.present(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(v) if v.is_finite() => Ok(Some(v)),
+                _ => Err(Rejection::invalid(format!("{}{key}: must be a finite number", self.prefix))),
+            },
+            Some(other) => Err(self.wrong(key, "a number", other)),
+        }
+    }
+
+    fn req_f64(&self, key: &str) -> Result<f64, Rejection> {
+        self.opt_f64(key)?.ok_or_else(|| Rejection::invalid(format!("{}{key}: required", self.prefix)))
+    }
+
+    /// `amount_minor` + `currency`, both or neither.
+    fn opt_money(&self) -> Result<Option<Money>, Rejection> {
+        let amount = match self.present("amount_minor") {
+            None => None,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(v) => Some(v),
+                None => {
+                    return Err(Rejection::invalid(format!(
+                        "{}amount_minor: must be a whole number of minor units, got {n}",
+                        self.prefix
+                    )))
+                }
+            },
+            Some(other) => return Err(self.wrong("amount_minor", "an integer", other)),
+        };
+        let currency = self.opt_str("currency")?;
+        match (amount, currency) {
+            (None, None) => Ok(None),
+            (Some(amount_minor), Some(currency)) => Ok(Some(Money { amount_minor, currency })),
+            (Some(_), None) => Err(Rejection::invalid(format!("{}currency: required with amount_minor", self.prefix))),
+            (None, Some(_)) => Err(Rejection::invalid(format!("{}amount_minor: required with currency", self.prefix))),
+        }
+    }
+
+    fn bad_enum(&self, key: &str, got: &str, expected: &str) -> Rejection {
+        Rejection::invalid(format!("{}{key}: `{got}` is not one of {expected}", self.prefix))
+    }
+}

@@ -1,0 +1,204 @@
+//! One lead's facts, re-derived from its own events in `(occurred_at, seq)` order.
+//!
+//! Milestones are *first* times, so they are prefix-stable: the facts of a lead as of `T`
+//! are its full facts with every milestone after `T` dropped (see [`LeadFacts::milestone_at`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{AcceptStage, Data, Event, Outcome, Side};
+use crate::rules::RulesTimeline;
+use crate::time::Micros;
+
+/// Funnel milestones in waterfall order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Milestone {
+    Inquiry,
+    Mql,
+    Sal,
+    Sql,
+    Opportunity,
+    Won,
+    Lost,
+}
+
+impl Milestone {
+    pub const ALL: [Milestone; 7] = [
+        Milestone::Inquiry,
+        Milestone::Mql,
+        Milestone::Sal,
+        Milestone::Sql,
+        Milestone::Opportunity,
+        Milestone::Won,
+        Milestone::Lost,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Milestone::Inquiry => "inquiry",
+            Milestone::Mql => "mql",
+            Milestone::Sal => "sal",
+            Milestone::Sql => "sql",
+            Milestone::Opportunity => "opportunity",
+            Milestone::Won => "won",
+            Milestone::Lost => "lost",
+        }
+    }
+}
+
+/// Where a lead is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    Inquiry,
+    Mql,
+    Sal,
+    Sql,
+    Opportunity,
+    Won,
+    Lost,
+    /// Rejected by sales or handed back to marketing.
+    Nurture,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Inquiry => "inquiry",
+            Stage::Mql => "mql",
+            Stage::Sal => "sal",
+            Stage::Sql => "sql",
+            Stage::Opportunity => "opportunity",
+            Stage::Won => "won",
+            Stage::Lost => "lost",
+            Stage::Nurture => "nurture",
+        }
+    }
+}
+
+/// A lead's source: its first touch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub at: Micros,
+    pub channel: String,
+    pub campaign: Option<String>,
+}
+
+/// A lead event as the projection keeps it: the event and its log position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadEvent {
+    pub seq: u64,
+    pub event: Event,
+}
+
+impl LeadEvent {
+    pub fn order_key(&self) -> (Micros, u64) {
+        (self.event.occurred_at, self.seq)
+    }
+}
+
+/// Everything the reports need to know about one lead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeadFacts {
+    /// First time each milestone was reached. `Lost` is the first lost close even if the
+    /// lead was also won: whether it counts depends on the as-of time ([`LeadFacts::milestone_at`]).
+    pub milestones: [Option<Micros>; 7],
+    pub stage: Stage,
+    pub score: Option<f64>,
+    pub owner: Option<String>,
+    pub source: Option<Source>,
+    /// Producer of the lead's first event.
+    pub first_producer: Option<String>,
+}
+
+impl LeadFacts {
+    /// Derives a lead's facts from its live events, which must be sorted by `(occurred_at, seq)`.
+    /// Returns `None` for a lead with no events.
+    pub fn derive<'a>(events: impl IntoIterator<Item = &'a LeadEvent>, rules: &RulesTimeline) -> Option<LeadFacts> {
+        let mut events = events.into_iter();
+        let first = events.next()?;
+        let mut facts = LeadFacts {
+            milestones: [None; 7],
+            stage: Stage::Inquiry,
+            score: None,
+            owner: None,
+            source: None,
+            first_producer: first.event.producer.clone(),
+        };
+        facts.milestones[Milestone::Inquiry as usize] = Some(first.event.occurred_at);
+        for lead_event in std::iter::once(first).chain(events) {
+            facts.apply(&lead_event.event, rules);
+        }
+        Some(facts)
+    }
+
+    fn reach(&mut self, milestone: Milestone, t: Micros) {
+        self.milestones[milestone as usize].get_or_insert(t);
+    }
+
+    fn apply(&mut self, event: &Event, rules: &RulesTimeline) {
+        let t = event.occurred_at;
+        match &event.data {
+            Data::Touch { channel, campaign, .. } => {
+                if self.source.is_none() {
+                    self.source = Some(Source { at: t, channel: channel.clone(), campaign: campaign.clone() });
+                }
+            }
+            Data::Score { score, .. } => {
+                self.score = Some(*score);
+                if *score >= rules.at(t).mql_score_threshold {
+                    self.reach(Milestone::Mql, t);
+                    if matches!(self.stage, Stage::Inquiry | Stage::Nurture) {
+                        self.stage = Stage::Mql;
+                    }
+                }
+            }
+            Data::Handoff { to, owner } => {
+                if let Some(owner) = owner {
+                    self.owner = Some(owner.clone());
+                }
+                match to {
+                    Side::Sales => {
+                        self.reach(Milestone::Mql, t);
+                        self.reach(Milestone::Sal, t);
+                        self.stage = Stage::Sal;
+                    }
+                    Side::Marketing => self.stage = Stage::Nurture,
+                }
+            }
+            Data::Accept { stage, owner, .. } => {
+                if let Some(owner) = owner {
+                    self.owner = Some(owner.clone());
+                }
+                self.reach(Milestone::Sql, t);
+                self.stage = Stage::Sql;
+                if *stage == AcceptStage::Opportunity {
+                    self.reach(Milestone::Opportunity, t);
+                    self.stage = Stage::Opportunity;
+                }
+            }
+            Data::Rejection { .. } => self.stage = Stage::Nurture,
+            Data::Close { outcome: Outcome::Won, .. } => {
+                self.reach(Milestone::Won, t);
+                self.stage = Stage::Won;
+            }
+            Data::Close { outcome: Outcome::Lost, .. } => {
+                self.reach(Milestone::Lost, t);
+                self.stage = Stage::Lost;
+            }
+            Data::Spend { .. } | Data::Rules(_) | Data::Retract { .. } => {}
+        }
+    }
+
+    /// When the lead reached `milestone`, counting only what happened at or before `as_of`.
+    /// `Lost` counts only while the lead is not won as of the same time.
+    pub fn milestone_at(&self, milestone: Milestone, as_of: Micros) -> Option<Micros> {
+        let reached = self.milestones[milestone as usize].filter(|t| *t <= as_of)?;
+        if milestone == Milestone::Lost && self.milestone_at(Milestone::Won, as_of).is_some() {
+            return None;
+        }
+        Some(reached)
+    }
+
+    /// The lead's source as of `as_of`: its first touch, if that happened by then.
+    pub fn source_at(&self, as_of: Micros) -> Option<&Source> {
+        self.source.as_ref().filter(|s| s.at <= as_of)
+    }
+}

@@ -1,0 +1,89 @@
+//! Business and recording time: microseconds since the Unix epoch, UTC.
+
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// A point in time, microseconds since 1970-01-01T00:00:00Z.
+pub type Micros = i64;
+
+/// Earliest accepted timestamp: 1970-01-01T00:00:00Z.
+pub const TIME_MIN: Micros = 0;
+/// Latest accepted timestamp: 9999-12-31T23:59:59.999999Z.
+pub const TIME_MAX: Micros = 253_402_300_799_999_999;
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_HOUR: i64 = 3_600 * MICROS_PER_SECOND;
+pub const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
+
+/// Parses an RFC 3339 timestamp with an explicit offset (`Z` or `±hh:mm`).
+/// Sub-microsecond digits are truncated.
+pub fn parse_rfc3339(text: &str) -> Result<Micros, String> {
+    let parsed = OffsetDateTime::parse(text, &Rfc3339)
+        .map_err(|e| format!("`{text}` is not an RFC 3339 timestamp with offset ({e})"))?;
+    let micros = parsed.unix_timestamp_nanos().div_euclid(1_000);
+    let micros = i64::try_from(micros).map_err(|_| format!("`{text}` is out of range"))?;
+    if !(TIME_MIN..=TIME_MAX).contains(&micros) {
+        return Err(format!("`{text}` is outside 1970-01-01..9999-12-31"));
+    }
+    Ok(micros)
+}
+
+/// Parses a query bound: an RFC 3339 timestamp or a plain `YYYY-MM-DD` (midnight UTC).
+pub fn parse_bound(text: &str) -> Result<Micros, String> {
+    if text.len() == 10 && text.as_bytes().get(4) == Some(&b'-') {
+        return parse_rfc3339(&format!("{text}T00:00:00Z"))
+            .map_err(|_| format!("`{text}` is not a date (YYYY-MM-DD) or RFC 3339 timestamp"));
+    }
+    parse_rfc3339(text)
+}
+
+/// Formats as RFC 3339 in UTC: `2026-03-01T09:30:00Z`, with fractional seconds only when present.
+pub fn format_rfc3339(micros: Micros) -> String {
+    let nanos = i128::from(micros) * 1_000;
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => {
+            let t = t.to_offset(UtcOffset::UTC);
+            let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
+            let (h, mi, s) = (t.hour(), t.minute(), t.second());
+            let frac = micros.rem_euclid(MICROS_PER_SECOND);
+            if frac == 0 {
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+            } else {
+                let digits = format!("{frac:06}");
+                let digits = digits.trim_end_matches('0');
+                format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{digits}Z")
+            }
+        }
+        Err(_) => format!("@{micros}us"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_offsets_to_the_same_instant() {
+        let z = parse_rfc3339("2026-03-01T09:30:00Z").unwrap();
+        let plus = parse_rfc3339("2026-03-01T10:30:00+01:00").unwrap();
+        assert_eq!(z, plus);
+        // 2026-03-01 is day 20513 after the epoch: 20513*86400 + 9.5h.
+        assert_eq!(z, (20_513 * 86_400 + 34_200) * MICROS_PER_SECOND);
+    }
+
+    #[test]
+    fn rejects_missing_offset_and_nonsense() {
+        assert!(parse_rfc3339("2026-03-01T09:30:00").is_err());
+        assert!(parse_rfc3339("2026-02-30T09:30:00Z").is_err());
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert!(parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn formats_round_trip() {
+        for text in ["2026-03-01T09:30:00Z", "2026-03-01T09:30:00.25Z", "1970-01-01T00:00:00.000001Z"] {
+            assert_eq!(format_rfc3339(parse_rfc3339(text).unwrap()), text);
+        }
+        assert_eq!(parse_bound("2026-03-01").unwrap(), parse_rfc3339("2026-03-01T00:00:00Z").unwrap());
+    }
+}

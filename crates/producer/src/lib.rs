@@ -1,0 +1,139 @@
+//! The Rust producer: how a service publishes lead events onto JetStream.
+//!
+//! [`Producer::publish`] validates locally, publishes on the event's own subject with
+//! `Nats-Msg-Id` = event id (JetStream's dedup window is a first filter; the ledger's id index
+//! is the guarantee) and a `Content-Type` naming the encoding: JSON (the contract every
+//! language uses) or bincode (compact, Rust only).
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use funnel_core::{Event, Rejection};
+
+/// Header carrying the payload encoding.
+pub const CONTENT_TYPE: &str = "Content-Type";
+/// `Content-Type` of contract JSON (also assumed when the header is absent).
+pub const JSON: &str = "application/json";
+/// `Content-Type` of bincode (2.x, standard config, serde) of [`funnel_core::Event`].
+pub const BINCODE: &str = "application/x-funnel-bincode";
+/// Publishes in flight at once in [`Producer::publish_all`].
+pub const PUBLISHES_IN_FLIGHT_MAX: usize = 4_096;
+
+/// How a producer encodes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Json,
+    Bincode,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProducerError {
+    /// The event breaks the contract; it was not sent. Fix the event.
+    #[error("event `{id}` refused before publishing: {rejection}")]
+    Invalid { id: String, rejection: Rejection },
+    /// NATS did not take or did not acknowledge the publish; safe to retry (the id dedups).
+    #[error("publish of `{id}` failed: {message}")]
+    Publish { id: String, message: String },
+}
+
+/// Encodes an event for the wire.
+pub fn encode(event: &Event, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        Encoding::Json => event.to_json().to_string().into_bytes(),
+        Encoding::Bincode => {
+            bincode::serde::encode_to_vec(event, bincode::config::standard()).unwrap_or_default()
+        }
+    }
+}
+
+/// Decodes a payload by its `Content-Type` (JSON when absent) and validates it.
+pub fn decode(content_type: Option<&str>, payload: &[u8]) -> Result<Event, Rejection> {
+    match content_type {
+        None | Some(JSON) => Event::from_json(payload),
+        Some(BINCODE) => {
+            if payload.len() > funnel_core::event::PAYLOAD_BYTES_MAX {
+                return Err(Rejection::new(funnel_core::Reason::Oversize, "payload over the limit"));
+            }
+            let (event, used): (Event, usize) =
+                bincode::serde::decode_from_slice(payload, bincode::config::standard())
+                    .map_err(|e| Rejection::new(funnel_core::Reason::Malformed, format!("not bincode: {e}")))?;
+            if used != payload.len() {
+                return Err(Rejection::new(funnel_core::Reason::Malformed, "trailing bytes after bincode event"));
+            }
+            event.validate()?;
+            Ok(event)
+        }
+        Some(other) => Err(Rejection::new(
+            funnel_core::Reason::Malformed,
+            format!("Content-Type `{other}` is not {JSON} or {BINCODE}"),
+        )),
+    }
+}
+
+/// Publishes events to JetStream.
+#[derive(Clone)]
+pub struct Producer {
+    jetstream: jetstream::Context,
+    encoding: Encoding,
+}
+
+impl Producer {
+    pub fn new(client: async_nats::Client, encoding: Encoding) -> Producer {
+        Producer { jetstream: jetstream::new(client), encoding }
+    }
+
+    fn headers(&self, event: &Event) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
+        headers.insert(CONTENT_TYPE, if self.encoding == Encoding::Json { JSON } else { BINCODE });
+        headers
+    }
+
+    /// Sends one event; the returned future resolves when JetStream has stored it.
+    pub async fn send(&self, event: &Event) -> Result<jetstream::context::PublishAckFuture, ProducerError> {
+        event.validate().map_err(|rejection| ProducerError::Invalid { id: event.id.clone(), rejection })?;
+        self.jetstream
+            .publish_with_headers(event.subject(), self.headers(event), encode(event, self.encoding).into())
+            .await
+            .map_err(|e| ProducerError::Publish { id: event.id.clone(), message: e.to_string() })
+    }
+
+    /// Publishes one event and waits for JetStream's acknowledgement.
+    pub async fn publish(&self, event: &Event) -> Result<(), ProducerError> {
+        let ack = self.send(event).await?;
+        ack.await.map_err(|e| ProducerError::Publish { id: event.id.clone(), message: e.to_string() })?;
+        Ok(())
+    }
+
+    /// Publishes many events with up to [`PUBLISHES_IN_FLIGHT_MAX`] acknowledgements in flight,
+    /// calling `progress(sent)` as acknowledgements arrive. Stops at the first failure.
+    pub async fn publish_all<'a>(
+        &self,
+        events: impl IntoIterator<Item = &'a Event>,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, ProducerError> {
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut acked = 0u64;
+        for event in events {
+            if in_flight.len() == PUBLISHES_IN_FLIGHT_MAX {
+                acked += wait_one(&mut in_flight).await?;
+                if acked % 10_000 == 0 {
+                    progress(acked);
+                }
+            }
+            in_flight.push_back((event.id.clone(), self.send(event).await?));
+        }
+        while !in_flight.is_empty() {
+            acked += wait_one(&mut in_flight).await?;
+        }
+        progress(acked);
+        Ok(acked)
+    }
+}
+
+async fn wait_one(
+    in_flight: &mut std::collections::VecDeque<(String, jetstream::context::PublishAckFuture)>,
+) -> Result<u64, ProducerError> {
+    let Some((id, ack)) = in_flight.pop_front() else { return Ok(0) };
+    ack.await.map_err(|e| ProducerError::Publish { id, message: e.to_string() })?;
+    Ok(1)
+}

@@ -1,0 +1,50 @@
+//! Every name and limit of ingest and the projector, in one place.
+
+use std::time::Duration;
+
+/// Stream, consumer and limits. `Settings::default()` is what `funnel serve` uses.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// JetStream stream holding published events.
+    pub stream: String,
+    pub stream_subjects: String,
+    /// Stream holding refused events, one subject per reason.
+    pub dlq_stream: String,
+    pub dlq_subjects: String,
+    /// Durable pull consumer that ingest reads with.
+    pub consumer: String,
+    /// JetStream's `Nats-Msg-Id` dedup window (a first filter only; the ledger dedups for good).
+    pub duplicate_window: Duration,
+    /// Largest message the stream accepts; larger than the event limit, so oversize events
+    /// reach ingest and land in the DLQ with a reason instead of bouncing at publish.
+    pub stream_message_bytes_max: i32,
+    /// Messages taken per ingest batch (one ledger append + one flush + acks).
+    pub batch_events_max: usize,
+    /// How long JetStream waits for an ack before redelivering.
+    pub ack_wait: Duration,
+    /// Unacknowledged messages the consumer hands out at once.
+    pub ack_pending_max: i64,
+    /// Entries applied per projector write-lock hold.
+    pub apply_chunk_entries: usize,
+    /// How often the projection checkpoint is written while entries arrive.
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            stream: "FUNNEL".into(),
+            stream_subjects: "funnel.events.>".into(),
+            dlq_stream: "FUNNEL_DLQ".into(),
+            dlq_subjects: "funnel.dlq.>".into(),
+            consumer: "funnel-ingest".into(),
+            duplicate_window: Duration::from_secs(120),
+            stream_message_bytes_max: 1024 * 1024,
+            batch_events_max: 1_000,
+            ack_wait: Duration::from_secs(30),
+            ack_pending_max: 20_000,
+            apply_chunk_entries: 10_000,
+            checkpoint_interval: Duration::from_secs(5),
+        }
+    }
+}
