@@ -1,1 +1,176 @@
-fn main() {}
+//! `funnel`: one binary for the service (`serve`), producers (`emit`, `simulate`) and auditors
+//! (`verify`, `export`, `import`, `replay`). Thin glue over the library crates; the only place
+//! that installs a tracing subscriber and maps failures to exit codes.
+//!
+//! Exit codes: 0 ok · 1 failure (message on stderr) · 2 usage · 3 damaged ledger or failed verification.
+
+mod nats_child;
+mod offline;
+mod publish;
+mod serve;
+mod simulate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for a damaged ledger or a failed verification.
+const EXIT_DAMAGED: i32 = 3;
+
+#[derive(Parser)]
+#[command(name = "funnel", version, about = "The lead-funnel ledger: record every lead event once, replay any report.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct DataDir {
+    /// Where the ledger (and, with no --nats-url, the local nats-server's store) lives.
+    #[arg(long, default_value = ".data", env = "FUNNEL_DATA_DIR")]
+    data_dir: PathBuf,
+}
+
+#[derive(clap::Args, Clone)]
+struct Connect {
+    /// NATS server to publish to. Default: the one `funnel serve` started for --data-dir.
+    #[arg(long, env = "FUNNEL_NATS_URL")]
+    nats_url: Option<String>,
+    #[command(flatten)]
+    data: DataDir,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run ingest, projector and the HTTP query service (starting a local nats-server with no --nats-url).
+    Serve {
+        /// Connect to this NATS server instead of starting one.
+        #[arg(long, env = "FUNNEL_NATS_URL")]
+        nats_url: Option<String>,
+        #[command(flatten)]
+        data: DataDir,
+        /// Address for the HTTP API and dashboard.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: String,
+    },
+    /// Publish events from NDJSON (a file or stdin); invalid lines are reported and not sent.
+    Emit {
+        /// NDJSON file; stdin when absent.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Publish as bincode instead of JSON (Rust producer encoding).
+        #[arg(long)]
+        bincode: bool,
+        #[command(flatten)]
+        connect: Connect,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a seeded, realistic synthetic funnel (touches, scores, handoffs, rejections, deals, spend).
+    Simulate {
+        #[arg(long, default_value_t = 2_000)]
+        leads: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Business time of the first lead (RFC 3339 or YYYY-MM-DD).
+        #[arg(long, default_value = "2026-06-01")]
+        start: String,
+        /// Days over which leads arrive.
+        #[arg(long, default_value_t = 120)]
+        days: u32,
+        /// Write the events as NDJSON to this file instead of publishing them.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        connect: Connect,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk the whole hash chain of a ledger (offline); names the first bad seq.
+    Verify {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the ledger as NDJSON (seqs, recorded_at and hashes preserved).
+    Export {
+        #[command(flatten)]
+        data: DataDir,
+        /// Output file; stdout when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Export only entries up to this seq.
+        #[arg(long)]
+        at_seq: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an NDJSON export into an empty ledger, checking every link.
+    Import {
+        #[command(flatten)]
+        data: DataDir,
+        /// Input file; stdin when absent.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compute a report offline from a data directory or an export file, at any log prefix.
+    Replay(offline::ReplayArgs),
+}
+
+/// A failure of one command, with the context a person needs.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Damaged(String),
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FUNNEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("funnel: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(run(cli.command));
+    if let Err(e) = result {
+        eprintln!("funnel: {e}");
+        std::process::exit(match e {
+            CliError::Damaged(_) => EXIT_DAMAGED,
+            CliError::Failed(_) => 1,
+        });
+    }
+}
+
+async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve { nats_url, data, http } => serve::serve(nats_url, &data.data_dir, &http).await,
+        Command::Emit { file, bincode, connect, json } => publish::emit(file, bincode, &connect, json).await,
+        Command::Simulate { leads, seed, start, days, out, connect, json } => {
+            let start = funnel_core::time::parse_bound(&start).map_err(|e| CliError::Failed(format!("--start: {e}")))?;
+            let events = simulate::funnel(simulate::Plan { leads, seed, start, days });
+            match out {
+                Some(path) => publish::write_ndjson(&path, &events, json),
+                None => publish::publish(&connect, &events, false, json).await,
+            }
+        }
+        Command::Verify { data, json } => offline::verify(&data.data_dir, json),
+        Command::Export { data, out, at_seq, json } => offline::export(&data.data_dir, out, at_seq, json),
+        Command::Import { data, file, json } => offline::import(&data.data_dir, file, json),
+        Command::Replay(args) => offline::replay(args),
+    }
+}

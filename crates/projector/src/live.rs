@@ -9,7 +9,7 @@ use funnel_core::Projection;
 use funnel_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tracing::{info, info_span, warn};
+use tracing::{info, info_span};
 
 use crate::{ProjectorError, Settings};
 
@@ -160,9 +160,6 @@ pub async fn run(
         if seq != checkpointed && last_checkpoint.elapsed() >= settings.checkpoint_interval {
             checkpointed = tokio::task::block_in_place(|| live.checkpoint())?;
             last_checkpoint = Instant::now();
-        }
-        if seq < live.ledger().head().seq {
-            warn!(seq, "projector behind after catch-up");
         }
     }
 }

@@ -48,3 +48,28 @@ impl Default for Settings {
         }
     }
 }
+
+impl Settings {
+    /// The defaults, with the operational overrides an operator (or a test) may set:
+    /// `FUNNEL_ACK_WAIT_MS`, `FUNNEL_BATCH_EVENTS_MAX`, `FUNNEL_CHECKPOINT_INTERVAL_MS`.
+    /// Consumer settings apply when the durable consumer is created.
+    pub fn from_env() -> Result<Settings, String> {
+        let mut settings = Settings::default();
+        let read = |name: &str| -> Result<Option<u64>, String> {
+            match std::env::var(name) {
+                Err(_) => Ok(None),
+                Ok(v) => v.parse::<u64>().map(Some).map_err(|_| format!("{name}: `{v}` is not a whole number")),
+            }
+        };
+        if let Some(ms) = read("FUNNEL_ACK_WAIT_MS")? {
+            settings.ack_wait = Duration::from_millis(ms.max(100));
+        }
+        if let Some(n) = read("FUNNEL_BATCH_EVENTS_MAX")? {
+            settings.batch_events_max = usize::try_from(n.clamp(1, 100_000)).unwrap_or(1_000);
+        }
+        if let Some(ms) = read("FUNNEL_CHECKPOINT_INTERVAL_MS")? {
+            settings.checkpoint_interval = Duration::from_millis(ms);
+        }
+        Ok(settings)
+    }
+}

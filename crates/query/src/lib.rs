@@ -43,7 +43,7 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
     }
-    fn store(e: impl std::fmt::Display) -> ApiError {
+    pub fn store(e: impl std::fmt::Display) -> ApiError {
         ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "store_unavailable", message: e.to_string() }
     }
 }
@@ -89,10 +89,8 @@ fn answered(state: &AppState, name: &'static str, body: impl FnOnce() -> Answer)
     })
 }
 
-/// Runs `f` on the projection the time-travel parameters ask for: the live one, or a replay
-/// of the log prefix `1..=seq`.
-fn with_projection<T>(state: &AppState, travel: &TimeTravel, f: impl FnOnce(&Projection) -> T) -> Result<T, ApiError> {
-    let ledger = state.live.ledger();
+/// The log position the time-travel parameters ask for: `None` means "the live head".
+pub fn resolve_seq(ledger: &funnel_ledger::Ledger, travel: &TimeTravel) -> Result<Option<u64>, ApiError> {
     let head = ledger.head().seq;
     let mut seq = travel.at_seq;
     if let Some(at) = seq {
@@ -104,6 +102,14 @@ fn with_projection<T>(state: &AppState, travel: &TimeTravel, f: impl FnOnce(&Pro
         let known = last_seq_recorded_by(ledger, head, known_at).map_err(ApiError::store)?;
         seq = Some(seq.map_or(known, |s| s.min(known)));
     }
+    Ok(seq)
+}
+
+/// Runs `f` on the projection the time-travel parameters ask for: the live one, or a replay
+/// of the log prefix `1..=seq`.
+fn with_projection<T>(state: &AppState, travel: &TimeTravel, f: impl FnOnce(&Projection) -> T) -> Result<T, ApiError> {
+    let ledger = state.live.ledger();
+    let seq = resolve_seq(ledger, travel)?;
     let live = state.live.read();
     match seq {
         Some(s) if s != live.head().seq => {

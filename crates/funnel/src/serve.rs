@@ -1,0 +1,109 @@
+//! `funnel serve`: ledger, ingest, projector and HTTP in one process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use funnel_ledger::{Ledger, LedgerError};
+use funnel_projector::{ingest, live, Live, Metrics, Settings};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::{nats_child, CliError};
+
+pub fn open_ledger(data_dir: &Path) -> Result<Ledger, CliError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| CliError::Failed(format!("create {}: {e}", data_dir.display())))?;
+    match Ledger::open(&data_dir.join("ledger")) {
+        Ok(ledger) => Ok(ledger),
+        Err(e @ LedgerError::Damaged { .. }) => Err(CliError::Damaged(format!(
+            "LEDGER DAMAGED in {}: {e}. Refusing to serve wrong numbers. Restore from an export \
+             (`funnel import`) or rebuild the data dir from what JetStream still retains.",
+            data_dir.display()
+        ))),
+        Err(LedgerError::Store(e)) if e.to_string().contains("lock") || e.to_string().contains("WouldBlock") => {
+            Err(CliError::Failed(format!(
+                "the ledger in {} is in use by a running `funnel serve`; ask it over HTTP instead ({e})",
+                data_dir.display()
+            )))
+        }
+        Err(e) => Err(CliError::Failed(format!("open ledger in {}: {e}", data_dir.display()))),
+    }
+}
+
+pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Result<(), CliError> {
+    let ledger = open_ledger(data_dir)?;
+    let child = match nats_url {
+        Some(_) => None,
+        None => Some(nats_child::start(data_dir).await?),
+    };
+    let url = nats_url.or_else(|| child.as_ref().map(|c| c.url.clone())).unwrap_or_default();
+    let client = async_nats::ConnectOptions::new()
+        .name("funnel-serve")
+        .connect(&url)
+        .await
+        .map_err(|e| CliError::Failed(format!("connect to NATS at {url}: {e}")))?;
+    let js = async_nats::jetstream::new(client);
+    let settings = Settings::from_env().map_err(CliError::Failed)?;
+    let metrics = Arc::new(Metrics::default());
+    let live = Arc::new(
+        tokio::task::block_in_place(|| Live::open(ledger.clone()))
+            .map_err(|e| CliError::Failed(format!("projection: {e}")))?,
+    );
+    let listener = tokio::net::TcpListener::bind(http)
+        .await
+        .map_err(|e| CliError::Failed(format!("listen on {http}: {e}")))?;
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (head_tx, head_rx) = watch::channel(ledger.head().seq);
+
+    let mut ingest = tokio::spawn(ingest::run(js, ledger.clone(), settings.clone(), metrics.clone(), head_tx, shutdown.clone()));
+    let mut projector = tokio::spawn(live::run(live.clone(), settings, head_rx, shutdown.clone()));
+    let app = funnel_query::router(funnel_query::AppState { live: live.clone(), metrics });
+    let mut http_shutdown = shutdown.clone();
+    let mut server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = http_shutdown.changed().await; }).await
+    });
+    println!("funnel: serving http://{http}/ (ledger head {}, NATS {url})", ledger.head().seq);
+
+    let outcome = tokio::select! {
+        _ = stop_signal() => Ok(()),
+        r = &mut ingest => Err(format!("ingest stopped: {}", describe(r))),
+        r = &mut projector => Err(format!("projector stopped: {}", describe(r))),
+        r = &mut server => Err(format!("http stopped: {r:?}")),
+    };
+    info!("shutting down");
+    shutdown_tx.send_replace(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let _ = projector.await;
+        let _ = ingest.await;
+        let _ = server.await;
+    })
+    .await;
+    if let Some(child) = child {
+        child.stop().await;
+    }
+    outcome.map_err(|e| {
+        error!(%e);
+        CliError::Failed(e)
+    })
+}
+
+fn describe<E: std::fmt::Display>(r: Result<Result<(), E>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "finished".into(),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    }
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
