@@ -43,6 +43,8 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         .map_err(|e| CliError::Failed(format!("connect to NATS at {url}: {e}")))?;
     let js = async_nats::jetstream::new(client);
     let settings = Settings::from_env().map_err(CliError::Failed)?;
+    // Streams exist before /health answers, so producers never publish into the void.
+    ingest::ensure_streams(&js, &settings).await.map_err(|e| CliError::Failed(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let live = Arc::new(
         tokio::task::block_in_place(|| Live::open(ledger.clone()))

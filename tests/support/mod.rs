@@ -1,0 +1,292 @@
+//! The real-server harness: a nats-server on a free loopback port with its own store, the
+//! real `funnel` binary as a child process, a raw-protocol NATS publisher (a client that is
+//! not ours) and a minimal HTTP GET. Everything is killed on drop; only 127.0.0.1 is used.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("funnel-test-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+}
+
+fn nats_server_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("FUNNEL_NATS_SERVER") {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
+    assert!(local.exists(), "no nats-server: run scripts/setup.sh (or scripts/test.sh), or set FUNNEL_NATS_SERVER");
+    local
+}
+
+/// A real nats-server with JetStream, on 127.0.0.1 and a free port, killed on drop.
+pub struct NatsServer {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    _store: TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let store = TempDir::new("nats");
+        let port = free_port();
+        let child = Command::new(nats_server_binary())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let server = NatsServer { child, port, url: format!("nats://127.0.0.1:{port}"), _store: store };
+        wait_for(Duration::from_secs(15), "nats-server to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        server
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn funnel_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_funnel")
+}
+
+/// Runs the `funnel` CLI to completion.
+pub fn funnel(args: &[&str]) -> Output {
+    Command::new(funnel_bin()).args(args).env("FUNNEL_LOG", "warn").output().expect("run funnel")
+}
+
+/// `funnel serve` against a NATS server, with its own data dir and HTTP port.
+pub struct Service {
+    child: Option<Child>,
+    pub http: String,
+    pub data_dir: PathBuf,
+    pub nats_url: String,
+    env: Vec<(String, String)>,
+}
+
+impl Service {
+    pub fn start(nats: &NatsServer, data_dir: &Path) -> Service {
+        Service::start_with(nats, data_dir, &[])
+    }
+
+    pub fn start_with(nats: &NatsServer, data_dir: &Path, env: &[(&str, &str)]) -> Service {
+        let mut service = Service {
+            child: None,
+            http: format!("127.0.0.1:{}", free_port()),
+            data_dir: data_dir.to_owned(),
+            nats_url: nats.url.clone(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        service.spawn();
+        service
+    }
+
+    /// Starts the process (again) and waits until /health answers.
+    pub fn spawn(&mut self) {
+        let child = Command::new(funnel_bin())
+            .args(["serve", "--nats-url", &self.nats_url, "--http", &self.http, "--data-dir"])
+            .arg(&self.data_dir)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("FUNNEL_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start funnel serve");
+        self.child = Some(child);
+        let http = self.http.clone();
+        wait_for(Duration::from_secs(30), "funnel serve /health", || try_get(&http, "/health").is_some_and(|(s, _)| s == 200));
+    }
+
+    /// Replaces the environment used by the next [`Service::spawn`].
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        try_get(&self.http, path).unwrap_or_else(|| panic!("GET {path}: no answer"))
+    }
+
+    pub fn head_seq(&self) -> u64 {
+        self.get("/health").1["log"]["seq"].as_u64().expect("health has log.seq")
+    }
+
+    /// Waits until the ledger holds `seq` entries and the projection has caught up.
+    pub fn wait_for_seq(&self, seq: u64, limit: Duration) {
+        wait_for(limit, &format!("ledger and projection at seq {seq}"), || {
+            try_get(&self.http, "/health")
+                .is_some_and(|(_, h)| h["log"]["seq"].as_u64() == Some(seq) && h["projected_seq"].as_u64() == Some(seq))
+        });
+    }
+
+    /// Waits for the process to exit on its own (e.g. an injected crash); returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return status;
+            }
+            assert!(started.elapsed() < limit, "funnel serve did not exit within {limit:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no shutdown, no checkpoint.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the graceful path.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET; `None` if nothing answers.
+pub fn try_get(addr: &str, path: &str) -> Option<(u16, Value)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    Some((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Raw NATS protocol over TCP, written here from the protocol docs: the "client that is not
+/// ours". Publishes with or without headers; `flush` waits for the server's PONG.
+pub struct RawNats {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl RawNats {
+    pub fn connect(port: u16) -> RawNats {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect nats");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut info = String::new();
+        reader.read_line(&mut info).expect("INFO");
+        assert!(info.starts_with("INFO"), "unexpected greeting {info}");
+        let mut writer = stream;
+        writer.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n").expect("CONNECT");
+        RawNats { reader, writer }
+    }
+
+    /// PUB or HPUB of `payload` on `subject` with the given headers.
+    pub fn publish(&mut self, subject: &str, headers: &[(&str, &str)], payload: &[u8]) {
+        if headers.is_empty() {
+            write!(self.writer, "PUB {subject} {}\r\n", payload.len()).expect("PUB");
+        } else {
+            let mut head = String::from("NATS/1.0\r\n");
+            for (k, v) in headers {
+                head.push_str(&format!("{k}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            write!(self.writer, "HPUB {subject} {} {}\r\n{head}", head.len(), head.len() + payload.len()).expect("HPUB");
+        }
+        self.writer.write_all(payload).expect("payload");
+        self.writer.write_all(b"\r\n").expect("CRLF");
+    }
+
+    /// Publishes a contract event on its subject with `Nats-Msg-Id` = its id.
+    pub fn publish_event(&mut self, event: &Value) {
+        let subject = subject_of(event);
+        let id = event["id"].as_str().expect("event id");
+        self.publish(&subject, &[("Nats-Msg-Id", id)], event.to_string().as_bytes());
+    }
+
+    /// Waits until the server has processed everything sent so far.
+    pub fn flush(&mut self) {
+        self.writer.write_all(b"PING\r\n").expect("PING");
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("read");
+            assert!(!line.is_empty(), "nats closed the connection");
+            if line.starts_with("PONG") {
+                return;
+            }
+            assert!(!line.starts_with("-ERR"), "nats error: {line}");
+        }
+    }
+}
+
+/// The subject DESIGN.md §3 assigns to a contract event (computed here, not by our code).
+pub fn subject_of(event: &Value) -> String {
+    let kind = event["type"].as_str().expect("type");
+    let last = match kind {
+        "spend" => event["data"]["channel"].as_str().expect("channel").to_owned(),
+        "rules" => "global".to_owned(),
+        _ => event["lead_id"].as_str().unwrap_or("global").to_owned(),
+    };
+    format!("funnel.events.{kind}.{last}")
+}
