@@ -93,7 +93,7 @@ pub fn funnel_bin() -> &'static str {
 
 /// Runs the `funnel` CLI to completion.
 pub fn funnel(args: &[&str]) -> Output {
-    Command::new(funnel_bin()).args(args).env("FUNNEL_LOG", "warn").output().expect("run funnel")
+    Command::new(funnel_bin()).args(args).env("FUNNEL_LOG", "error").output().expect("run funnel")
 }
 
 /// `funnel serve` against a NATS server, with its own data dir and HTTP port.
@@ -128,7 +128,7 @@ impl Service {
             .args(["serve", "--nats-url", &self.nats_url, "--http", &self.http, "--data-dir"])
             .arg(&self.data_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("FUNNEL_LOG", "warn")
+            .env("FUNNEL_LOG", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

@@ -334,8 +334,14 @@ impl Event {
                 format!("payload is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", bytes.len()),
             ));
         }
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| Rejection::new(Reason::Malformed, format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            // Valid JSON syntax whose number does not fit a finite f64 (e.g. `1e999`): a bad value, not bad JSON.
+            if e.to_string().starts_with("number out of range") {
+                Rejection::invalid(format!("a number is not finite as a 64-bit float ({e})"))
+            } else {
+                Rejection::new(Reason::Malformed, format!("not JSON: {e}"))
+            }
+        })?;
         Event::from_value(&value)
     }
 

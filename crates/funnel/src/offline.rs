@@ -7,7 +7,7 @@ use funnel_core::report::{self, Counts};
 use funnel_ledger::Ledger;
 use funnel_query::Params;
 
-use crate::serve::open_ledger;
+use crate::serve::{open_ledger, open_ledger_with};
 use crate::{CliError, DataDir};
 
 fn progress(json: bool, what: &'static str) -> impl FnMut(u64) {
@@ -19,7 +19,7 @@ fn progress(json: bool, what: &'static str) -> impl FnMut(u64) {
 }
 
 pub fn verify(data_dir: &Path, json: bool) -> Result<(), CliError> {
-    let ledger = open_ledger(data_dir)?;
+    let ledger = open_ledger_with(data_dir, Ledger::open_unchecked)?;
     let v = ledger.verify(progress(json, "verified"));
     if json {
         println!("{}", funnel_query::verification_json(&v));

@@ -10,9 +10,15 @@ use tracing::{error, info};
 
 use crate::{nats_child, CliError};
 
+/// Opens the ledger of a data dir, re-checking its tail; a damaged ledger is [`CliError::Damaged`].
 pub fn open_ledger(data_dir: &Path) -> Result<Ledger, CliError> {
+    open_ledger_with(data_dir, Ledger::open)
+}
+
+/// Opens with `open` (checked or not), translating failures for people.
+pub fn open_ledger_with(data_dir: &Path, open: fn(&Path) -> Result<Ledger, LedgerError>) -> Result<Ledger, CliError> {
     std::fs::create_dir_all(data_dir).map_err(|e| CliError::Failed(format!("create {}: {e}", data_dir.display())))?;
-    match Ledger::open(&data_dir.join("ledger")) {
+    match open(&data_dir.join("ledger")) {
         Ok(ledger) => Ok(ledger),
         Err(e @ LedgerError::Damaged { .. }) => Err(CliError::Damaged(format!(
             "LEDGER DAMAGED in {}: {e}. Refusing to serve wrong numbers. Restore from an export \

@@ -151,25 +151,36 @@ pub struct Verification {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger under `dir` and re-checks its tail.
-    /// A damaged tail is [`LedgerError::Damaged`]: the caller must not serve from it.
+    /// Opens (or creates) the ledger under `dir` and re-checks its last [`OPEN_CHECK_ENTRIES`]
+    /// entries. A damaged tail is [`LedgerError::Damaged`]: the caller must not serve from it.
     pub fn open(dir: &std::path::Path) -> Result<Ledger> {
-        let db = sled::Config::new().path(dir).open()?;
-        let log = db.open_tree(LOG_TREE)?;
-        let ledger = Ledger { db, log, head: Arc::default() };
-        let last = ledger.log.scan_prefix(b"e").next_back().transpose()?;
-        if let Some((key, _)) = last {
-            let last_seq = seq_from(&key[1..]).ok_or_else(|| LedgerError::Damaged { seq: 0, reason: "bad key".into() })?;
+        let ledger = Ledger::open_unchecked(dir)?;
+        let last_seq = ledger.head().seq;
+        if last_seq > 0 {
             let from = last_seq.saturating_sub(OPEN_CHECK_ENTRIES).max(1);
             let mut prev = if from == 1 { LogPosition::default() } else { ledger.position_of(from - 1)? };
-            let mut recorded_at = 0;
             for seq in from..=last_seq {
                 let entry = ledger.get(seq)?.ok_or_else(|| LedgerError::Damaged { seq, reason: "missing".into() })?;
                 check_link(&prev, &entry).map_err(|reason| LedgerError::Damaged { seq, reason })?;
                 prev = LogPosition { seq, hash: entry.hash };
-                recorded_at = entry.recorded_at;
             }
-            *ledger.lock_head() = Head { position: prev, recorded_at };
+        }
+        Ok(ledger)
+    }
+
+    /// Opens without checking anything beyond what sled checks: for auditing a ledger that
+    /// may be damaged ([`Ledger::verify`] then walks the whole chain). Never serve from it unchecked.
+    pub fn open_unchecked(dir: &std::path::Path) -> Result<Ledger> {
+        let db = sled::Config::new().path(dir).open()?;
+        let log = db.open_tree(LOG_TREE)?;
+        let ledger = Ledger { db, log, head: Arc::default() };
+        if let Some((key, bytes)) = ledger.log.scan_prefix(b"e").next_back().transpose()? {
+            let seq = seq_from(&key[1..]).ok_or_else(|| LedgerError::Damaged { seq: 0, reason: "bad entry key".into() })?;
+            let head = match decode(seq, &bytes) {
+                Ok(entry) => Head { position: LogPosition { seq, hash: entry.hash }, recorded_at: entry.recorded_at },
+                Err(_) => Head { position: LogPosition { seq, hash: [0; 32] }, recorded_at: 0 },
+            };
+            *ledger.lock_head() = head;
         }
         Ok(ledger)
     }
