@@ -645,8 +645,9 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// The field's value; `null` is not a value (omit the field instead), so it stays and fails its type check.
     fn present(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
+        self.map.get(key)
     }
 
     fn wrong(&self, key: &str, expected: &str, got: &Value) -> Rejection {
