@@ -191,3 +191,28 @@ fn bad_query_parameters_are_json_4xx() {
         assert!(message.contains(fragment), "{path}: message `{message}` should mention `{fragment}`");
     }
 }
+
+#[test]
+fn emit_publishes_bincode_and_json_alike_and_refuses_bad_lines_locally() {
+    let nats = NatsServer::start();
+    let data = TempDir::new("emit");
+    let service = Service::start(&nats, data.path());
+    let events: Vec<Value> = fixture().into_iter().take(6).collect();
+    let file = data.path().join("in.ndjson");
+    let mut text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    text.push_str("{\"id\": \"oops\", \"type\": \"touch\"}\n");
+    std::fs::write(&file, text).unwrap();
+
+    let out = support::funnel(&["emit", "--bincode", "--nats-url", &nats.url, "--file", file.to_str().unwrap()]);
+    assert!(!out.status.success(), "a refused line makes emit fail after publishing the rest");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 7") && stderr.contains("occurred_at"), "{stderr}");
+
+    service.wait_for_seq(6, std::time::Duration::from_secs(20));
+    let (_, lead) = service.get("/v1/leads/L1?as_of=2026-04-01T00:00:00Z");
+    let stored: Vec<&Value> = lead["timeline"].as_array().unwrap().iter().map(|i| &i["event"]).collect();
+    // What bincode carried is exactly what was written as JSON (team defaults to marketing).
+    let mut expected = events.clone();
+    expected[0]["data"]["team"] = json!("marketing");
+    assert_eq!(stored, expected.iter().collect::<Vec<_>>());
+}

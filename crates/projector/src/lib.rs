@@ -10,7 +10,7 @@ pub mod live;
 mod metrics;
 mod settings;
 
-pub use live::{replay, Live};
+pub use live::{replay, Live, Origin};
 pub use metrics::Metrics;
 pub use settings::Settings;
 

@@ -45,11 +45,21 @@ fn advance(ledger: &Ledger, projection: &mut Projection, upto: u64, progress: &m
     Ok(())
 }
 
+/// How the live projection started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Resumed from a checkpoint at this seq.
+    Checkpoint(u64),
+    /// Rebuilt from the log, for this reason.
+    Rebuilt(String),
+}
+
 /// The projection the query service reads, kept up with the ledger.
 pub struct Live {
     projection: RwLock<Projection>,
     ledger: Ledger,
     checkpoints: sled::Tree,
+    origin: Origin,
 }
 
 impl Live {
@@ -57,17 +67,18 @@ impl Live {
     /// from the log. Then catches up to the ledger head.
     pub fn open(ledger: Ledger) -> Result<Live, ProjectorError> {
         let checkpoints = ledger.derived_tree(CHECKPOINT_TREE)?;
-        let projection = match load(&ledger, &checkpoints)? {
+        let (projection, origin) = match load(&ledger, &checkpoints)? {
             Ok(projection) => {
                 info!(seq = projection.head().seq, "projection resumed from checkpoint");
-                projection
+                let seq = projection.head().seq;
+                (projection, Origin::Checkpoint(seq))
             }
             Err(why) => {
                 info!(%why, "rebuilding projection from the log");
-                Projection::default()
+                (Projection::default(), Origin::Rebuilt(why))
             }
         };
-        let live = Live { projection: RwLock::new(projection), ledger, checkpoints };
+        let live = Live { projection: RwLock::new(projection), ledger, checkpoints, origin };
         live.catch_up(10_000)?;
         Ok(live)
     }
@@ -81,6 +92,10 @@ impl Live {
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 
     /// Applies every ledger entry past the projection's head, `chunk` entries per write-lock hold.
