@@ -8,6 +8,9 @@ use std::time::Duration;
 use serde_json::json;
 use support::{NatsServer, RawNats, Service, TempDir};
 
+/// (subject, headers, payload, expected reason, a word the error must contain)
+type Case<'a> = (String, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str, &'a str);
+
 fn valid(id: &str, lead: &str) -> serde_json::Value {
     json!({"id": id, "type": "touch", "lead_id": lead, "occurred_at": "2026-03-01T09:00:00Z", "data": {"channel": "webinar"}})
 }
@@ -25,11 +28,14 @@ fn every_kind_of_bad_input_goes_to_the_dlq_with_its_reason() {
         account_id: None,
         occurred_at: 1_772_355_600_000_000,
         producer: None,
-        data: funnel_core::event::Data::Score { score: f64::NAN, model: None, reason: None },
+        data: funnel_core::event::Data::Score {
+            score: f64::NAN,
+            model: None,
+            reason: None,
+        },
     };
     let long_note = "x".repeat(70 * 1024);
-    // (subject, headers, payload, expected reason, a word the error must contain)
-    let bad: Vec<(String, Vec<(&str, &str)>, Vec<u8>, &str, &str)> = vec![
+    let bad: Vec<Case> = vec![
         ("funnel.events.touch.L1".into(), vec![], b"{not json".to_vec(), "malformed", "JSON"),
         ("funnel.events.touch.L1".into(), vec![], b"[1,2]".to_vec(), "malformed", "object"),
         (
@@ -152,11 +158,29 @@ fn every_kind_of_bad_input_goes_to_the_dlq_with_its_reason() {
     });
     assert_eq!(dlq.len(), bad.len());
     for (record, (subject, _, payload, reason, word)) in dlq.iter().zip(&bad) {
-        assert_eq!(record.subject.as_str(), format!("funnel.dlq.{reason}"), "record for {subject}");
-        assert_eq!(record.payload.as_ref(), payload.as_slice(), "original bytes kept for {reason}");
-        let error = record.headers.get("Funnel-Error").map(|v| v.as_str().to_owned()).unwrap_or_default();
-        assert!(error.contains(word), "{reason}: error `{error}` should mention `{word}`");
-        assert_eq!(record.headers.get("Funnel-Subject").map(|v| v.as_str()), Some(subject.as_str()));
+        assert_eq!(
+            record.subject.as_str(),
+            format!("funnel.dlq.{reason}"),
+            "record for {subject}"
+        );
+        assert_eq!(
+            record.payload.as_ref(),
+            payload.as_slice(),
+            "original bytes kept for {reason}"
+        );
+        let error = record
+            .headers
+            .get("Funnel-Error")
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default();
+        assert!(
+            error.contains(word),
+            "{reason}: error `{error}` should mention `{word}`"
+        );
+        assert_eq!(
+            record.headers.get("Funnel-Subject").map(|v| v.as_str()),
+            Some(subject.as_str())
+        );
     }
 
     // Still up, every valid event stored once, the retraction applied, the chain intact.
@@ -166,5 +190,11 @@ fn every_kind_of_bad_input_goes_to_the_dlq_with_its_reason() {
     let (_, verify) = service.get("/v1/audit/verify");
     assert_eq!(verify["ok"], json!(true));
     let (_, metrics) = service.get("/metrics");
-    assert!(metrics.as_str().unwrap_or("").contains("funnel_dlq_total{reason=\"unknown_target\"} 2"), "{metrics}");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or("")
+            .contains("funnel_dlq_total{reason=\"unknown_target\"} 2"),
+        "{metrics}"
+    );
 }

@@ -18,7 +18,12 @@ fn exported_ids(data_dir: &Path) -> Vec<String> {
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["id"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -40,8 +45,14 @@ fn every_event_twice_and_a_crash_between_append_and_ack_store_each_once() {
     let nats = NatsServer::start();
     let data = TempDir::new("twice");
     let fast_redelivery = ("FUNNEL_ACK_WAIT_MS", "1000");
-    let mut service = Service::start_with(&nats, data.path(), &[("FUNNEL_CRASH_AFTER_APPEND", "1"), fast_redelivery]);
-    let events: Vec<Value> = (0..300).map(|i| touch(&format!("t{i}"), &format!("L{}", i % 120), 1 + i % 28)).collect();
+    let mut service = Service::start_with(
+        &nats,
+        data.path(),
+        &[("FUNNEL_CRASH_AFTER_APPEND", "1"), fast_redelivery],
+    );
+    let events: Vec<Value> = (0..300)
+        .map(|i| touch(&format!("t{i}"), &format!("L{}", i % 120), 1 + i % 28))
+        .collect();
     let mut raw = RawNats::connect(nats.port);
     for e in &events {
         raw.publish_event(e); // JetStream's window drops the second copy with the same Nats-Msg-Id...
@@ -79,7 +90,15 @@ fn sigkill_mid_publish_of_50k_events_loses_and_duplicates_nothing() {
     let data = TempDir::new("kill");
     let work = TempDir::new("kill-work");
     let file = work.path().join("events.ndjson");
-    let out = funnel(&["simulate", "--leads", "11500", "--seed", "9", "--out", file.to_str().unwrap()]);
+    let out = funnel(&[
+        "simulate",
+        "--leads",
+        "11500",
+        "--seed",
+        "9",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let total = std::fs::read_to_string(&file).unwrap().lines().count() as u64;
     assert!(total >= 50_000, "fixture has {total} events");
@@ -88,12 +107,21 @@ fn sigkill_mid_publish_of_50k_events_loses_and_duplicates_nothing() {
     let mut service = Service::start_with(&nats, data.path(), &env);
     let started = Instant::now();
     let mut emit = Command::new(funnel_bin())
-        .args(["emit", "--json", "--nats-url", &nats.url, "--file", file.to_str().unwrap()])
+        .args([
+            "emit",
+            "--json",
+            "--nats-url",
+            &nats.url,
+            "--file",
+            file.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    support::wait_for(Duration::from_secs(120), "ingest to pass 10k", || service.head_seq() > 10_000);
+    support::wait_for(Duration::from_secs(120), "ingest to pass 10k", || {
+        service.head_seq() > 10_000
+    });
     service.kill();
     assert!(emit.wait().unwrap().success(), "emit failed");
 
@@ -102,7 +130,10 @@ fn sigkill_mid_publish_of_50k_events_loses_and_duplicates_nothing() {
     let elapsed = started.elapsed().as_secs_f64();
     println!("50k test: {total} events durable and projected in {elapsed:.1}s ({:.0} events/s, SIGKILL and restart included)", total as f64 / elapsed);
     let (_, verify) = service.get("/v1/audit/verify");
-    assert_eq!((verify["ok"].as_bool(), verify["checked"].as_u64()), (Some(true), Some(total)));
+    assert_eq!(
+        (verify["ok"].as_bool(), verify["checked"].as_u64()),
+        (Some(true), Some(total))
+    );
     let as_of = "2026-11-01T00:00:00Z";
     let (_, live) = service.get(&format!("/v1/funnel?by=channel&as_of={as_of}"));
     service.stop();
@@ -110,7 +141,8 @@ fn sigkill_mid_publish_of_50k_events_loses_and_duplicates_nothing() {
     let ids = exported_ids(data.path());
     assert_eq!(ids.iter().collect::<HashSet<_>>().len() as u64, total);
     // The live projection (checkpoint + catch-up across a SIGKILL) equals a fresh rebuild.
-    let rebuilt: Value = serde_json::from_slice(&replay_funnel(&["--data-dir", data.path().to_str().unwrap()], as_of)).unwrap();
+    let rebuilt: Value =
+        serde_json::from_slice(&replay_funnel(&["--data-dir", data.path().to_str().unwrap()], as_of)).unwrap();
     assert_eq!(live, rebuilt);
 }
 
@@ -144,14 +176,33 @@ fn a_flipped_byte_is_located_by_verify_and_refused_by_serve() {
     let out = funnel(&["verify", "--data-dir", dir, "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((report["ok"].as_bool(), report["first_bad"]["seq"].as_u64(), report["checked"].as_u64()), (Some(false), Some(7), Some(6)));
+    assert_eq!(
+        (
+            report["ok"].as_bool(),
+            report["first_bad"]["seq"].as_u64(),
+            report["checked"].as_u64()
+        ),
+        (Some(false), Some(7), Some(6))
+    );
 
     let serve = Command::new(funnel_bin())
-        .args(["serve", "--nats-url", &nats.url, "--http", &format!("127.0.0.1:{}", support::free_port()), "--data-dir", dir])
+        .args([
+            "serve",
+            "--nats-url",
+            &nats.url,
+            "--http",
+            &format!("127.0.0.1:{}", support::free_port()),
+            "--data-dir",
+            dir,
+        ])
         .output()
         .unwrap();
     assert_eq!(serve.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&serve.stderr).contains("LEDGER DAMAGED"), "{}", String::from_utf8_lossy(&serve.stderr));
+    assert!(
+        String::from_utf8_lossy(&serve.stderr).contains("LEDGER DAMAGED"),
+        "{}",
+        String::from_utf8_lossy(&serve.stderr)
+    );
 }
 
 #[test]
@@ -174,10 +225,23 @@ fn export_then_import_gives_the_same_head_and_byte_identical_replays() {
     let work = TempDir::new("export-work");
     let file = work.path().join("ledger.ndjson");
     let src = data.path().to_str().unwrap();
-    assert!(funnel(&["export", "--data-dir", src, "--out", file.to_str().unwrap()]).status.success());
+    assert!(funnel(&["export", "--data-dir", src, "--out", file.to_str().unwrap()])
+        .status
+        .success());
     let copy = work.path().join("copy");
-    let imported = funnel(&["import", "--json", "--data-dir", copy.to_str().unwrap(), "--file", file.to_str().unwrap()]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let imported = funnel(&[
+        "import",
+        "--json",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
     let imported: Value = serde_json::from_slice(&imported.stdout).unwrap();
     assert_eq!(imported["log"], head["log"]);
 
@@ -189,6 +253,12 @@ fn export_then_import_gives_the_same_head_and_byte_identical_replays() {
     assert_eq!(report["log"], head["log"]);
 
     // Importing twice is refused rather than forking the chain.
-    let again = funnel(&["import", "--data-dir", copy.to_str().unwrap(), "--file", file.to_str().unwrap()]);
+    let again = funnel(&[
+        "import",
+        "--data-dir",
+        copy.to_str().unwrap(),
+        "--file",
+        file.to_str().unwrap(),
+    ]);
     assert!(!again.status.success());
 }

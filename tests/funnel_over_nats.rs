@@ -48,27 +48,75 @@ fn fixture() -> Vec<Value> {
     vec![
         touch("e01", "L1", "2026-03-01T09:00:00Z", "webinar", Some("q1-launch")),
         score("e02", "L1", "2026-03-02T09:00:00Z", 60.0),
-        crm("e03", "handoff", "L1", "2026-03-03T09:00:00Z", json!({"to": "sales", "owner": "ana"})),
+        crm(
+            "e03",
+            "handoff",
+            "L1",
+            "2026-03-03T09:00:00Z",
+            json!({"to": "sales", "owner": "ana"}),
+        ),
         crm("e04", "accept", "L1", "2026-03-04T09:00:00Z", json!({"stage": "sql"})),
-        crm("e05", "accept", "L1", "2026-03-06T09:00:00Z", json!({"stage": "opportunity", "amount_minor": 100000, "currency": "USD"})),
-        crm("e06", "close", "L1", "2026-03-20T09:00:00Z", json!({"outcome": "won", "amount_minor": 100000, "currency": "USD"})),
+        crm(
+            "e05",
+            "accept",
+            "L1",
+            "2026-03-06T09:00:00Z",
+            json!({"stage": "opportunity", "amount_minor": 100000, "currency": "USD"}),
+        ),
+        crm(
+            "e06",
+            "close",
+            "L1",
+            "2026-03-20T09:00:00Z",
+            json!({"outcome": "won", "amount_minor": 100000, "currency": "USD"}),
+        ),
         touch("e07", "L2", "2026-03-02T10:00:00Z", "paid_search", Some("brand")),
         score("e08", "L2", "2026-03-03T10:00:00Z", 40.0),
-        crm("e09", "handoff", "L2", "2026-03-05T10:00:00Z", json!({"to": "sales", "owner": "ben"})),
-        crm("e10", "rejection", "L2", "2026-03-06T10:00:00Z", json!({"reason": "icp_mismatch"})),
+        crm(
+            "e09",
+            "handoff",
+            "L2",
+            "2026-03-05T10:00:00Z",
+            json!({"to": "sales", "owner": "ben"}),
+        ),
+        crm(
+            "e10",
+            "rejection",
+            "L2",
+            "2026-03-06T10:00:00Z",
+            json!({"reason": "icp_mismatch"}),
+        ),
         touch("e11", "L3", "2026-03-05T11:00:00Z", "webinar", Some("q1-launch")),
         score("e12", "L3", "2026-03-11T11:00:00Z", 55.0),
         touch("e13", "L4", "2026-03-03T12:00:00Z", "referral", Some("partner")),
         score("e14", "L4", "2026-03-04T12:00:00Z", 80.0),
         crm("e15", "handoff", "L4", "2026-03-05T12:00:00Z", json!({"to": "sales"})),
         crm("e16", "accept", "L4", "2026-03-06T12:00:00Z", json!({"stage": "sql"})),
-        crm("e17", "close", "L4", "2026-03-15T12:00:00Z", json!({"outcome": "lost", "reason": "price"})),
+        crm(
+            "e17",
+            "close",
+            "L4",
+            "2026-03-15T12:00:00Z",
+            json!({"outcome": "lost", "reason": "price"}),
+        ),
         score("e18", "L5", "2026-03-04T13:00:00Z", 30.0),
         touch("e19", "L6", "2026-03-09T14:00:00Z", "paid_search", Some("generic")),
         score("e20", "L6", "2026-03-12T14:00:00Z", 75.0),
         crm("e21", "handoff", "L6", "2026-03-13T14:00:00Z", json!({"to": "sales"})),
-        crm("e22", "accept", "L6", "2026-03-14T14:00:00Z", json!({"stage": "opportunity"})),
-        crm("e23", "close", "L6", "2026-03-25T14:00:00Z", json!({"outcome": "won", "amount_minor": 50000, "currency": "USD"})),
+        crm(
+            "e22",
+            "accept",
+            "L6",
+            "2026-03-14T14:00:00Z",
+            json!({"stage": "opportunity"}),
+        ),
+        crm(
+            "e23",
+            "close",
+            "L6",
+            "2026-03-25T14:00:00Z",
+            json!({"outcome": "won", "amount_minor": 50000, "currency": "USD"}),
+        ),
         touch("e24", "L7", "2026-02-25T15:00:00Z", "direct", None),
         score("e25", "L7", "2026-03-02T15:00:00Z", 90.0),
         crm("e26", "handoff", "L7", "2026-03-03T15:00:00Z", json!({"to": "sales"})),
@@ -76,9 +124,23 @@ fn fixture() -> Vec<Value> {
         score("e28", "L8", "2026-03-07T17:00:00Z", 50.0),
         touch("e29", "L9", "2026-03-04T18:00:00Z", "social", Some("abm")),
         score("e30", "L9", "2026-03-05T18:00:00Z", 65.0),
-        ev("e31", "retract", Some("L9"), "2026-03-06T18:00:00Z", "revops", json!({"target_id": "e30", "reason": "test account"})),
+        ev(
+            "e31",
+            "retract",
+            Some("L9"),
+            "2026-03-06T18:00:00Z",
+            "revops",
+            json!({"target_id": "e30", "reason": "test account"}),
+        ),
         // Arrives late: the threshold change, and L8's true first touch.
-        ev("e32", "rules", None, "2026-03-10T00:00:00+00:00", "revops", json!({"mql_score_threshold": 70})),
+        ev(
+            "e32",
+            "rules",
+            None,
+            "2026-03-10T00:00:00+00:00",
+            "revops",
+            json!({"mql_score_threshold": 70}),
+        ),
         touch("e33", "L8", "2026-03-06T16:00:00Z", "webinar", Some("q1-launch")),
     ]
 }
@@ -122,16 +184,23 @@ fn hand_worked_funnel_over_raw_nats_and_http() {
 
     // By source channel (first touch by occurred_at, so L8 is webinar, not email).
     let (_, by) = service.get("/v1/funnel?by=channel&as_of=2026-04-01T00:00:00Z");
-    let groups: Vec<(String, [u64; 7])> =
-        by["groups"].as_array().unwrap().iter().map(|g| (g["key"].as_str().unwrap().to_owned(), counts(&g["cohort"]))).collect();
-    assert_eq!(groups, vec![
-        ("(none)".to_owned(), [1, 0, 0, 0, 0, 0, 0]),
-        ("direct".to_owned(), [1, 1, 1, 0, 0, 0, 0]),
-        ("paid_search".to_owned(), [2, 2, 2, 1, 1, 1, 0]),
-        ("referral".to_owned(), [1, 1, 1, 1, 0, 0, 1]),
-        ("social".to_owned(), [1, 0, 0, 0, 0, 0, 0]),
-        ("webinar".to_owned(), [3, 2, 1, 1, 1, 1, 0]),
-    ]);
+    let groups: Vec<(String, [u64; 7])> = by["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| (g["key"].as_str().unwrap().to_owned(), counts(&g["cohort"])))
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            ("(none)".to_owned(), [1, 0, 0, 0, 0, 0, 0]),
+            ("direct".to_owned(), [1, 1, 1, 0, 0, 0, 0]),
+            ("paid_search".to_owned(), [2, 2, 2, 1, 1, 1, 0]),
+            ("referral".to_owned(), [1, 1, 1, 1, 0, 0, 1]),
+            ("social".to_owned(), [1, 0, 0, 0, 0, 0, 0]),
+            ("webinar".to_owned(), [3, 2, 1, 1, 1, 1, 0]),
+        ]
+    );
 
     // Business time travel: as of 03-10, L1 is not won yet, L4 not lost, L6 only an inquiry.
     let (_, early) = service.get("/v1/funnel?as_of=2026-03-10T00:00:00Z");
@@ -144,26 +213,44 @@ fn hand_worked_funnel_over_raw_nats_and_http() {
     assert_eq!(l8["source"]["channel"], "webinar");
     assert_eq!(l8["milestones"]["inquiry"], "2026-03-06T16:00:00Z");
     assert_eq!(l8["milestones"]["mql"], "2026-03-07T17:00:00Z");
-    let ids: Vec<&str> = l8["timeline"].as_array().unwrap().iter().map(|i| i["event"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = l8["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["event"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["e33", "e27", "e28"]);
     assert_eq!(l8["timeline"][0]["seq"], json!(33));
 
     let (_, l1) = service.get("/v1/leads/L1?as_of=2026-04-01T00:00:00Z");
-    assert_eq!((l1["stage"].as_str(), l1["owner"].as_str(), l1["score"].as_f64()), (Some("won"), Some("ana"), Some(60.0)));
+    assert_eq!(
+        (l1["stage"].as_str(), l1["owner"].as_str(), l1["score"].as_f64()),
+        (Some("won"), Some("ana"), Some(60.0))
+    );
     assert_eq!(l1["milestones"]["won"], "2026-03-20T09:00:00Z");
 
     let (_, l9) = service.get("/v1/leads/L9?as_of=2026-04-01T00:00:00Z");
     assert_eq!(l9["stage"], "inquiry");
     assert_eq!(l9["milestones"]["mql"], Value::Null);
-    let retracted: Vec<(&str, &Value)> =
-        l9["timeline"].as_array().unwrap().iter().map(|i| (i["event"]["id"].as_str().unwrap(), &i["retracted_by"])).collect();
-    assert_eq!(retracted, vec![("e29", &Value::Null), ("e30", &json!(31)), ("e31", &Value::Null)]);
+    let retracted: Vec<(&str, &Value)> = l9["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["event"]["id"].as_str().unwrap(), &i["retracted_by"]))
+        .collect();
+    assert_eq!(
+        retracted,
+        vec![("e29", &Value::Null), ("e30", &json!(31)), ("e31", &Value::Null)]
+    );
 
     // The chain head over HTTP is the one every report carries.
     let (_, head) = service.get("/v1/audit/head");
     assert_eq!(head["log"], all["log"]);
     let (_, verify) = service.get("/v1/audit/verify");
-    assert_eq!((verify["ok"].as_bool(), verify["checked"].as_u64()), (Some(true), Some(events.len() as u64)));
+    assert_eq!(
+        (verify["ok"].as_bool(), verify["checked"].as_u64()),
+        (Some(true), Some(events.len() as u64))
+    );
 }
 
 #[test]
@@ -186,9 +273,16 @@ fn bad_query_parameters_are_json_4xx() {
     ] {
         let (got, body) = service.get(path);
         assert_eq!(got, status, "{path}: {body}");
-        assert_eq!(body["error"]["code"].as_str().map(|c| !c.is_empty()), Some(true), "{path}: {body}");
+        assert_eq!(
+            body["error"]["code"].as_str().map(|c| !c.is_empty()),
+            Some(true),
+            "{path}: {body}"
+        );
         let message = body["error"]["message"].as_str().unwrap_or("");
-        assert!(message.contains(fragment), "{path}: message `{message}` should mention `{fragment}`");
+        assert!(
+            message.contains(fragment),
+            "{path}: message `{message}` should mention `{fragment}`"
+        );
     }
 }
 
@@ -203,14 +297,29 @@ fn emit_publishes_bincode_and_json_alike_and_refuses_bad_lines_locally() {
     text.push_str("{\"id\": \"oops\", \"type\": \"touch\"}\n");
     std::fs::write(&file, text).unwrap();
 
-    let out = support::funnel(&["emit", "--bincode", "--nats-url", &nats.url, "--file", file.to_str().unwrap()]);
-    assert!(!out.status.success(), "a refused line makes emit fail after publishing the rest");
+    let out = support::funnel(&[
+        "emit",
+        "--bincode",
+        "--nats-url",
+        &nats.url,
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a refused line makes emit fail after publishing the rest"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("line 7") && stderr.contains("occurred_at"), "{stderr}");
 
     service.wait_for_seq(6, std::time::Duration::from_secs(20));
     let (_, lead) = service.get("/v1/leads/L1?as_of=2026-04-01T00:00:00Z");
-    let stored: Vec<&Value> = lead["timeline"].as_array().unwrap().iter().map(|i| &i["event"]).collect();
+    let stored: Vec<&Value> = lead["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["event"])
+        .collect();
     // What bincode carried is exactly what was written as JSON (team defaults to marketing).
     let mut expected = events.clone();
     expected[0]["data"]["team"] = json!("marketing");

@@ -28,9 +28,22 @@ fn valid_examples() -> Vec<Value> {
     ];
     let dir = support::TempDir::new("schema-corpus");
     let file = dir.path().join("sim.ndjson");
-    let run = support::funnel(&["simulate", "--leads", "150", "--seed", "5", "--out", file.to_str().unwrap()]);
+    let run = support::funnel(&[
+        "simulate",
+        "--leads",
+        "150",
+        "--seed",
+        "5",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
     assert!(run.status.success());
-    out.extend(std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str::<Value>(l).unwrap()));
+    out.extend(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+    );
     out
 }
 
@@ -83,7 +96,10 @@ fn mutations(event: &Value) -> Vec<Value> {
     for (key, value) in data {
         out.push(with_data(key, None));
         out.push(with_data(key, Some(Value::Null)));
-        out.push(with_data(key, Some(if value.is_string() { json!(42) } else { json!("42") })));
+        out.push(with_data(
+            key,
+            Some(if value.is_string() { json!(42) } else { json!("42") }),
+        ));
         if value.is_string() {
             out.push(with_data(key, Some(json!(""))));
             out.push(with_data(key, Some(json!("nope"))));
@@ -95,7 +111,12 @@ fn mutations(event: &Value) -> Vec<Value> {
             out.push(with_data(key, Some(json!(12.5))));
         }
     }
-    for (key, value) in [("unknown", json!(1)), ("currency", json!("usd")), ("amount_minor", json!(-1)), ("amount_minor", json!(5))] {
+    for (key, value) in [
+        ("unknown", json!(1)),
+        ("currency", json!("usd")),
+        ("amount_minor", json!(-1)),
+        ("amount_minor", json!(5)),
+    ] {
         out.push(with_data(key, Some(value)));
     }
     out
@@ -117,7 +138,11 @@ fn schema_verdicts(examples: &[Value]) -> Vec<Value> {
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap().unwrap();
     assert!(out.status.success(), "check_schemas.py failed");
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 #[test]
@@ -140,8 +165,19 @@ fn schemas_and_the_rust_validator_agree_on_every_example() {
         }
     }
     for v in &valid {
-        assert!(funnel_core::Event::from_json(v.to_string().as_bytes()).is_ok(), "valid example refused: {v}");
+        assert!(
+            funnel_core::Event::from_json(v.to_string().as_bytes()).is_ok(),
+            "valid example refused: {v}"
+        );
     }
-    assert!(disagreements.is_empty(), "{} disagreements:\n{}", disagreements.len(), disagreements.join("\n"));
-    assert!(rejected > 300, "the corpus should hold many invalid examples, has {rejected}");
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+    assert!(
+        rejected > 300,
+        "the corpus should hold many invalid examples, has {rejected}"
+    );
 }

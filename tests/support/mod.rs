@@ -35,7 +35,10 @@ impl Drop for TempDir {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 fn nats_server_binary() -> PathBuf {
@@ -43,7 +46,10 @@ fn nats_server_binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let local = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/venv/bin/nats-server");
-    assert!(local.exists(), "no nats-server: run scripts/setup.sh (or scripts/test.sh), or set FUNNEL_NATS_SERVER");
+    assert!(
+        local.exists(),
+        "no nats-server: run scripts/setup.sh (or scripts/test.sh), or set FUNNEL_NATS_SERVER"
+    );
     local
 }
 
@@ -66,8 +72,15 @@ impl NatsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
-        let server = NatsServer { child, port, url: format!("nats://127.0.0.1:{port}"), _store: store };
-        wait_for(Duration::from_secs(15), "nats-server to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        let server = NatsServer {
+            child,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        };
+        wait_for(Duration::from_secs(15), "nats-server to listen", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         server
     }
 }
@@ -82,7 +95,10 @@ impl Drop for NatsServer {
 pub fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
     while !done() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -93,7 +109,11 @@ pub fn funnel_bin() -> &'static str {
 
 /// Runs the `funnel` CLI to completion.
 pub fn funnel(args: &[&str]) -> Output {
-    Command::new(funnel_bin()).args(args).env("FUNNEL_LOG", "error").output().expect("run funnel")
+    Command::new(funnel_bin())
+        .args(args)
+        .env("FUNNEL_LOG", "error")
+        .output()
+        .expect("run funnel")
 }
 
 /// `funnel serve` against a NATS server, with its own data dir and HTTP port.
@@ -125,7 +145,14 @@ impl Service {
     /// Starts the process (again) and waits until /health answers.
     pub fn spawn(&mut self) {
         let child = Command::new(funnel_bin())
-            .args(["serve", "--nats-url", &self.nats_url, "--http", &self.http, "--data-dir"])
+            .args([
+                "serve",
+                "--nats-url",
+                &self.nats_url,
+                "--http",
+                &self.http,
+                "--data-dir",
+            ])
             .arg(&self.data_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FUNNEL_LOG", "error")
@@ -135,7 +162,9 @@ impl Service {
             .expect("start funnel serve");
         self.child = Some(child);
         let http = self.http.clone();
-        wait_for(Duration::from_secs(30), "funnel serve /health", || try_get(&http, "/health").is_some_and(|(s, _)| s == 200));
+        wait_for(Duration::from_secs(30), "funnel serve /health", || {
+            try_get(&http, "/health").is_some_and(|(s, _)| s == 200)
+        });
     }
 
     /// Replaces the environment used by the next [`Service::spawn`].
@@ -148,7 +177,9 @@ impl Service {
     }
 
     pub fn head_seq(&self) -> u64 {
-        self.get("/health").1["log"]["seq"].as_u64().expect("health has log.seq")
+        self.get("/health").1["log"]["seq"]
+            .as_u64()
+            .expect("health has log.seq")
     }
 
     /// Waits until the ledger holds `seq` entries and the projection has caught up.
@@ -200,20 +231,30 @@ impl Drop for Service {
 pub fn try_get(addr: &str, path: &str) -> Option<(u16, Value)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
     Some((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
 }
 
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if n == 0 || rest.len() < n {
             break;
         }
@@ -238,7 +279,9 @@ impl RawNats {
         reader.read_line(&mut info).expect("INFO");
         assert!(info.starts_with("INFO"), "unexpected greeting {info}");
         let mut writer = stream;
-        writer.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n").expect("CONNECT");
+        writer
+            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n")
+            .expect("CONNECT");
         RawNats { reader, writer }
     }
 
@@ -252,7 +295,13 @@ impl RawNats {
                 head.push_str(&format!("{k}: {v}\r\n"));
             }
             head.push_str("\r\n");
-            write!(self.writer, "HPUB {subject} {} {}\r\n{head}", head.len(), head.len() + payload.len()).expect("HPUB");
+            write!(
+                self.writer,
+                "HPUB {subject} {} {}\r\n{head}",
+                head.len(),
+                head.len() + payload.len()
+            )
+            .expect("HPUB");
         }
         self.writer.write_all(payload).expect("payload");
         self.writer.write_all(b"\r\n").expect("CRLF");

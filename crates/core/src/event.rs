@@ -55,7 +55,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Rejection { reason, message: message.into() }
+        Rejection {
+            reason,
+            message: message.into(),
+        }
     }
     fn invalid(message: impl Into<String>) -> Self {
         Rejection::new(Reason::Invalid, message)
@@ -199,7 +202,15 @@ pub struct Event {
 
 /// Every event type name, in contract order.
 pub const EVENT_TYPES: [&str; 9] = [
-    "touch", "score", "handoff", "accept", "rejection", "close", "spend", "rules", "retract",
+    "touch",
+    "score",
+    "handoff",
+    "accept",
+    "rejection",
+    "close",
+    "spend",
+    "rules",
+    "retract",
 ];
 
 impl Event {
@@ -241,7 +252,12 @@ impl Event {
                 )))
             }
             (Some(lead), _) => check_token("lead_id", lead)?,
-            (None, true) => return Err(Rejection::invalid(format!("lead_id: required for a {} event", self.kind()))),
+            (None, true) => {
+                return Err(Rejection::invalid(format!(
+                    "lead_id: required for a {} event",
+                    self.kind()
+                )))
+            }
             (None, false) => {}
         }
         if let Some(account) = &self.account_id {
@@ -252,20 +268,32 @@ impl Event {
         }
         check_opt_text("producer", &self.producer, TEXT_CHARS_MAX)?;
         match &self.data {
-            Data::Touch { channel, campaign, content, .. } => {
+            Data::Touch {
+                channel,
+                campaign,
+                content,
+                ..
+            } => {
                 check_token("data.channel", channel)?;
                 check_opt_text("data.campaign", campaign, TEXT_CHARS_MAX)?;
                 check_opt_text("data.content", content, TEXT_CHARS_MAX)?;
             }
             Data::Score { score, model, reason } => {
                 if !score.is_finite() {
-                    return Err(Rejection::invalid(format!("data.score: must be a finite number, got {score}")));
+                    return Err(Rejection::invalid(format!(
+                        "data.score: must be a finite number, got {score}"
+                    )));
                 }
                 check_opt_text("data.model", model, TEXT_CHARS_MAX)?;
                 check_opt_text("data.reason", reason, TEXT_CHARS_MAX)?;
             }
             Data::Handoff { owner, .. } => check_opt_text("data.owner", owner, TEXT_CHARS_MAX)?,
-            Data::Accept { owner, opportunity_id, pipeline, .. } => {
+            Data::Accept {
+                owner,
+                opportunity_id,
+                pipeline,
+                ..
+            } => {
                 check_opt_text("data.owner", owner, TEXT_CHARS_MAX)?;
                 check_opt_text("data.opportunity_id", opportunity_id, TEXT_CHARS_MAX)?;
                 if let Some(money) = pipeline {
@@ -273,7 +301,12 @@ impl Event {
                 }
             }
             Data::Rejection { note, .. } => check_opt_text("data.note", note, NOTE_CHARS_MAX)?,
-            Data::Close { outcome, amount, reason, opportunity_id } => {
+            Data::Close {
+                outcome,
+                amount,
+                reason,
+                opportunity_id,
+            } => {
                 match (outcome, amount) {
                     (Outcome::Won, None) => {
                         return Err(Rejection::invalid("data.amount_minor: required when outcome is won"))
@@ -284,7 +317,11 @@ impl Event {
                 check_opt_text("data.reason", reason, TEXT_CHARS_MAX)?;
                 check_opt_text("data.opportunity_id", opportunity_id, TEXT_CHARS_MAX)?;
             }
-            Data::Spend { channel, campaign, amount } => {
+            Data::Spend {
+                channel,
+                campaign,
+                amount,
+            } => {
                 check_token("data.channel", channel)?;
                 check_opt_text("data.campaign", campaign, TEXT_CHARS_MAX)?;
                 check_money(amount)?;
@@ -317,7 +354,10 @@ impl Event {
             Data::Retract { target_id, reason } => {
                 check_text("data.target_id", target_id, ID_CHARS_MAX)?;
                 if target_id == &self.id {
-                    return Err(Rejection::new(Reason::UnknownTarget, "data.target_id: an event cannot retract itself"));
+                    return Err(Rejection::new(
+                        Reason::UnknownTarget,
+                        "data.target_id: an event cannot retract itself",
+                    ));
                 }
                 check_opt_text("data.reason", reason, TEXT_CHARS_MAX)?;
             }
@@ -354,13 +394,18 @@ impl Event {
         top.only(&["id", "type", "lead_id", "account_id", "occurred_at", "producer", "data"])?;
         let id = top.req_str("id")?;
         let kind = top.req_str("type")?;
-        let occurred_at = parse_rfc3339(&top.req_str("occurred_at")?)
-            .map_err(|e| Rejection::invalid(format!("occurred_at: {e}")))?;
+        let occurred_at =
+            parse_rfc3339(&top.req_str("occurred_at")?).map_err(|e| Rejection::invalid(format!("occurred_at: {e}")))?;
         let empty = Map::new();
         let data_map = match map.get("data") {
             None => &empty,
             Some(Value::Object(m)) => m,
-            Some(other) => return Err(Rejection::invalid(format!("data: expected an object, got {}", type_name(other)))),
+            Some(other) => {
+                return Err(Rejection::invalid(format!(
+                    "data: expected an object, got {}",
+                    type_name(other)
+                )))
+            }
         };
         let d = Fields::new(data_map, "data.")?;
         let data = match kind.as_str() {
@@ -380,7 +425,11 @@ impl Event {
             }
             "score" => {
                 d.only(&["score", "model", "reason"])?;
-                Data::Score { score: d.req_f64("score")?, model: d.opt_str("model")?, reason: d.opt_str("reason")? }
+                Data::Score {
+                    score: d.req_f64("score")?,
+                    model: d.opt_str("model")?,
+                    reason: d.opt_str("reason")?,
+                }
             }
             "handoff" => {
                 d.only(&["to", "owner"])?;
@@ -389,7 +438,10 @@ impl Event {
                     "marketing" => Side::Marketing,
                     other => return Err(d.bad_enum("to", other, "sales, marketing")),
                 };
-                Data::Handoff { to, owner: d.opt_str("owner")? }
+                Data::Handoff {
+                    to,
+                    owner: d.opt_str("owner")?,
+                }
             }
             "accept" => {
                 d.only(&["stage", "owner", "opportunity_id", "amount_minor", "currency"])?;
@@ -412,7 +464,10 @@ impl Event {
                     .into_iter()
                     .find(|r| r.as_str() == text)
                     .ok_or_else(|| d.bad_enum("reason", &text, &RejectionReason::ALL.map(|r| r.as_str()).join(", ")))?;
-                Data::Rejection { reason, note: d.opt_str("note")? }
+                Data::Rejection {
+                    reason,
+                    note: d.opt_str("note")?,
+                }
             }
             "close" => {
                 d.only(&["outcome", "amount_minor", "currency", "reason", "opportunity_id"])?;
@@ -430,8 +485,14 @@ impl Event {
             }
             "spend" => {
                 d.only(&["channel", "campaign", "amount_minor", "currency"])?;
-                let amount = d.opt_money()?.ok_or_else(|| Rejection::invalid("data.amount_minor: required"))?;
-                Data::Spend { channel: d.req_str("channel")?, campaign: d.opt_str("campaign")?, amount }
+                let amount = d
+                    .opt_money()?
+                    .ok_or_else(|| Rejection::invalid("data.amount_minor: required"))?;
+                Data::Spend {
+                    channel: d.req_str("channel")?,
+                    campaign: d.opt_str("campaign")?,
+                    amount,
+                }
             }
             "rules" => {
                 d.only(&[
@@ -449,7 +510,10 @@ impl Event {
             }
             "retract" => {
                 d.only(&["target_id", "reason"])?;
-                Data::Retract { target_id: d.req_str("target_id")?, reason: d.opt_str("reason")? }
+                Data::Retract {
+                    target_id: d.req_str("target_id")?,
+                    reason: d.opt_str("reason")?,
+                }
             }
             other => {
                 return Err(Rejection::invalid(format!(
@@ -481,11 +545,19 @@ impl Event {
         put_opt(&mut top, "producer", &self.producer);
         let mut d = Map::new();
         match &self.data {
-            Data::Touch { channel, campaign, content, team } => {
+            Data::Touch {
+                channel,
+                campaign,
+                content,
+                team,
+            } => {
                 d.insert("channel".into(), channel.clone().into());
                 put_opt(&mut d, "campaign", campaign);
                 put_opt(&mut d, "content", content);
-                d.insert("team".into(), if *team == Team::Sales { "sales" } else { "marketing" }.into());
+                d.insert(
+                    "team".into(),
+                    if *team == Team::Sales { "sales" } else { "marketing" }.into(),
+                );
             }
             Data::Score { score, model, reason } => {
                 d.insert("score".into(), (*score).into());
@@ -493,11 +565,27 @@ impl Event {
                 put_opt(&mut d, "reason", reason);
             }
             Data::Handoff { to, owner } => {
-                d.insert("to".into(), if *to == Side::Sales { "sales" } else { "marketing" }.into());
+                d.insert(
+                    "to".into(),
+                    if *to == Side::Sales { "sales" } else { "marketing" }.into(),
+                );
                 put_opt(&mut d, "owner", owner);
             }
-            Data::Accept { stage, owner, opportunity_id, pipeline } => {
-                d.insert("stage".into(), if *stage == AcceptStage::Sql { "sql" } else { "opportunity" }.into());
+            Data::Accept {
+                stage,
+                owner,
+                opportunity_id,
+                pipeline,
+            } => {
+                d.insert(
+                    "stage".into(),
+                    if *stage == AcceptStage::Sql {
+                        "sql"
+                    } else {
+                        "opportunity"
+                    }
+                    .into(),
+                );
                 put_opt(&mut d, "owner", owner);
                 put_opt(&mut d, "opportunity_id", opportunity_id);
                 put_money(&mut d, pipeline.as_ref());
@@ -506,13 +594,25 @@ impl Event {
                 d.insert("reason".into(), reason.as_str().into());
                 put_opt(&mut d, "note", note);
             }
-            Data::Close { outcome, amount, reason, opportunity_id } => {
-                d.insert("outcome".into(), if *outcome == Outcome::Won { "won" } else { "lost" }.into());
+            Data::Close {
+                outcome,
+                amount,
+                reason,
+                opportunity_id,
+            } => {
+                d.insert(
+                    "outcome".into(),
+                    if *outcome == Outcome::Won { "won" } else { "lost" }.into(),
+                );
                 put_money(&mut d, amount.as_ref());
                 put_opt(&mut d, "reason", reason);
                 put_opt(&mut d, "opportunity_id", opportunity_id);
             }
-            Data::Spend { channel, campaign, amount } => {
+            Data::Spend {
+                channel,
+                campaign,
+                amount,
+            } => {
                 d.insert("channel".into(), channel.clone().into());
                 put_opt(&mut d, "campaign", campaign);
                 put_money(&mut d, Some(amount));
@@ -547,7 +647,10 @@ impl Event {
         } else {
             Err(Rejection::new(
                 Reason::SubjectMismatch,
-                format!("published on `{subject}` but a {} event with this payload belongs on `{expected}`", self.kind()),
+                format!(
+                    "published on `{subject}` but a {} event with this payload belongs on `{expected}`",
+                    self.kind()
+                ),
             ))
         }
     }
@@ -584,10 +687,14 @@ fn has_control(text: &str) -> bool {
 fn check_text(name: &str, text: &str, max: usize) -> Result<(), Rejection> {
     let chars = text.chars().count();
     if chars == 0 || chars > max {
-        return Err(Rejection::invalid(format!("{name}: must be 1–{max} characters, got {chars}")));
+        return Err(Rejection::invalid(format!(
+            "{name}: must be 1–{max} characters, got {chars}"
+        )));
     }
     if has_control(text) {
-        return Err(Rejection::invalid(format!("{name}: must not contain control characters")));
+        return Err(Rejection::invalid(format!(
+            "{name}: must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -599,20 +706,27 @@ fn check_opt_text(name: &str, text: &Option<String>, max: usize) -> Result<(), R
 /// `^[A-Za-z0-9_-]{1,128}$`: safe as a NATS subject token.
 pub fn is_token(text: &str) -> bool {
     (1..=ID_CHARS_MAX).contains(&text.len())
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn check_token(name: &str, text: &str) -> Result<(), Rejection> {
     if is_token(text) {
         Ok(())
     } else {
-        Err(Rejection::invalid(format!("{name}: `{text}` must match ^[A-Za-z0-9_-]{{1,128}}$")))
+        Err(Rejection::invalid(format!(
+            "{name}: `{text}` must match ^[A-Za-z0-9_-]{{1,128}}$"
+        )))
     }
 }
 
 fn check_money(money: &Money) -> Result<(), Rejection> {
     if money.amount_minor < 0 {
-        return Err(Rejection::invalid(format!("data.amount_minor: must not be negative, got {}", money.amount_minor)));
+        return Err(Rejection::invalid(format!(
+            "data.amount_minor: must not be negative, got {}",
+            money.amount_minor
+        )));
     }
     if money.currency.len() != 3 || !money.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(Rejection::invalid(format!(
@@ -651,7 +765,11 @@ impl<'a> Fields<'a> {
     }
 
     fn wrong(&self, key: &str, expected: &str, got: &Value) -> Rejection {
-        Rejection::invalid(format!("{}{key}: expected {expected}, got {}", self.prefix, type_name(got)))
+        Rejection::invalid(format!(
+            "{}{key}: expected {expected}, got {}",
+            self.prefix,
+            type_name(got)
+        ))
     }
 
     fn opt_str(&self, key: &str) -> Result<Option<String>, Rejection> {
@@ -663,7 +781,8 @@ impl<'a> Fields<'a> {
     }
 
     fn req_str(&self, key: &str) -> Result<String, Rejection> {
-        self.opt_str(key)?.ok_or_else(|| Rejection::invalid(format!("{}{key}: required", self.prefix)))
+        self.opt_str(key)?
+            .ok_or_else(|| Rejection::invalid(format!("{}{key}: required", self.prefix)))
     }
 
     fn opt_f64(&self, key: &str) -> Result<Option<f64>, Rejection> {
@@ -671,14 +790,18 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(v) if v.is_finite() => Ok(Some(v)),
-                _ => Err(Rejection::invalid(format!("{}{key}: must be a finite number", self.prefix))),
+                _ => Err(Rejection::invalid(format!(
+                    "{}{key}: must be a finite number",
+                    self.prefix
+                ))),
             },
             Some(other) => Err(self.wrong(key, "a number", other)),
         }
     }
 
     fn req_f64(&self, key: &str) -> Result<f64, Rejection> {
-        self.opt_f64(key)?.ok_or_else(|| Rejection::invalid(format!("{}{key}: required", self.prefix)))
+        self.opt_f64(key)?
+            .ok_or_else(|| Rejection::invalid(format!("{}{key}: required", self.prefix)))
     }
 
     /// `amount_minor` + `currency`, both or neither.
@@ -700,8 +823,14 @@ impl<'a> Fields<'a> {
         match (amount, currency) {
             (None, None) => Ok(None),
             (Some(amount_minor), Some(currency)) => Ok(Some(Money { amount_minor, currency })),
-            (Some(_), None) => Err(Rejection::invalid(format!("{}currency: required with amount_minor", self.prefix))),
-            (None, Some(_)) => Err(Rejection::invalid(format!("{}amount_minor: required with currency", self.prefix))),
+            (Some(_), None) => Err(Rejection::invalid(format!(
+                "{}currency: required with amount_minor",
+                self.prefix
+            ))),
+            (None, Some(_)) => Err(Rejection::invalid(format!(
+                "{}amount_minor: required with currency",
+                self.prefix
+            ))),
         }
     }
 

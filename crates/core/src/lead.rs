@@ -138,7 +138,11 @@ impl LeadFacts {
         match &event.data {
             Data::Touch { channel, campaign, .. } => {
                 if self.source.is_none() {
-                    self.source = Some(Source { at: t, channel: channel.clone(), campaign: campaign.clone() });
+                    self.source = Some(Source {
+                        at: t,
+                        channel: channel.clone(),
+                        campaign: campaign.clone(),
+                    });
                 }
             }
             Data::Score { score, .. } => {
@@ -175,11 +179,15 @@ impl LeadFacts {
                 }
             }
             Data::Rejection { .. } => self.stage = Stage::Nurture,
-            Data::Close { outcome: Outcome::Won, .. } => {
+            Data::Close {
+                outcome: Outcome::Won, ..
+            } => {
                 self.reach(Milestone::Won, t);
                 self.stage = Stage::Won;
             }
-            Data::Close { outcome: Outcome::Lost, .. } => {
+            Data::Close {
+                outcome: Outcome::Lost, ..
+            } => {
                 self.reach(Milestone::Lost, t);
                 self.stage = Stage::Lost;
             }

@@ -111,9 +111,15 @@ impl Projection {
     pub fn apply(&mut self, entry: &Entry) -> Result<(), ProjectionError> {
         let expected = self.head.seq + 1;
         if entry.seq != expected {
-            return Err(ProjectionError::Gap { expected, got: entry.seq });
+            return Err(ProjectionError::Gap {
+                expected,
+                got: entry.seq,
+            });
         }
-        self.head = LogPosition { seq: entry.seq, hash: entry.hash };
+        self.head = LogPosition {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
         let event = &entry.event;
         match &event.data {
             Data::Rules(change) => {
@@ -138,7 +144,10 @@ impl Projection {
                 let Some(lead_id) = &event.lead_id else { return Ok(()) };
                 self.locations.insert(event.id.clone(), Location::Lead(lead_id.clone()));
                 let state = self.leads.entry(lead_id.clone()).or_default();
-                let lead_event = LeadEvent { seq: entry.seq, event: event.clone() };
+                let lead_event = LeadEvent {
+                    seq: entry.seq,
+                    event: event.clone(),
+                };
                 let at = state.events.partition_point(|e| e.order_key() < lead_event.order_key());
                 state.events.insert(at, lead_event);
                 state.facts = LeadFacts::derive(&state.events, &self.rules);
@@ -148,7 +157,9 @@ impl Projection {
     }
 
     fn retract(&mut self, target_id: &str, seq: u64) {
-        let Some(location) = self.locations.get(target_id).cloned() else { return };
+        let Some(location) = self.locations.get(target_id).cloned() else {
+            return;
+        };
         if self.retracted.contains_key(target_id) || location == Location::Retract {
             return;
         }
@@ -161,7 +172,12 @@ impl Projection {
                 }
             }
             Location::Rules => {
-                let from = self.rules.entries().iter().find(|e| e.id == target_id).map(|e| e.occurred_at);
+                let from = self
+                    .rules
+                    .entries()
+                    .iter()
+                    .find(|e| e.id == target_id)
+                    .map(|e| e.occurred_at);
                 self.rules.remove(target_id);
                 if let Some(from) = from {
                     self.rederive_from(from);

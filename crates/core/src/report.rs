@@ -78,7 +78,10 @@ pub struct Log {
 
 impl From<LogPosition> for Log {
     fn from(p: LogPosition) -> Log {
-        Log { seq: p.seq, hash: p.hash_hex() }
+        Log {
+            seq: p.seq,
+            hash: p.hash_hex(),
+        }
     }
 }
 
@@ -150,7 +153,12 @@ pub struct FunnelGroup {
 
 impl FunnelGroup {
     fn new(key: String) -> FunnelGroup {
-        FunnelGroup { key, period: Counts::default(), cohort: Counts::default(), rates: Rates::default() }
+        FunnelGroup {
+            key,
+            period: Counts::default(),
+            cohort: Counts::default(),
+            rates: Rates::default(),
+        }
     }
 
     fn add(&mut self, facts: &LeadFacts, window: &Window, as_of: Micros) {
@@ -163,7 +171,9 @@ impl FunnelGroup {
                 self.period.bump(*m);
             }
         }
-        let in_cohort = reached.first().is_some_and(|(m, t)| *m == Milestone::Inquiry && window.contains(*t));
+        let in_cohort = reached
+            .first()
+            .is_some_and(|(m, t)| *m == Milestone::Inquiry && window.contains(*t));
         if in_cohort {
             for (m, _) in &reached {
                 self.cohort.bump(*m);
@@ -191,7 +201,10 @@ pub fn funnel(projection: &Projection, window: Window, by: Option<By>, as_of: Mi
         total.add(facts, &window, as_of);
         if let Some(by) = by {
             let key = by.key(facts, as_of);
-            groups.entry(key.clone()).or_insert_with(|| FunnelGroup::new(key)).add(facts, &window, as_of);
+            groups
+                .entry(key.clone())
+                .or_insert_with(|| FunnelGroup::new(key))
+                .add(facts, &window, as_of);
         }
     }
     let mut groups: Vec<FunnelGroup> = groups.into_values().collect();
@@ -244,12 +257,23 @@ pub struct LeadView {
 /// (its events and retractions of them). `None` if the projection has no such lead.
 pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: Micros) -> Option<LeadView> {
     let state = projection.lead(lead_id)?;
-    let facts = LeadFacts::derive(state.events.iter().filter(|e| e.event.occurred_at <= as_of), projection.rules());
+    let facts = LeadFacts::derive(
+        state.events.iter().filter(|e| e.event.occurred_at <= as_of),
+        projection.rules(),
+    );
     let mut items: Vec<&Entry> = timeline.iter().filter(|e| e.event.occurred_at <= as_of).collect();
     items.sort_by_key(|e| (e.event.occurred_at, e.seq));
     let milestones = Milestone::ALL
         .into_iter()
-        .map(|m| (m.as_str(), facts.as_ref().and_then(|f| f.milestone_at(m, as_of)).map(format_rfc3339)))
+        .map(|m| {
+            (
+                m.as_str(),
+                facts
+                    .as_ref()
+                    .and_then(|f| f.milestone_at(m, as_of))
+                    .map(format_rfc3339),
+            )
+        })
         .collect();
     Some(LeadView {
         log: projection.head().into(),

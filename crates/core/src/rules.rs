@@ -63,7 +63,9 @@ pub struct RulesTimeline {
 
 impl RulesTimeline {
     pub fn insert(&mut self, entry: RulesEntry) {
-        let at = self.entries.partition_point(|e| (e.occurred_at, e.seq) < (entry.occurred_at, entry.seq));
+        let at = self
+            .entries
+            .partition_point(|e| (e.occurred_at, e.seq) < (entry.occurred_at, entry.seq));
         self.entries.insert(at, entry);
         self.recompute();
     }
@@ -104,14 +106,27 @@ mod tests {
     use super::*;
 
     fn change(threshold: f64) -> RulesChange {
-        RulesChange { mql_score_threshold: Some(threshold), ..RulesChange::default() }
+        RulesChange {
+            mql_score_threshold: Some(threshold),
+            ..RulesChange::default()
+        }
     }
 
     #[test]
     fn rules_apply_from_their_occurred_at_on() {
         let mut timeline = RulesTimeline::default();
-        timeline.insert(RulesEntry { occurred_at: 100, seq: 5, id: "r2".into(), change: change(70.0) });
-        timeline.insert(RulesEntry { occurred_at: 50, seq: 9, id: "r1".into(), change: change(60.0) });
+        timeline.insert(RulesEntry {
+            occurred_at: 100,
+            seq: 5,
+            id: "r2".into(),
+            change: change(70.0),
+        });
+        timeline.insert(RulesEntry {
+            occurred_at: 50,
+            seq: 9,
+            id: "r1".into(),
+            change: change(60.0),
+        });
         assert_eq!(timeline.at(49).mql_score_threshold, 50.0);
         assert_eq!(timeline.at(50).mql_score_threshold, 60.0);
         assert_eq!(timeline.at(99).mql_score_threshold, 60.0);

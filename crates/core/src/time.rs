@@ -81,9 +81,16 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for text in ["2026-03-01T09:30:00Z", "2026-03-01T09:30:00.25Z", "1970-01-01T00:00:00.000001Z"] {
+        for text in [
+            "2026-03-01T09:30:00Z",
+            "2026-03-01T09:30:00.25Z",
+            "1970-01-01T00:00:00.000001Z",
+        ] {
             assert_eq!(format_rfc3339(parse_rfc3339(text).unwrap()), text);
         }
-        assert_eq!(parse_bound("2026-03-01").unwrap(), parse_rfc3339("2026-03-01T00:00:00Z").unwrap());
+        assert_eq!(
+            parse_bound("2026-03-01").unwrap(),
+            parse_rfc3339("2026-03-01T00:00:00Z").unwrap()
+        );
     }
 }

@@ -20,7 +20,10 @@ fn make_event(i: usize, (lead, kind, pick, hour): (u8, u8, u8, u16)) -> Event {
     // Distinct times across the whole history: ties would make seq (arrival) decide order, by design.
     let occurred_at = BASE + i64::from(hour) * HOUR + i as i64;
     let channels = ["webinar", "paid_search", "direct", "referral"];
-    let money = Money { amount_minor: 1_000 + i64::from(pick) * 37, currency: if pick % 3 == 0 { "EUR" } else { "USD" }.into() };
+    let money = Money {
+        amount_minor: 1_000 + i64::from(pick) * 37,
+        currency: if pick % 3 == 0 { "EUR" } else { "USD" }.into(),
+    };
     let data = match kind {
         0 | 1 => Data::Touch {
             channel: channels[usize::from(pick) % 4].into(),
@@ -28,16 +31,54 @@ fn make_event(i: usize, (lead, kind, pick, hour): (u8, u8, u8, u16)) -> Event {
             content: None,
             team: Team::Marketing,
         },
-        2 | 3 => Data::Score { score: f64::from(pick) * 12.5, model: None, reason: None },
-        4 => Data::Handoff { to: if pick < 6 { Side::Sales } else { Side::Marketing }, owner: Some(format!("o{pick}")) },
-        5 => Data::Accept { stage: if pick % 2 == 0 { AcceptStage::Sql } else { AcceptStage::Opportunity }, owner: None, opportunity_id: None, pipeline: None },
-        6 => Data::Rejection { reason: RejectionReason::ALL[usize::from(pick)], note: None },
-        7 => Data::Close { outcome: if pick % 2 == 0 { Outcome::Won } else { Outcome::Lost }, amount: Some(money), reason: None, opportunity_id: None },
-        8 => Data::Rules(RulesChange { mql_score_threshold: Some(f64::from(pick) * 10.0 + 20.0), ..RulesChange::default() }),
-        _ => Data::Spend { channel: channels[usize::from(pick) % 4].into(), campaign: None, amount: money },
+        2 | 3 => Data::Score {
+            score: f64::from(pick) * 12.5,
+            model: None,
+            reason: None,
+        },
+        4 => Data::Handoff {
+            to: if pick < 6 { Side::Sales } else { Side::Marketing },
+            owner: Some(format!("o{pick}")),
+        },
+        5 => Data::Accept {
+            stage: if pick % 2 == 0 {
+                AcceptStage::Sql
+            } else {
+                AcceptStage::Opportunity
+            },
+            owner: None,
+            opportunity_id: None,
+            pipeline: None,
+        },
+        6 => Data::Rejection {
+            reason: RejectionReason::ALL[usize::from(pick)],
+            note: None,
+        },
+        7 => Data::Close {
+            outcome: if pick % 2 == 0 { Outcome::Won } else { Outcome::Lost },
+            amount: Some(money),
+            reason: None,
+            opportunity_id: None,
+        },
+        8 => Data::Rules(RulesChange {
+            mql_score_threshold: Some(f64::from(pick) * 10.0 + 20.0),
+            ..RulesChange::default()
+        }),
+        _ => Data::Spend {
+            channel: channels[usize::from(pick) % 4].into(),
+            campaign: None,
+            amount: money,
+        },
     };
     let lead_id = (!matches!(data, Data::Rules(_) | Data::Spend { .. })).then(|| format!("L{lead}"));
-    Event { id: format!("e{i}"), lead_id, account_id: None, occurred_at, producer: Some(format!("p{}", lead % 3)), data }
+    Event {
+        id: format!("e{i}"),
+        lead_id,
+        account_id: None,
+        occurred_at,
+        producer: Some(format!("p{}", lead % 3)),
+        data,
+    }
 }
 
 fn history() -> impl Strategy<Value = Vec<Event>> {
@@ -48,7 +89,14 @@ fn history() -> impl Strategy<Value = Vec<Event>> {
 fn project(events: &[Event]) -> Projection {
     let mut projection = Projection::default();
     for (i, event) in events.iter().enumerate() {
-        let entry = Entry { seq: i as u64 + 1, recorded_at: 0, stream_seq: 0, prev_hash: [0; 32], hash: [0; 32], event: event.clone() };
+        let entry = Entry {
+            seq: i as u64 + 1,
+            recorded_at: 0,
+            stream_seq: 0,
+            prev_hash: [0; 32],
+            hash: [0; 32],
+            event: event.clone(),
+        };
         projection.apply(&entry).expect("contiguous");
     }
     projection
@@ -66,7 +114,11 @@ fn reports(projection: &Projection, as_of: i64) -> String {
         }
     }
     // A lead whose every event was retracted keeps its (empty) place for the auditors' timeline.
-    for (lead, facts) in projection.leads().iter().filter_map(|(l, s)| Some((l, s.facts.as_ref()?))) {
+    for (lead, facts) in projection
+        .leads()
+        .iter()
+        .filter_map(|(l, s)| Some((l, s.facts.as_ref()?)))
+    {
         out.push_str(&format!("{lead}:{facts:?}"));
     }
     out
@@ -159,11 +211,22 @@ fn rules_timeline_lookup_matches_a_linear_scan() {
             occurred_at: t,
             seq: i as u64,
             id: format!("r{i}"),
-            change: RulesChange { mql_score_threshold: Some(i as f64), ..RulesChange::default() },
+            change: RulesChange {
+                mql_score_threshold: Some(i as f64),
+                ..RulesChange::default()
+            },
         });
     }
     // Hand-worked: changes sorted by (t, seq) are r1@10, r2@30, r3@30, r0@50, r4@90.
-    for (t, expected) in [(9, 50.0), (10, 1.0), (29, 1.0), (30, 3.0), (50, 0.0), (89, 0.0), (90, 4.0)] {
+    for (t, expected) in [
+        (9, 50.0),
+        (10, 1.0),
+        (29, 1.0),
+        (30, 3.0),
+        (50, 0.0),
+        (89, 0.0),
+        (90, 4.0),
+    ] {
         assert_eq!(timeline.at(t).mql_score_threshold, expected, "at {t}");
     }
 }

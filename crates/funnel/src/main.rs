@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand};
 const EXIT_DAMAGED: i32 = 3;
 
 #[derive(Parser)]
-#[command(name = "funnel", version, about = "The lead-funnel ledger: record every lead event once, replay any report.")]
+#[command(
+    name = "funnel",
+    version,
+    about = "The lead-funnel ledger: record every lead event once, replay any report."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -159,17 +163,41 @@ fn main() {
 async fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve { nats_url, data, http } => serve::serve(nats_url, &data.data_dir, &http).await,
-        Command::Emit { file, bincode, connect, json } => publish::emit(file, bincode, &connect, json).await,
-        Command::Simulate { leads, seed, start, days, out, connect, json } => {
-            let start = funnel_core::time::parse_bound(&start).map_err(|e| CliError::Failed(format!("--start: {e}")))?;
-            let events = simulate::funnel(simulate::Plan { leads, seed, start, days });
+        Command::Emit {
+            file,
+            bincode,
+            connect,
+            json,
+        } => publish::emit(file, bincode, &connect, json).await,
+        Command::Simulate {
+            leads,
+            seed,
+            start,
+            days,
+            out,
+            connect,
+            json,
+        } => {
+            let start =
+                funnel_core::time::parse_bound(&start).map_err(|e| CliError::Failed(format!("--start: {e}")))?;
+            let events = simulate::funnel(simulate::Plan {
+                leads,
+                seed,
+                start,
+                days,
+            });
             match out {
                 Some(path) => publish::write_ndjson(&path, &events, json),
                 None => publish::publish(&connect, &events, false, json).await,
             }
         }
         Command::Verify { data, json } => offline::verify(&data.data_dir, json),
-        Command::Export { data, out, at_seq, json } => offline::export(&data.data_dir, out, at_seq, json),
+        Command::Export {
+            data,
+            out,
+            at_seq,
+            json,
+        } => offline::export(&data.data_dir, out, at_seq, json),
         Command::Import { data, file, json } => offline::import(&data.data_dir, file, json),
         Command::Replay(args) => offline::replay(args),
     }

@@ -26,9 +26,11 @@ fn binary() -> Result<PathBuf, CliError> {
             return Ok(path);
         }
         if path.components().count() == 1 {
-            if let Some(found) = std::env::var_os("PATH")
-                .and_then(|p| std::env::split_paths(&p).map(|d| d.join(candidate)).find(|f| f.exists()))
-            {
+            if let Some(found) = std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(candidate))
+                    .find(|f| f.exists())
+            }) {
                 return Ok(found);
             }
         }
@@ -40,7 +42,9 @@ fn binary() -> Result<PathBuf, CliError> {
 
 /// Stops a nats-server left behind by a `funnel serve` that was killed.
 fn stop_stale(pid_file: &Path) {
-    let Ok(text) = std::fs::read_to_string(pid_file) else { return };
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return;
+    };
     let Ok(pid) = text.trim().parse::<u32>() else { return };
     let is_nats = std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| String::from_utf8_lossy(&c).contains("nats-server"))
@@ -59,8 +63,12 @@ fn stop_stale(pid_file: &Path) {
 }
 
 fn free_port() -> Result<u16, CliError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::Failed(format!("no free port: {e}")))?;
-    Ok(listener.local_addr().map_err(|e| CliError::Failed(e.to_string()))?.port())
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| CliError::Failed(format!("no free port: {e}")))?;
+    Ok(listener
+        .local_addr()
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .port())
 }
 
 pub async fn start(data_dir: &Path) -> Result<NatsChild, CliError> {
@@ -88,7 +96,9 @@ pub async fn start(data_dir: &Path) -> Result<NatsChild, CliError> {
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
         if tokio::time::Instant::now() > deadline {
-            return Err(CliError::Failed(format!("nats-server did not listen on {url} within {START_TIMEOUT:?}")));
+            return Err(CliError::Failed(format!(
+                "nats-server did not listen on {url} within {START_TIMEOUT:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -31,7 +31,10 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Some((seq, reason)) => Err(CliError::Damaged(format!("chain broken at seq {seq}: {reason} ({} entries before it check out)", v.checked))),
+        Some((seq, reason)) => Err(CliError::Damaged(format!(
+            "chain broken at seq {seq}: {reason} ({} entries before it check out)",
+            v.checked
+        ))),
     }
 }
 
@@ -48,7 +51,10 @@ pub fn export(data_dir: &Path, out: Option<PathBuf>, at_seq: Option<u64>, json: 
         .map_err(|e| CliError::Failed(format!("export: {e}")))?;
     drop(writer);
     if json && out.is_some() {
-        println!("{}", serde_json::json!({"exported": head.seq, "log": report::Log::from(head)}));
+        println!(
+            "{}",
+            serde_json::json!({"exported": head.seq, "log": report::Log::from(head)})
+        );
     } else if !quiet {
         eprintln!("\rexported {} entries, head {}", head.seq, head.hash_hex());
     }
@@ -59,7 +65,10 @@ pub fn import(data_dir: &Path, file: Option<PathBuf>, json: bool) -> Result<(), 
     let ledger = open_ledger(data_dir)?;
     let head = import_into(&ledger, file.as_deref(), json)?;
     if json {
-        println!("{}", serde_json::json!({"imported": head.seq, "log": report::Log::from(head)}));
+        println!(
+            "{}",
+            serde_json::json!({"imported": head.seq, "log": report::Log::from(head)})
+        );
     } else {
         eprintln!("\rimported {} entries, head {}", head.seq, head.hash_hex());
     }
@@ -73,7 +82,8 @@ fn import_into(ledger: &Ledger, file: Option<&Path>, json: bool) -> Result<funne
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    funnel_ledger::import(ledger, reader, progress(json, "imported")).map_err(|e| CliError::Failed(format!("import: {e}")))
+    funnel_ledger::import(ledger, reader, progress(json, "imported"))
+        .map_err(|e| CliError::Failed(format!("import: {e}")))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -127,7 +137,13 @@ impl Drop for Scratch {
 
 pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
     let mut pairs: Vec<(&str, String)> = Vec::new();
-    for (key, value) in [("as_of", &args.as_of), ("known_at", &args.known_at), ("from", &args.from), ("to", &args.to), ("by", &args.by)] {
+    for (key, value) in [
+        ("as_of", &args.as_of),
+        ("known_at", &args.known_at),
+        ("from", &args.from),
+        ("to", &args.to),
+        ("by", &args.by),
+    ] {
         if let Some(v) = value {
             pairs.push((key, v.clone()));
         }
@@ -159,11 +175,23 @@ pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(format!("replay: {e}")))?;
     let out = match args.report {
         ReplayReport::Funnel => {
-            let report = report::funnel(&projection, params.window().map_err(bad)?, params.by(&["channel", "campaign", "producer"]).map_err(bad)?, travel.as_of);
-            if args.json { serde_json::to_string(&report) } else { Ok(funnel_table(&report)) }
+            let report = report::funnel(
+                &projection,
+                params.window().map_err(bad)?,
+                params.by(&["channel", "campaign", "producer"]).map_err(bad)?,
+                travel.as_of,
+            );
+            if args.json {
+                serde_json::to_string(&report)
+            } else {
+                Ok(funnel_table(&report))
+            }
         }
         ReplayReport::Lead => {
-            let lead = args.lead.as_deref().ok_or_else(|| CliError::Failed("replay lead needs --lead ID".into()))?;
+            let lead = args
+                .lead
+                .as_deref()
+                .ok_or_else(|| CliError::Failed("replay lead needs --lead ID".into()))?;
             let upto = projection.head().seq;
             let timeline: Vec<_> = ledger
                 .lead_entries(lead)
@@ -173,7 +201,11 @@ pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
                 .collect();
             let view = report::lead(&projection, lead, &timeline, travel.as_of)
                 .ok_or_else(|| CliError::Failed(format!("no lead `{lead}` at seq {upto}")))?;
-            if args.json { serde_json::to_string(&view) } else { serde_json::to_string_pretty(&view) }
+            if args.json {
+                serde_json::to_string(&view)
+            } else {
+                serde_json::to_string_pretty(&view)
+            }
         }
     }
     .map_err(|e| CliError::Failed(e.to_string()))?;
@@ -184,7 +216,15 @@ pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
 fn form(pairs: &[(&str, String)]) -> String {
     pairs
         .iter()
-        .map(|(k, v)| format!("{k}={}", v.replace('%', "%25").replace('+', "%2B").replace('&', "%26").replace(' ', "%20")))
+        .map(|(k, v)| {
+            format!(
+                "{k}={}",
+                v.replace('%', "%25")
+                    .replace('+', "%2B")
+                    .replace('&', "%26")
+                    .replace(' ', "%20")
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -192,12 +232,29 @@ fn form(pairs: &[(&str, String)]) -> String {
 fn funnel_table(r: &report::FunnelReport) -> String {
     let mut out = format!(
         "log seq {} · head {} · as of {}\n{:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
-        r.log.seq, r.log.hash, r.as_of, r.by.unwrap_or("cohort"), "inquiry", "mql", "sal", "sql", "opp", "won", "lost", "win rate"
+        r.log.seq,
+        r.log.hash,
+        r.as_of,
+        r.by.unwrap_or("cohort"),
+        "inquiry",
+        "mql",
+        "sal",
+        "sql",
+        "opp",
+        "won",
+        "lost",
+        "win rate"
     );
     let row = |key: &str, c: &Counts, win: Option<f64>| {
         format!(
             "{key:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
-            c.inquiry, c.mql, c.sal, c.sql, c.opportunity, c.won, c.lost,
+            c.inquiry,
+            c.mql,
+            c.sal,
+            c.sql,
+            c.opportunity,
+            c.won,
+            c.lost,
             win.map_or("–".to_owned(), |w| format!("{:.1}%", w * 100.0))
         )
     };

@@ -13,13 +13,19 @@ fn nats_url(connect: &Connect) -> String {
     connect
         .nats_url
         .clone()
-        .or_else(|| std::fs::read_to_string(connect.data.data_dir.join("nats.url")).ok().map(|s| s.trim().to_owned()))
+        .or_else(|| {
+            std::fs::read_to_string(connect.data.data_dir.join("nats.url"))
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
         .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned())
 }
 
 pub async fn publish(connect: &Connect, events: &[Event], bincode: bool, json: bool) -> Result<(), CliError> {
     let url = nats_url(connect);
-    let client = async_nats::connect(&url).await.map_err(|e| CliError::Failed(format!("connect to {url}: {e}")))?;
+    let client = async_nats::connect(&url)
+        .await
+        .map_err(|e| CliError::Failed(format!("connect to {url}: {e}")))?;
     let producer = Producer::new(client.clone(), if bincode { Encoding::Bincode } else { Encoding::Json });
     let total = events.len();
     let sent = producer
@@ -30,7 +36,10 @@ pub async fn publish(connect: &Connect, events: &[Event], bincode: bool, json: b
         })
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    client.flush().await.map_err(|e| CliError::Failed(format!("flush: {e}")))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| CliError::Failed(format!("flush: {e}")))?;
     if json {
         println!("{}", serde_json::json!({"published": sent, "nats_url": url}));
     } else {
@@ -70,7 +79,10 @@ pub async fn emit(file: Option<PathBuf>, bincode: bool, connect: &Connect, json:
     if refused.is_empty() {
         Ok(())
     } else {
-        Err(CliError::Failed(format!("{} line(s) refused and not published", refused.len())))
+        Err(CliError::Failed(format!(
+            "{} line(s) refused and not published",
+            refused.len()
+        )))
     }
 }
 
@@ -82,7 +94,10 @@ pub fn write_ndjson(path: &Path, events: &[Event], json: bool) -> Result<(), Cli
     }
     out.flush().map_err(fail)?;
     if json {
-        println!("{}", serde_json::json!({"written": events.len(), "file": path.display().to_string()}));
+        println!(
+            "{}",
+            serde_json::json!({"written": events.len(), "file": path.display().to_string()})
+        );
     } else {
         eprintln!("wrote {} events to {}", events.len(), path.display());
     }

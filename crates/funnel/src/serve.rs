@@ -41,7 +41,9 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         Some(_) => None,
         None => Some(nats_child::start(data_dir).await?),
     };
-    let url = nats_url.or_else(|| child.as_ref().map(|c| c.url.clone())).unwrap_or_default();
+    let url = nats_url
+        .or_else(|| child.as_ref().map(|c| c.url.clone()))
+        .unwrap_or_default();
     let client = async_nats::ConnectOptions::new()
         .name("funnel-serve")
         .connect(&url)
@@ -50,7 +52,9 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
     let js = async_nats::jetstream::new(client);
     let settings = Settings::from_env().map_err(CliError::Failed)?;
     // Streams exist before /health answers, so producers never publish into the void.
-    ingest::ensure_streams(&js, &settings).await.map_err(|e| CliError::Failed(e.to_string()))?;
+    ingest::ensure_streams(&js, &settings)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let live = Arc::new(
         tokio::task::block_in_place(|| Live::open(ledger.clone()))
@@ -62,14 +66,31 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (head_tx, head_rx) = watch::channel(ledger.head().seq);
 
-    let mut ingest = tokio::spawn(ingest::run(js, ledger.clone(), settings.clone(), metrics.clone(), head_tx, shutdown.clone()));
+    let mut ingest = tokio::spawn(ingest::run(
+        js,
+        ledger.clone(),
+        settings.clone(),
+        metrics.clone(),
+        head_tx,
+        shutdown.clone(),
+    ));
     let mut projector = tokio::spawn(live::run(live.clone(), settings, head_rx, shutdown.clone()));
-    let app = funnel_query::router(funnel_query::AppState { live: live.clone(), metrics });
+    let app = funnel_query::router(funnel_query::AppState {
+        live: live.clone(),
+        metrics,
+    });
     let mut http_shutdown = shutdown.clone();
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = http_shutdown.changed().await; }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_shutdown.changed().await;
+            })
+            .await
     });
-    println!("funnel: serving http://{http}/ (ledger head {}, NATS {url})", ledger.head().seq);
+    println!(
+        "funnel: serving http://{http}/ (ledger head {}, NATS {url})",
+        ledger.head().seq
+    );
 
     let outcome = tokio::select! {
         _ = stop_signal() => Ok(()),

@@ -87,7 +87,12 @@ fn pick_channel(rng: &mut Rng) -> usize {
 fn touch(rng: &mut Rng, channel: usize) -> Data {
     let (name, _, campaigns, _) = CHANNELS[channel];
     let campaign = (!campaigns.is_empty()).then(|| campaigns[rng.below(campaigns.len() as u64) as usize].to_owned());
-    Data::Touch { channel: name.to_owned(), campaign, content: None, team: Team::Marketing }
+    Data::Touch {
+        channel: name.to_owned(),
+        campaign,
+        content: None,
+        team: Team::Marketing,
+    }
 }
 
 pub fn funnel(plan: Plan) -> Vec<Event> {
@@ -100,7 +105,11 @@ pub fn funnel(plan: Plan) -> Vec<Event> {
         account_id: None,
         occurred_at: plan.start,
         producer: Some("revops".into()),
-        data: Data::Rules(RulesChange { mql_score_threshold: Some(50.0), handoff_sla_hours: Some(24.0), ..Default::default() }),
+        data: Data::Rules(RulesChange {
+            mql_score_threshold: Some(50.0),
+            handoff_sla_hours: Some(24.0),
+            ..Default::default()
+        }),
     });
     for week in 0..(i64::from(plan.days) / 7).max(1) {
         for (c, (name, share, campaigns, _)) in CHANNELS.iter().enumerate() {
@@ -117,7 +126,10 @@ pub fn funnel(plan: Plan) -> Vec<Event> {
                 data: Data::Spend {
                     channel: (*name).to_owned(),
                     campaign: campaigns.first().map(|c| (*c).to_owned()),
-                    amount: Money { amount_minor: amount, currency: "USD".into() },
+                    amount: Money {
+                        amount_minor: amount,
+                        currency: "USD".into(),
+                    },
                 },
             });
         }
@@ -135,17 +147,34 @@ pub fn funnel(plan: Plan) -> Vec<Event> {
         let mut score = 5.0 + (rng.below(30) as f64);
         for _ in 0..rng.below(4) {
             lead.wait_hours(&mut rng, 96);
-            let other = if rng.chance(0.5) { channel } else { pick_channel(&mut rng) };
+            let other = if rng.chance(0.5) {
+                channel
+            } else {
+                pick_channel(&mut rng)
+            };
             lead.push("hubspot-sync", touch(&mut rng, other));
             score += (rng.below(25) as f64) * quality;
-            lead.push("scoring-model", Data::Score { score: score.round(), model: Some("fit-v3".into()), reason: None });
+            lead.push(
+                "scoring-model",
+                Data::Score {
+                    score: score.round(),
+                    model: Some("fit-v3".into()),
+                    reason: None,
+                },
+            );
         }
         if score < 50.0 || !rng.chance(0.75) {
             continue;
         }
         lead.wait_hours(&mut rng, 48);
         let owner = OWNERS[rng.below(OWNERS.len() as u64) as usize].to_owned();
-        lead.push("salesforce", Data::Handoff { to: Side::Sales, owner: Some(owner.clone()) });
+        lead.push(
+            "salesforce",
+            Data::Handoff {
+                to: Side::Sales,
+                owner: Some(owner.clone()),
+            },
+        );
         let roll = rng.unit();
         if roll > 0.92 {
             continue; // never answered: an SLA breach
@@ -157,31 +186,51 @@ pub fn funnel(plan: Plan) -> Vec<Event> {
             lead.push("salesforce", Data::Rejection { reason, note: None });
             continue;
         }
-        lead.push("salesforce", Data::Accept { stage: AcceptStage::Sql, owner: Some(owner.clone()), opportunity_id: None, pipeline: None });
+        lead.push(
+            "salesforce",
+            Data::Accept {
+                stage: AcceptStage::Sql,
+                owner: Some(owner.clone()),
+                opportunity_id: None,
+                pipeline: None,
+            },
+        );
         if !rng.chance(0.6) {
             continue;
         }
         lead.wait_hours(&mut rng, 240);
         let amount = (50 + rng.below(1150) as i64) * 10_000;
         let opportunity = format!("O-{}", lead.id);
-        lead.push("salesforce", Data::Accept {
-            stage: AcceptStage::Opportunity,
-            owner: Some(owner),
-            opportunity_id: Some(opportunity.clone()),
-            pipeline: Some(Money { amount_minor: amount, currency: "USD".into() }),
-        });
+        lead.push(
+            "salesforce",
+            Data::Accept {
+                stage: AcceptStage::Opportunity,
+                owner: Some(owner),
+                opportunity_id: Some(opportunity.clone()),
+                pipeline: Some(Money {
+                    amount_minor: amount,
+                    currency: "USD".into(),
+                }),
+            },
+        );
         lead.wait_hours(&mut rng, 24 * 45);
         if rng.chance(0.05) {
             lead.push("hubspot-sync", touch(&mut rng, 7));
         }
         let won = rng.chance(0.3 * quality.min(1.6));
         if won || rng.chance(0.7) {
-            lead.push("salesforce", Data::Close {
-                outcome: if won { Outcome::Won } else { Outcome::Lost },
-                amount: won.then(|| Money { amount_minor: amount, currency: "USD".into() }),
-                reason: None,
-                opportunity_id: Some(opportunity),
-            });
+            lead.push(
+                "salesforce",
+                Data::Close {
+                    outcome: if won { Outcome::Won } else { Outcome::Lost },
+                    amount: won.then(|| Money {
+                        amount_minor: amount,
+                        currency: "USD".into(),
+                    }),
+                    reason: None,
+                    opportunity_id: Some(opportunity),
+                },
+            );
         }
     }
     events
@@ -193,13 +242,29 @@ mod tests {
 
     #[test]
     fn seeded_plans_repeat_and_every_event_is_valid() {
-        let plan = || Plan { leads: 300, seed: 7, start: 1_780_000_000_000_000, days: 60 };
+        let plan = || Plan {
+            leads: 300,
+            seed: 7,
+            start: 1_780_000_000_000_000,
+            days: 60,
+        };
         let a = funnel(plan());
         assert_eq!(a, funnel(plan()));
         assert!(a.iter().all(|e| e.validate().is_ok()));
         let ids: std::collections::HashSet<_> = a.iter().map(|e| &e.id).collect();
         assert_eq!(ids.len(), a.len());
-        let won = a.iter().filter(|e| matches!(e.data, Data::Close { outcome: Outcome::Won, .. })).count();
+        let won = a
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.data,
+                    Data::Close {
+                        outcome: Outcome::Won,
+                        ..
+                    }
+                )
+            })
+            .count();
         let rejected = a.iter().filter(|e| matches!(e.data, Data::Rejection { .. })).count();
         assert!(won > 0 && won < 60, "won {won} of 300: most leads never convert");
         assert!(rejected > 0);

@@ -61,7 +61,12 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 }
 
 /// Writes entries `1..=upto` (the whole log when `None`) as NDJSON; returns the last position written.
-pub fn export(ledger: &Ledger, out: &mut impl Write, upto: Option<u64>, mut progress: impl FnMut(u64)) -> Result<LogPosition> {
+pub fn export(
+    ledger: &Ledger,
+    out: &mut impl Write,
+    upto: Option<u64>,
+    mut progress: impl FnMut(u64),
+) -> Result<LogPosition> {
     let mut last = LogPosition::default();
     for entry in ledger.entries(1) {
         let entry = entry?;
@@ -70,8 +75,11 @@ pub fn export(ledger: &Ledger, out: &mut impl Write, upto: Option<u64>, mut prog
         }
         serde_json::to_writer(&mut *out, &ExportLine::of(&entry)).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
-        last = LogPosition { seq: entry.seq, hash: entry.hash };
-        if entry.seq % 100_000 == 0 {
+        last = LogPosition {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
+        if entry.seq.is_multiple_of(100_000) {
             progress(entry.seq);
         }
     }

@@ -158,9 +158,16 @@ impl Ledger {
         let last_seq = ledger.head().seq;
         if last_seq > 0 {
             let from = last_seq.saturating_sub(OPEN_CHECK_ENTRIES).max(1);
-            let mut prev = if from == 1 { LogPosition::default() } else { ledger.position_of(from - 1)? };
+            let mut prev = if from == 1 {
+                LogPosition::default()
+            } else {
+                ledger.position_of(from - 1)?
+            };
             for seq in from..=last_seq {
-                let entry = ledger.get(seq)?.ok_or_else(|| LedgerError::Damaged { seq, reason: "missing".into() })?;
+                let entry = ledger.get(seq)?.ok_or_else(|| LedgerError::Damaged {
+                    seq,
+                    reason: "missing".into(),
+                })?;
                 check_link(&prev, &entry).map_err(|reason| LedgerError::Damaged { seq, reason })?;
                 prev = LogPosition { seq, hash: entry.hash };
             }
@@ -173,12 +180,25 @@ impl Ledger {
     pub fn open_unchecked(dir: &std::path::Path) -> Result<Ledger> {
         let db = sled::Config::new().path(dir).open()?;
         let log = db.open_tree(LOG_TREE)?;
-        let ledger = Ledger { db, log, head: Arc::default() };
+        let ledger = Ledger {
+            db,
+            log,
+            head: Arc::default(),
+        };
         if let Some((key, bytes)) = ledger.log.scan_prefix(b"e").next_back().transpose()? {
-            let seq = seq_from(&key[1..]).ok_or_else(|| LedgerError::Damaged { seq: 0, reason: "bad entry key".into() })?;
+            let seq = seq_from(&key[1..]).ok_or_else(|| LedgerError::Damaged {
+                seq: 0,
+                reason: "bad entry key".into(),
+            })?;
             let head = match decode(seq, &bytes) {
-                Ok(entry) => Head { position: LogPosition { seq, hash: entry.hash }, recorded_at: entry.recorded_at },
-                Err(_) => Head { position: LogPosition { seq, hash: [0; 32] }, recorded_at: 0 },
+                Ok(entry) => Head {
+                    position: LogPosition { seq, hash: entry.hash },
+                    recorded_at: entry.recorded_at,
+                },
+                Err(_) => Head {
+                    position: LogPosition { seq, hash: [0; 32] },
+                    recorded_at: 0,
+                },
             };
             *ledger.lock_head() = head;
         }
@@ -191,7 +211,10 @@ impl Ledger {
     }
 
     fn position_of(&self, seq: u64) -> Result<LogPosition> {
-        let entry = self.get(seq)?.ok_or_else(|| LedgerError::Damaged { seq, reason: "missing".into() })?;
+        let entry = self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
+            seq,
+            reason: "missing".into(),
+        })?;
         Ok(LogPosition { seq, hash: entry.hash })
     }
 
@@ -237,7 +260,10 @@ impl Ledger {
         for item in self.log.scan_prefix(&prefix) {
             let (key, _) = item?;
             let seq = seq_from(&key[prefix.len()..]).unwrap_or(0);
-            out.push(self.get(seq)?.ok_or_else(|| LedgerError::Damaged { seq, reason: "indexed but missing".into() })?);
+            out.push(self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
+                seq,
+                reason: "indexed but missing".into(),
+            })?);
         }
         Ok(out)
     }
@@ -299,7 +325,11 @@ impl Ledger {
         let mut prev = LogPosition::default();
         for item in self.log.scan_prefix(b"e") {
             let seq = prev.seq + 1;
-            let bad = |reason: String| Verification { checked: prev.seq, head: prev, first_bad: Some((seq, reason)) };
+            let bad = |reason: String| Verification {
+                checked: prev.seq,
+                head: prev,
+                first_bad: Some((seq, reason)),
+            };
             let (key, bytes) = match item {
                 Ok(kv) => kv,
                 Err(e) => return bad(format!("store error: {e}")),
@@ -315,11 +345,15 @@ impl Ledger {
                 return bad(reason);
             }
             prev = LogPosition { seq, hash: entry.hash };
-            if seq % 100_000 == 0 {
+            if seq.is_multiple_of(100_000) {
                 progress(seq);
             }
         }
-        Verification { checked: prev.seq, head: prev, first_bad: None }
+        Verification {
+            checked: prev.seq,
+            head: prev,
+            first_bad: None,
+        }
     }
 
     /// Stores a fully formed entry that must link onto the head (import).
@@ -328,9 +362,19 @@ impl Ledger {
         if entry.recorded_at < head.recorded_at {
             return Err("recorded_at goes backwards".to_owned());
         }
-        let lead = entry.event.lead_id.clone().or_else(|| self.retraction_lead(&entry.event));
+        let lead = entry
+            .event
+            .lead_id
+            .clone()
+            .or_else(|| self.retraction_lead(&entry.event));
         stage(batch, entry, lead.as_deref());
-        *head = Head { position: LogPosition { seq: entry.seq, hash: entry.hash }, recorded_at: entry.recorded_at };
+        *head = Head {
+            position: LogPosition {
+                seq: entry.seq,
+                hash: entry.hash,
+            },
+            recorded_at: entry.recorded_at,
+        };
         Ok(())
     }
 
@@ -346,7 +390,10 @@ impl Ledger {
 }
 
 fn stage(batch: &mut sled::Batch, entry: &Entry, lead_id: Option<&str>) {
-    batch.insert(&entry_key(entry.seq), bincode::serde::encode_to_vec(entry, BINCODE).unwrap_or_default());
+    batch.insert(
+        &entry_key(entry.seq),
+        bincode::serde::encode_to_vec(entry, BINCODE).unwrap_or_default(),
+    );
     batch.insert(id_key(&entry.event.id), &entry.seq.to_be_bytes());
     if let Some(lead) = lead_id {
         let mut key = lead_prefix(lead);
@@ -358,7 +405,10 @@ fn stage(batch: &mut sled::Batch, entry: &Entry, lead_id: Option<&str>) {
 fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {
     bincode::serde::decode_from_slice(bytes, BINCODE)
         .map(|(entry, _)| entry)
-        .map_err(|e| LedgerError::Damaged { seq, reason: format!("entry does not decode: {e}") })
+        .map_err(|e| LedgerError::Damaged {
+            seq,
+            reason: format!("entry does not decode: {e}"),
+        })
 }
 
 #[cfg(test)]

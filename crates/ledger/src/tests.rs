@@ -8,18 +8,33 @@ fn touch(id: &str, lead: &str, t: Micros) -> Event {
         account_id: None,
         occurred_at: t,
         producer: None,
-        data: Data::Touch { channel: "web".into(), campaign: None, content: None, team: Team::Marketing },
+        data: Data::Touch {
+            channel: "web".into(),
+            campaign: None,
+            content: None,
+            team: Team::Marketing,
+        },
     }
 }
 
 fn offer(ledger: &Ledger, events: &[Event], now: Micros) -> Vec<Appended> {
-    let candidates: Vec<Candidate> =
-        events.iter().map(|e| Candidate { event: e, stream_seq: 0, lead_id: e.lead_id.as_deref() }).collect();
+    let candidates: Vec<Candidate> = events
+        .iter()
+        .map(|e| Candidate {
+            event: e,
+            stream_seq: 0,
+            lead_id: e.lead_id.as_deref(),
+        })
+        .collect();
     ledger.append_batch(&candidates, now).unwrap()
 }
 
 fn temp() -> (std::path::PathBuf, Ledger) {
-    let dir = std::env::temp_dir().join(format!("ledger-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "ledger-test-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let ledger = Ledger::open(&dir).unwrap();
     (dir, ledger)
@@ -32,12 +47,14 @@ fn dedups_within_and_across_batches_and_flags_conflicts() {
     let b = touch("b", "L1", 20);
     let mut a_changed = a.clone();
     a_changed.occurred_at = 11;
-    assert_eq!(offer(&ledger, &[a.clone(), b.clone(), a.clone()], 100), [
-        Appended::Stored(1),
-        Appended::Stored(2),
-        Appended::Duplicate(1)
-    ]);
-    assert_eq!(offer(&ledger, &[b, a_changed], 50), [Appended::Duplicate(2), Appended::Conflict(1)]);
+    assert_eq!(
+        offer(&ledger, &[a.clone(), b.clone(), a.clone()], 100),
+        [Appended::Stored(1), Appended::Stored(2), Appended::Duplicate(1)]
+    );
+    assert_eq!(
+        offer(&ledger, &[b, a_changed], 50),
+        [Appended::Duplicate(2), Appended::Conflict(1)]
+    );
     assert_eq!(ledger.head().seq, 2);
     assert_eq!(ledger.lead_entries("L1").unwrap().len(), 2);
     let _ = std::fs::remove_dir_all(dir);

@@ -39,9 +39,7 @@ pub enum ProducerError {
 pub fn encode(event: &Event, encoding: Encoding) -> Vec<u8> {
     match encoding {
         Encoding::Json => event.to_json().to_string().into_bytes(),
-        Encoding::Bincode => {
-            bincode::serde::encode_to_vec(event, bincode::config::standard()).unwrap_or_default()
-        }
+        Encoding::Bincode => bincode::serde::encode_to_vec(event, bincode::config::standard()).unwrap_or_default(),
     }
 }
 
@@ -53,11 +51,13 @@ pub fn decode(content_type: Option<&str>, payload: &[u8]) -> Result<Event, Rejec
             if payload.len() > funnel_core::event::PAYLOAD_BYTES_MAX {
                 return Err(Rejection::new(funnel_core::Reason::Oversize, "payload over the limit"));
             }
-            let (event, used): (Event, usize) =
-                bincode::serde::decode_from_slice(payload, bincode::config::standard())
-                    .map_err(|e| Rejection::new(funnel_core::Reason::Malformed, format!("not bincode: {e}")))?;
+            let (event, used): (Event, usize) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+                .map_err(|e| Rejection::new(funnel_core::Reason::Malformed, format!("not bincode: {e}")))?;
             if used != payload.len() {
-                return Err(Rejection::new(funnel_core::Reason::Malformed, "trailing bytes after bincode event"));
+                return Err(Rejection::new(
+                    funnel_core::Reason::Malformed,
+                    "trailing bytes after bincode event",
+                ));
             }
             event.validate()?;
             Ok(event)
@@ -78,29 +78,48 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(client: async_nats::Client, encoding: Encoding) -> Producer {
-        Producer { jetstream: jetstream::new(client), encoding }
+        Producer {
+            jetstream: jetstream::new(client),
+            encoding,
+        }
     }
 
     fn headers(&self, event: &Event) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
-        headers.insert(CONTENT_TYPE, if self.encoding == Encoding::Json { JSON } else { BINCODE });
+        headers.insert(
+            CONTENT_TYPE,
+            if self.encoding == Encoding::Json { JSON } else { BINCODE },
+        );
         headers
     }
 
     /// Sends one event; the returned future resolves when JetStream has stored it.
     pub async fn send(&self, event: &Event) -> Result<jetstream::context::PublishAckFuture, ProducerError> {
-        event.validate().map_err(|rejection| ProducerError::Invalid { id: event.id.clone(), rejection })?;
+        event.validate().map_err(|rejection| ProducerError::Invalid {
+            id: event.id.clone(),
+            rejection,
+        })?;
         self.jetstream
-            .publish_with_headers(event.subject(), self.headers(event), encode(event, self.encoding).into())
+            .publish_with_headers(
+                event.subject(),
+                self.headers(event),
+                encode(event, self.encoding).into(),
+            )
             .await
-            .map_err(|e| ProducerError::Publish { id: event.id.clone(), message: e.to_string() })
+            .map_err(|e| ProducerError::Publish {
+                id: event.id.clone(),
+                message: e.to_string(),
+            })
     }
 
     /// Publishes one event and waits for JetStream's acknowledgement.
     pub async fn publish(&self, event: &Event) -> Result<(), ProducerError> {
         let ack = self.send(event).await?;
-        ack.await.map_err(|e| ProducerError::Publish { id: event.id.clone(), message: e.to_string() })?;
+        ack.await.map_err(|e| ProducerError::Publish {
+            id: event.id.clone(),
+            message: e.to_string(),
+        })?;
         Ok(())
     }
 
@@ -116,7 +135,7 @@ impl Producer {
         for event in events {
             if in_flight.len() == PUBLISHES_IN_FLIGHT_MAX {
                 acked += wait_one(&mut in_flight).await?;
-                if acked % 10_000 == 0 {
+                if acked.is_multiple_of(10_000) {
                     progress(acked);
                 }
             }
@@ -133,7 +152,12 @@ impl Producer {
 async fn wait_one(
     in_flight: &mut std::collections::VecDeque<(String, jetstream::context::PublishAckFuture)>,
 ) -> Result<u64, ProducerError> {
-    let Some((id, ack)) = in_flight.pop_front() else { return Ok(0) };
-    ack.await.map_err(|e| ProducerError::Publish { id, message: e.to_string() })?;
+    let Some((id, ack)) = in_flight.pop_front() else {
+        return Ok(0);
+    };
+    ack.await.map_err(|e| ProducerError::Publish {
+        id,
+        message: e.to_string(),
+    })?;
     Ok(1)
 }

@@ -97,7 +97,9 @@ pub async fn run(
             _ = shutdown.changed() => return Ok(()),
             batch = batches.next() => batch,
         };
-        let Some(batch) = batch else { return Err(ProjectorError::Nats("message stream ended".into())) };
+        let Some(batch) = batch else {
+            return Err(ProjectorError::Nats("message stream ended".into()));
+        };
         let mut received = Vec::with_capacity(batch.len());
         for item in batch {
             match item {
@@ -110,9 +112,15 @@ pub async fn run(
         }
         batch_no += 1;
         let span = info_span!("ingest_batch", batch = batch_no, messages = received.len());
-        ingest_batch(&js, &ledger, &metrics, received, crash_after.is_some_and(|n| batch_no >= n))
-            .instrument(span)
-            .await?;
+        ingest_batch(
+            &js,
+            &ledger,
+            &metrics,
+            received,
+            crash_after.is_some_and(|n| batch_no >= n),
+        )
+        .instrument(span)
+        .await?;
         head.send_replace(ledger.head().seq);
     }
 }
@@ -129,7 +137,11 @@ async fn ingest_batch(
         .iter()
         .filter_map(|v| {
             let (event, lead) = v.outcome.as_ref().ok()?;
-            Some(Candidate { event, stream_seq: v.stream_seq, lead_id: lead.as_deref() })
+            Some(Candidate {
+                event,
+                stream_seq: v.stream_seq,
+                lead_id: lead.as_deref(),
+            })
         })
         .collect();
     let appended = tokio::task::block_in_place(|| -> Result<_, ProjectorError> {
@@ -153,12 +165,17 @@ async fn ingest_batch(
                     None
                 }
                 Some(Appended::Duplicate(_)) => {
-                    metrics.ingest_duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    metrics
+                        .ingest_duplicates
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     None
                 }
                 Some(Appended::Conflict(seq)) => Some(Rejection::new(
                     Reason::IdConflict,
-                    format!("id `{}` is already stored at seq {seq} with different content", event.id),
+                    format!(
+                        "id `{}` is already stored at seq {seq} with different content",
+                        event.id
+                    ),
                 )),
                 None => unreachable!("the ledger answers once per candidate"),
             },
@@ -172,9 +189,14 @@ async fn ingest_batch(
                 headers.insert(DLQ_ERROR_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
                 headers.insert(DLQ_SUBJECT_HEADER, verdict.message.subject.as_str());
                 headers.insert(DLQ_STREAM_SEQ_HEADER, verdict.stream_seq.to_string().as_str());
-                headers.insert(async_nats::header::NATS_MESSAGE_ID, format!("dlq-{}", verdict.stream_seq).as_str());
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    format!("dlq-{}", verdict.stream_seq).as_str(),
+                );
                 let subject = format!("funnel.dlq.{}", rejection.reason.as_str());
-                let ack = js.publish_with_headers(subject, headers, verdict.message.payload.clone()).await;
+                let ack = js
+                    .publish_with_headers(subject, headers, verdict.message.payload.clone())
+                    .await;
                 dlq_acks.push((ack, verdict.message));
             }
         }
@@ -201,7 +223,9 @@ async fn ingest_batch(
             warn!(error = %e, "double ack failed; expect a redelivery");
         }
     }
-    metrics.ingest_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics
+        .ingest_batches
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Ok(())
 }
 
@@ -212,7 +236,11 @@ fn judge(ledger: &Ledger, messages: Vec<jetstream::Message>) -> Result<Vec<Verdi
     let mut verdicts = Vec::with_capacity(messages.len());
     for message in messages {
         let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let content_type = message.headers.as_ref().and_then(|h| h.get(funnel_producer::CONTENT_TYPE)).map(|v| v.as_str());
+        let content_type = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(funnel_producer::CONTENT_TYPE))
+            .map(|v| v.as_str());
         let decoded = funnel_producer::decode(content_type, &message.payload)
             .and_then(|event| event.check_subject(message.subject.as_str()).map(|()| event));
         let outcome = match decoded {
@@ -234,17 +262,27 @@ fn judge(ledger: &Ledger, messages: Vec<jetstream::Message>) -> Result<Vec<Verdi
         if let Ok((event, _)) = &outcome {
             earlier.entry(event.id.clone()).or_insert_with(|| event.clone());
         }
-        verdicts.push(Verdict { message, stream_seq, outcome });
+        verdicts.push(Verdict {
+            message,
+            stream_seq,
+            outcome,
+        });
     }
     Ok(verdicts)
 }
 
 /// The lead a retraction is filed under, or why it is refused.
 fn retraction_lead(retract: &Event, target: Option<&Event>) -> Result<Option<String>, Rejection> {
-    let Data::Retract { target_id, .. } = &retract.data else { return Ok(retract.lead_id.clone()) };
-    let target = target.ok_or_else(|| Rejection::new(Reason::UnknownTarget, format!("no event with id `{target_id}`")))?;
+    let Data::Retract { target_id, .. } = &retract.data else {
+        return Ok(retract.lead_id.clone());
+    };
+    let target =
+        target.ok_or_else(|| Rejection::new(Reason::UnknownTarget, format!("no event with id `{target_id}`")))?;
     if matches!(target.data, Data::Retract { .. }) {
-        return Err(Rejection::new(Reason::UnknownTarget, format!("`{target_id}` is a retraction; retractions cannot be retracted")));
+        return Err(Rejection::new(
+            Reason::UnknownTarget,
+            format!("`{target_id}` is a retraction; retractions cannot be retracted"),
+        ));
     }
     match (&retract.lead_id, &target.lead_id) {
         (Some(mine), theirs) if Some(mine) != theirs.as_ref() => Err(Rejection::new(

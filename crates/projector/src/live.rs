@@ -25,20 +25,29 @@ struct Checkpoint {
 
 /// Folds ledger entries `1..=at_seq` (the whole log when `None`) into a fresh projection:
 /// the offline replay, and the rebuild of the live one.
-pub fn replay(ledger: &Ledger, at_seq: Option<u64>, mut progress: impl FnMut(u64)) -> Result<Projection, ProjectorError> {
+pub fn replay(
+    ledger: &Ledger,
+    at_seq: Option<u64>,
+    mut progress: impl FnMut(u64),
+) -> Result<Projection, ProjectorError> {
     let mut projection = Projection::default();
     advance(ledger, &mut projection, at_seq.unwrap_or(u64::MAX), &mut progress)?;
     Ok(projection)
 }
 
-fn advance(ledger: &Ledger, projection: &mut Projection, upto: u64, progress: &mut impl FnMut(u64)) -> Result<(), ProjectorError> {
+fn advance(
+    ledger: &Ledger,
+    projection: &mut Projection,
+    upto: u64,
+    progress: &mut impl FnMut(u64),
+) -> Result<(), ProjectorError> {
     for entry in ledger.entries(projection.head().seq + 1) {
         let entry = entry?;
         if entry.seq > upto {
             break;
         }
         projection.apply(&entry)?;
-        if entry.seq % 100_000 == 0 {
+        if entry.seq.is_multiple_of(100_000) {
             progress(entry.seq);
         }
     }
@@ -78,7 +87,12 @@ impl Live {
                 (Projection::default(), Origin::Rebuilt(why))
             }
         };
-        let live = Live { projection: RwLock::new(projection), ledger, checkpoints, origin };
+        let live = Live {
+            projection: RwLock::new(projection),
+            ledger,
+            checkpoints,
+            origin,
+        };
         live.catch_up(10_000)?;
         Ok(live)
     }
@@ -120,8 +134,14 @@ impl Live {
     pub fn checkpoint(&self) -> Result<u64, ProjectorError> {
         let (bytes, seq) = {
             let projection = self.read();
-            let checkpoint = Checkpoint { version: PROJECTION_FORMAT_VERSION, projection: projection.clone() };
-            (bincode::serde::encode_to_vec(&checkpoint, BINCODE).unwrap_or_default(), projection.head().seq)
+            let checkpoint = Checkpoint {
+                version: PROJECTION_FORMAT_VERSION,
+                projection: projection.clone(),
+            };
+            (
+                bincode::serde::encode_to_vec(&checkpoint, BINCODE).unwrap_or_default(),
+                projection.head().seq,
+            )
         };
         self.checkpoints.insert(CHECKPOINT_KEY, bytes)?;
         self.checkpoints.flush()?;
@@ -130,13 +150,18 @@ impl Live {
 }
 
 fn load(ledger: &Ledger, tree: &sled::Tree) -> Result<Result<Projection, String>, ProjectorError> {
-    let Some(bytes) = tree.get(CHECKPOINT_KEY)? else { return Ok(Err("no checkpoint".into())) };
+    let Some(bytes) = tree.get(CHECKPOINT_KEY)? else {
+        return Ok(Err("no checkpoint".into()));
+    };
     let checkpoint: Checkpoint = match bincode::serde::decode_from_slice(&bytes, BINCODE) {
         Ok((c, _)) => c,
         Err(e) => return Ok(Err(format!("checkpoint does not decode ({e}); format changed?"))),
     };
     if checkpoint.version != PROJECTION_FORMAT_VERSION {
-        return Ok(Err(format!("checkpoint format {} ≠ {PROJECTION_FORMAT_VERSION}", checkpoint.version)));
+        return Ok(Err(format!(
+            "checkpoint format {} ≠ {PROJECTION_FORMAT_VERSION}",
+            checkpoint.version
+        )));
     }
     let at = checkpoint.projection.head();
     if at.seq > 0 {

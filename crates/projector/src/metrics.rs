@@ -41,20 +41,64 @@ impl Metrics {
                 out.push_str(&format!("{name}{labels} {value}\n"));
             }
         };
-        metric("funnel_ingest_batches_total", "counter", "Ingest batches appended.", vec![(String::new(), get(&self.ingest_batches))]);
-        metric("funnel_ingest_events_total", "counter", "Events stored in the ledger.", vec![(String::new(), get(&self.ingest_stored))]);
-        metric("funnel_ingest_duplicates_total", "counter", "Exact duplicates counted, not stored.", vec![(String::new(), get(&self.ingest_duplicates))]);
+        metric(
+            "funnel_ingest_batches_total",
+            "counter",
+            "Ingest batches appended.",
+            vec![(String::new(), get(&self.ingest_batches))],
+        );
+        metric(
+            "funnel_ingest_events_total",
+            "counter",
+            "Events stored in the ledger.",
+            vec![(String::new(), get(&self.ingest_stored))],
+        );
+        metric(
+            "funnel_ingest_duplicates_total",
+            "counter",
+            "Exact duplicates counted, not stored.",
+            vec![(String::new(), get(&self.ingest_duplicates))],
+        );
         metric(
             "funnel_dlq_total",
             "counter",
             "Events refused, by reason.",
-            REASONS.iter().zip(&self.dlq).map(|(r, c)| (format!("{{reason=\"{}\"}}", r.as_str()), get(c))).collect(),
+            REASONS
+                .iter()
+                .zip(&self.dlq)
+                .map(|(r, c)| (format!("{{reason=\"{}\"}}", r.as_str()), get(c)))
+                .collect(),
         );
-        metric("funnel_ledger_head_seq", "gauge", "Last seq in the ledger.", vec![(String::new(), ledger_head)]);
-        metric("funnel_projector_lag_entries", "gauge", "Ledger entries not yet projected.", vec![(String::new(), ledger_head.saturating_sub(projected))]);
-        metric("funnel_queries_total", "counter", "HTTP queries answered.", vec![(String::new(), get(&self.queries))]);
-        metric("funnel_query_errors_total", "counter", "HTTP queries answered with an error.", vec![(String::new(), get(&self.query_errors))]);
-        metric("funnel_query_micros_total", "counter", "Time spent answering queries, microseconds.", vec![(String::new(), get(&self.query_micros))]);
+        metric(
+            "funnel_ledger_head_seq",
+            "gauge",
+            "Last seq in the ledger.",
+            vec![(String::new(), ledger_head)],
+        );
+        metric(
+            "funnel_projector_lag_entries",
+            "gauge",
+            "Ledger entries not yet projected.",
+            vec![(String::new(), ledger_head.saturating_sub(projected))],
+        );
+        metric(
+            "funnel_queries_total",
+            "counter",
+            "HTTP queries answered.",
+            vec![(String::new(), get(&self.queries))],
+        );
+        metric(
+            "funnel_query_errors_total",
+            "counter",
+            "HTTP queries answered with an error.",
+            vec![(String::new(), get(&self.query_errors))],
+        );
+        metric(
+            "funnel_query_micros_total",
+            "counter",
+            "Time spent answering queries, microseconds.",
+            vec![(String::new(), get(&self.query_micros))],
+        );
         out
     }
 }

@@ -58,7 +58,10 @@ impl Settings {
         let read = |name: &str| -> Result<Option<u64>, String> {
             match std::env::var(name) {
                 Err(_) => Ok(None),
-                Ok(v) => v.parse::<u64>().map(Some).map_err(|_| format!("{name}: `{v}` is not a whole number")),
+                Ok(v) => v
+                    .parse::<u64>()
+                    .map(Some)
+                    .map_err(|_| format!("{name}: `{v}` is not a whole number")),
             }
         };
         if let Some(ms) = read("FUNNEL_ACK_WAIT_MS")? {

@@ -13,14 +13,25 @@ fn touch(i: u64) -> Event {
         account_id: None,
         occurred_at: 1_772_323_200_000_000 + i as i64 * 1_000_000,
         producer: None,
-        data: Data::Touch { channel: ["web", "ads"][(i % 2) as usize].into(), campaign: None, content: None, team: Team::Marketing },
+        data: Data::Touch {
+            channel: ["web", "ads"][(i % 2) as usize].into(),
+            campaign: None,
+            content: None,
+            team: Team::Marketing,
+        },
     }
 }
 
 fn append(ledger: &Ledger, range: std::ops::Range<u64>) {
     let events: Vec<Event> = range.map(touch).collect();
-    let candidates: Vec<Candidate> =
-        events.iter().map(|e| Candidate { event: e, stream_seq: 0, lead_id: e.lead_id.as_deref() }).collect();
+    let candidates: Vec<Candidate> = events
+        .iter()
+        .map(|e| Candidate {
+            event: e,
+            stream_seq: 0,
+            lead_id: e.lead_id.as_deref(),
+        })
+        .collect();
     ledger.append_batch(&candidates, 1).unwrap();
     ledger.flush().unwrap();
 }
@@ -85,16 +96,29 @@ fn a_checkpoint_that_disagrees_with_the_ledger_is_rebuilt() {
         let ledger = Ledger::open(&other).unwrap();
         append(&ledger, 100..106);
         Live::open(ledger.clone()).unwrap().checkpoint().unwrap();
-        ledger.derived_tree("projection").unwrap().get(b"checkpoint").unwrap().unwrap()
+        ledger
+            .derived_tree("projection")
+            .unwrap()
+            .get(b"checkpoint")
+            .unwrap()
+            .unwrap()
     };
     {
         let ledger = Ledger::open(&path).unwrap();
         append(&ledger, 0..9);
-        ledger.derived_tree("projection").unwrap().insert(b"checkpoint", checkpoint).unwrap();
+        ledger
+            .derived_tree("projection")
+            .unwrap()
+            .insert(b"checkpoint", checkpoint)
+            .unwrap();
     }
     let ledger = Ledger::open(&path).unwrap();
     let live = Live::open(ledger.clone()).unwrap();
-    assert!(matches!(live.origin(), Origin::Rebuilt(why) if why.contains("does not match")), "{:?}", live.origin());
+    assert!(
+        matches!(live.origin(), Origin::Rebuilt(why) if why.contains("does not match")),
+        "{:?}",
+        live.origin()
+    );
     assert_eq!(live.read().head().seq, 9);
     drop((live, ledger));
     let _ = std::fs::remove_dir_all(path);

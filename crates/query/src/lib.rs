@@ -38,20 +38,37 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_parameter(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_parameter", message: message.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_parameter",
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: message.into(),
+        }
     }
     pub fn store(e: impl std::fmt::Display) -> ApiError {
-        ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "store_unavailable", message: e.to_string() }
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "store_unavailable",
+            message: e.to_string(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -82,7 +99,10 @@ fn answered(state: &AppState, name: &'static str, body: impl FnOnce() -> Answer)
     let answer = span.in_scope(body);
     let m = &state.metrics;
     m.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    m.query_micros.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    m.query_micros.fetch_add(
+        started.elapsed().as_micros() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     answer.unwrap_or_else(|e| {
         m.query_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         e.into_response()
@@ -95,7 +115,9 @@ pub fn resolve_seq(ledger: &funnel_ledger::Ledger, travel: &TimeTravel) -> Resul
     let mut seq = travel.at_seq;
     if let Some(at) = seq {
         if at > head {
-            return Err(ApiError::bad_parameter(format!("at_seq: {at} is past the log head {head}")));
+            return Err(ApiError::bad_parameter(format!(
+                "at_seq: {at} is past the log head {head}"
+            )));
         }
     }
     if let Some(known_at) = travel.known_at {
@@ -140,7 +162,9 @@ async fn health(State(state): State<AppState>) -> Response {
     answered(&state, "health", || {
         let head = state.live.ledger().head();
         let projected = state.live.read().head().seq;
-        Ok(json_response(&json!({"status": "ok", "log": report::Log::from(head), "projected_seq": projected})))
+        Ok(json_response(
+            &json!({"status": "ok", "log": report::Log::from(head), "projected_seq": projected}),
+        ))
     })
 }
 
@@ -153,7 +177,10 @@ async fn audit_verify(State(state): State<AppState>) -> Response {
     let started = Instant::now();
     let verification = tokio::task::spawn_blocking(move || ledger.verify(|_| {})).await;
     state.metrics.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    state.metrics.query_micros.fetch_add(started.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+    state.metrics.query_micros.fetch_add(
+        started.elapsed().as_micros() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match verification {
         Ok(v) => json_response(&verification_json(&v)),
         Err(e) => ApiError::store(e).into_response(),
@@ -186,7 +213,9 @@ async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQue
         let params = Params::parse(query.as_deref(), &[])?;
         let travel = params.time_travel()?;
         if !funnel_core::event::is_token(&lead_id) {
-            return Err(ApiError::bad_parameter(format!("lead_id: `{lead_id}` must match ^[A-Za-z0-9_-]{{1,128}}$")));
+            return Err(ApiError::bad_parameter(format!(
+                "lead_id: `{lead_id}` must match ^[A-Za-z0-9_-]{{1,128}}$"
+            )));
         }
         let timeline = state.live.ledger().lead_entries(&lead_id).map_err(ApiError::store)?;
         let view = with_projection(&state, &travel, |p| {
@@ -194,14 +223,19 @@ async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQue
             let known: Vec<_> = timeline.iter().filter(|e| e.seq <= upto).cloned().collect();
             report::lead(p, &lead_id, &known, travel.as_of)
         })?;
-        view.map(|v| json_response(&v)).ok_or_else(|| ApiError::not_found(format!("no lead `{lead_id}`")))
+        view.map(|v| json_response(&v))
+            .ok_or_else(|| ApiError::not_found(format!("no lead `{lead_id}`")))
     })
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let head = state.live.ledger().head().seq;
     let projected = state.live.read().head().seq;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(head, projected)).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(head, projected),
+    )
+        .into_response()
 }
 
 async fn dashboard() -> Html<&'static str> {

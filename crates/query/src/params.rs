@@ -37,7 +37,10 @@ impl Params {
             if !allowed.contains(&key.as_str()) && !TIME_TRAVEL.contains(&key.as_str()) {
                 let mut known: Vec<&str> = allowed.to_vec();
                 known.extend(TIME_TRAVEL);
-                return Err(ApiError::bad_parameter(format!("{key}: unknown parameter; expected one of {}", known.join(", "))));
+                return Err(ApiError::bad_parameter(format!(
+                    "{key}: unknown parameter; expected one of {}",
+                    known.join(", ")
+                )));
             }
             if values.insert(key.clone(), value).is_some() {
                 return Err(ApiError::bad_parameter(format!("{key}: given more than once")));
@@ -51,7 +54,9 @@ impl Params {
     }
 
     fn time(&self, key: &str) -> Result<Option<Micros>, ApiError> {
-        self.get(key).map(|v| parse_bound(v).map_err(|e| ApiError::bad_parameter(format!("{key}: {e}")))).transpose()
+        self.get(key)
+            .map(|v| parse_bound(v).map_err(|e| ApiError::bad_parameter(format!("{key}: {e}"))))
+            .transpose()
     }
 
     pub fn window(&self) -> Result<Window, ApiError> {
@@ -62,14 +67,21 @@ impl Params {
         match self.get("by") {
             None => Ok(None),
             Some(text) if allowed.contains(&text) => By::parse(text).map(Some).map_err(ApiError::bad_parameter),
-            Some(text) => Err(ApiError::bad_parameter(format!("by: `{text}` is not one of {}", allowed.join(", ")))),
+            Some(text) => Err(ApiError::bad_parameter(format!(
+                "by: `{text}` is not one of {}",
+                allowed.join(", ")
+            ))),
         }
     }
 
     pub fn time_travel(&self) -> Result<TimeTravel, ApiError> {
         let at_seq = self
             .get("at_seq")
-            .map(|v| v.parse::<u64>().map_err(|_| ApiError::bad_parameter(format!("at_seq: `{v}` is not a log position (a whole number ≥ 0)"))))
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_parameter(format!("at_seq: `{v}` is not a log position (a whole number ≥ 0)"))
+                })
+            })
             .transpose()?;
         Ok(TimeTravel {
             as_of: self.time("as_of")?.unwrap_or_else(funnel_projector::now_micros),
