@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --bin funnel
+cargo build --bin funnel
 data=${FUNNEL_DATA_DIR:-.data}
 http=${FUNNEL_HTTP:-127.0.0.1:8080}
-funnel=target/release/funnel
+funnel=target/debug/funnel
 "$funnel" serve --data-dir "$data" --http "$http" &
 serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null' EXIT INT TERM

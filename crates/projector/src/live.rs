@@ -17,10 +17,17 @@ const CHECKPOINT_TREE: &str = "projection";
 const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Checkpoint {
     version: u32,
     projection: Projection,
+}
+
+/// What is written: the same shape as [`Checkpoint`], borrowing the projection instead of copying it.
+#[derive(Serialize)]
+struct CheckpointRef<'a> {
+    version: u32,
+    projection: &'a Projection,
 }
 
 /// Folds ledger entries `1..=at_seq` (the whole log when `None`) into a fresh projection:
@@ -134,9 +141,9 @@ impl Live {
     pub fn checkpoint(&self) -> Result<u64, ProjectorError> {
         let (bytes, seq) = {
             let projection = self.read();
-            let checkpoint = Checkpoint {
+            let checkpoint = CheckpointRef {
                 version: PROJECTION_FORMAT_VERSION,
-                projection: projection.clone(),
+                projection: &projection,
             };
             (
                 bincode::serde::encode_to_vec(&checkpoint, BINCODE).unwrap_or_default(),
