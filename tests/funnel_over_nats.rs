@@ -269,7 +269,26 @@ fn bad_query_parameters_are_json_4xx() {
         ("/v1/funnel?by=channel&by=campaign", 400, "more than once"),
         ("/v1/leads/nobody", 404, "nobody"),
         ("/v1/leads/bad%20id", 400, "lead_id"),
-        ("/v1/nothing", 404, "endpoint"),
+        ("/v1/nothing", 404, "no report"),
+        ("/v1/audit/nothing", 404, "endpoint"),
+        ("/v1/velocity?by=channel", 400, "by"),
+        ("/v1/sla?to=2026-13-01", 400, "to"),
+        ("/v1/rejections?by=producer", 400, "by"),
+        ("/v1/rejections?known_at=nope", 400, "known_at"),
+        ("/v1/cost?by=producer", 400, "by"),
+        ("/v1/plan", 400, "revenue_target_minor"),
+        (
+            "/v1/plan?revenue_target_minor=-5&currency=USD",
+            400,
+            "revenue_target_minor",
+        ),
+        (
+            "/v1/plan?revenue_target_minor=12.5&currency=USD",
+            400,
+            "revenue_target_minor",
+        ),
+        ("/v1/plan?revenue_target_minor=100&currency=usd", 400, "currency"),
+        ("/v1/plan?revenue_target_minor=100", 400, "currency"),
     ] {
         let (got, body) = service.get(path);
         assert_eq!(got, status, "{path}: {body}");

@@ -176,6 +176,11 @@ impl Service {
         try_get(&self.http, path).unwrap_or_else(|| panic!("GET {path}: no answer"))
     }
 
+    /// The body exactly as the service sent it.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        try_get_text(&self.http, path).unwrap_or_else(|| panic!("GET {path}: no answer"))
+    }
+
     pub fn head_seq(&self) -> u64 {
         self.get("/health").1["log"]["seq"]
             .as_u64()
@@ -229,6 +234,12 @@ impl Drop for Service {
 
 /// A minimal HTTP/1.1 GET; `None` if nothing answers.
 pub fn try_get(addr: &str, path: &str) -> Option<(u16, Value)> {
+    let (status, body) = try_get_text(addr, path)?;
+    Some((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+}
+
+/// A minimal HTTP/1.1 GET returning the body as sent.
+pub fn try_get_text(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
     write!(
@@ -246,7 +257,7 @@ pub fn try_get(addr: &str, path: &str) -> Option<(u16, Value)> {
     } else {
         body.to_owned()
     };
-    Some((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+    Some((status, body))
 }
 
 fn dechunk(mut body: &str) -> String {

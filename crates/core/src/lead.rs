@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{AcceptStage, Data, Event, Outcome, Side};
+use crate::event::{AcceptStage, Data, Event, Money, Outcome, RejectionReason, Side};
 use crate::rules::RulesTimeline;
-use crate::time::Micros;
+use crate::time::{Micros, MICROS_PER_HOUR};
 
 /// Funnel milestones in waterfall order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -94,6 +94,31 @@ impl LeadEvent {
     }
 }
 
+/// A handoff to sales and its answer: the lead's first `accept` or `rejection` after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handoff {
+    pub at: Micros,
+    /// `at` + the SLA hours in force at `at`.
+    pub deadline: Micros,
+    pub answered_at: Option<Micros>,
+}
+
+impl Handoff {
+    /// The answer time as of `as_of` (an answer after `as_of` has not happened yet).
+    pub fn answered_by(&self, as_of: Micros) -> Option<Micros> {
+        self.answered_at.filter(|t| *t <= as_of)
+    }
+}
+
+/// A won `close`: a deal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deal {
+    pub at: Micros,
+    pub seq: u64,
+    pub event_id: String,
+    pub amount: Money,
+}
+
 /// Everything the reports need to know about one lead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadFacts {
@@ -106,6 +131,12 @@ pub struct LeadFacts {
     pub source: Option<Source>,
     /// Producer of the lead's first event.
     pub first_producer: Option<String>,
+    /// Handoffs to sales, in order.
+    pub handoffs: Vec<Handoff>,
+    /// Rejections by sales, in order.
+    pub rejections: Vec<(Micros, RejectionReason)>,
+    /// Won closes, in order.
+    pub deals: Vec<Deal>,
 }
 
 impl LeadFacts {
@@ -121,10 +152,13 @@ impl LeadFacts {
             owner: None,
             source: None,
             first_producer: first.event.producer.clone(),
+            handoffs: Vec::new(),
+            rejections: Vec::new(),
+            deals: Vec::new(),
         };
         facts.milestones[Milestone::Inquiry as usize] = Some(first.event.occurred_at);
         for lead_event in std::iter::once(first).chain(events) {
-            facts.apply(&lead_event.event, rules);
+            facts.apply(lead_event, rules);
         }
         Some(facts)
     }
@@ -133,7 +167,15 @@ impl LeadFacts {
         self.milestones[milestone as usize].get_or_insert(t);
     }
 
-    fn apply(&mut self, event: &Event, rules: &RulesTimeline) {
+    /// Answers every open handoff at `t`.
+    fn answer(&mut self, t: Micros) {
+        for handoff in self.handoffs.iter_mut().filter(|h| h.answered_at.is_none()) {
+            handoff.answered_at = Some(t);
+        }
+    }
+
+    fn apply(&mut self, lead_event: &LeadEvent, rules: &RulesTimeline) {
+        let event = &lead_event.event;
         let t = event.occurred_at;
         match &event.data {
             Data::Touch { channel, campaign, .. } => {
@@ -160,6 +202,12 @@ impl LeadFacts {
                 }
                 match to {
                     Side::Sales => {
+                        let sla = (rules.at(t).handoff_sla_hours * MICROS_PER_HOUR as f64).round() as Micros;
+                        self.handoffs.push(Handoff {
+                            at: t,
+                            deadline: t.saturating_add(sla),
+                            answered_at: None,
+                        });
                         self.reach(Milestone::Mql, t);
                         self.reach(Milestone::Sal, t);
                         self.stage = Stage::Sal;
@@ -171,6 +219,7 @@ impl LeadFacts {
                 if let Some(owner) = owner {
                     self.owner = Some(owner.clone());
                 }
+                self.answer(t);
                 self.reach(Milestone::Sql, t);
                 self.stage = Stage::Sql;
                 if *stage == AcceptStage::Opportunity {
@@ -178,10 +227,25 @@ impl LeadFacts {
                     self.stage = Stage::Opportunity;
                 }
             }
-            Data::Rejection { .. } => self.stage = Stage::Nurture,
+            Data::Rejection { reason, .. } => {
+                self.answer(t);
+                self.rejections.push((t, *reason));
+                self.stage = Stage::Nurture;
+            }
             Data::Close {
-                outcome: Outcome::Won, ..
+                outcome: Outcome::Won,
+                amount,
+                ..
             } => {
+                if let Some(amount) = amount {
+                    let deal = Deal {
+                        at: t,
+                        seq: lead_event.seq,
+                        event_id: event.id.clone(),
+                        amount: amount.clone(),
+                    };
+                    self.deals.push(deal);
+                }
                 self.reach(Milestone::Won, t);
                 self.stage = Stage::Won;
             }

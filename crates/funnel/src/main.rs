@@ -1,9 +1,10 @@
 //! `funnel`: one binary for the service (`serve`), producers (`emit`, `simulate`) and auditors
-//! (`verify`, `export`, `import`, `replay`). Thin glue over the library crates; the only place
+//! (`verify`, `export`, `import`, `replay`, `report`). Thin glue over the library crates; the only place
 //! that installs a tracing subscriber and maps failures to exit codes.
 //!
 //! Exit codes: 0 ok · 1 failure (message on stderr) · 2 usage · 3 damaged ledger or failed verification.
 
+mod live_report;
 mod nats_child;
 mod offline;
 mod publish;
@@ -123,6 +124,14 @@ enum Command {
     },
     /// Compute a report offline from a data directory or an export file, at any log prefix.
     Replay(offline::ReplayArgs),
+    /// Ask a running service for a report.
+    Report {
+        #[command(flatten)]
+        report: offline::ReportArgs,
+        /// The service's HTTP address.
+        #[arg(long, default_value = "http://127.0.0.1:8080", env = "FUNNEL_URL")]
+        url: String,
+    },
 }
 
 /// A failure of one command, with the context a person needs.
@@ -200,5 +209,6 @@ async fn run(command: Command) -> Result<(), CliError> {
         } => offline::export(&data.data_dir, out, at_seq, json),
         Command::Import { data, file, json } => offline::import(&data.data_dir, file, json),
         Command::Replay(args) => offline::replay(args),
+        Command::Report { report, url } => live_report::report(&url, &report).await,
     }
 }

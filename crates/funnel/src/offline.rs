@@ -3,12 +3,22 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
-use funnel_core::report::{self, Counts};
+use funnel_core::report;
 use funnel_ledger::Ledger;
-use funnel_query::Params;
 
 use crate::serve::{open_ledger, open_ledger_with};
 use crate::{CliError, DataDir};
+
+#[derive(serde::Deserialize)]
+struct Counts {
+    inquiry: u64,
+    mql: u64,
+    sal: u64,
+    sql: u64,
+    opportunity: u64,
+    won: u64,
+    lost: u64,
+}
 
 fn progress(json: bool, what: &'static str) -> impl FnMut(u64) {
     move |n| {
@@ -86,25 +96,15 @@ fn import_into(ledger: &Ledger, file: Option<&Path>, json: bool) -> Result<funne
         .map_err(|e| CliError::Failed(format!("import: {e}")))
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-pub enum ReplayReport {
-    Funnel,
-    Lead,
-}
-
+/// The report and its parameters, shared by `replay` (offline) and `report` (live).
 #[derive(clap::Args)]
-pub struct ReplayArgs {
-    /// Which report.
-    #[arg(value_enum)]
-    report: ReplayReport,
-    /// The lead, for `replay lead`.
+pub struct ReportArgs {
+    /// funnel, velocity, sla, rejections, cost, plan or lead.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(funnel_query::REPORTS))]
+    report: String,
+    /// The lead, for `lead`.
     #[arg(long)]
     lead: Option<String>,
-    #[command(flatten)]
-    data: DataDir,
-    /// Replay this export file instead of --data-dir (it is imported into a scratch ledger).
-    #[arg(long)]
-    export: Option<PathBuf>,
     /// Business time: only events that occurred by then (RFC 3339 or YYYY-MM-DD; default now).
     #[arg(long)]
     as_of: Option<String>,
@@ -114,16 +114,113 @@ pub struct ReplayArgs {
     /// Log position: only entries up to this seq.
     #[arg(long)]
     at_seq: Option<u64>,
+    /// Window start (inclusive).
     #[arg(long)]
     from: Option<String>,
+    /// Window end (exclusive).
     #[arg(long)]
     to: Option<String>,
-    /// channel, campaign or producer.
+    /// Breakdown: channel, campaign (or producer, for funnel).
     #[arg(long)]
     by: Option<String>,
-    /// Print the JSON the HTTP API would answer.
+    /// For `plan`: the revenue target in integer minor units.
     #[arg(long)]
-    json: bool,
+    revenue_target_minor: Option<i64>,
+    /// For `plan`: the target's currency.
+    #[arg(long)]
+    currency: Option<String>,
+    /// Print the JSON the HTTP API answers.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReportArgs {
+    /// The query string the HTTP API takes for these arguments.
+    pub fn query(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for (key, value) in [
+            ("as_of", &self.as_of),
+            ("known_at", &self.known_at),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("by", &self.by),
+            ("currency", &self.currency),
+        ] {
+            if let Some(v) = value {
+                pairs.push((key, v.clone()));
+            }
+        }
+        if let Some(seq) = self.at_seq {
+            pairs.push(("at_seq", seq.to_string()));
+        }
+        if let Some(target) = self.revenue_target_minor {
+            pairs.push(("revenue_target_minor", target.to_string()));
+        }
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    }
+
+    /// The HTTP path of this report.
+    pub fn path(&self) -> String {
+        match self.report.as_str() {
+            "lead" => format!(
+                "/v1/leads/{}?{}",
+                self.lead.as_deref().unwrap_or_default(),
+                self.query()
+            ),
+            name => format!("/v1/{name}?{}", self.query()),
+        }
+    }
+
+    /// Prints a report's JSON: as is with --json, as a table or `key  value` lines otherwise.
+    pub fn print(&self, body: &[u8]) -> Result<(), CliError> {
+        if self.json {
+            println!("{}", String::from_utf8_lossy(body));
+            return Ok(());
+        }
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| CliError::Failed(e.to_string()))?;
+        match serde_json::from_value::<FunnelView>(value.clone()) {
+            Ok(funnel) if self.report == "funnel" => print!("{}", funnel_table(&funnel)),
+            _ => {
+                let mut lines = Vec::new();
+                flatten("", &value, &mut lines);
+                let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+                for (k, v) in lines {
+                    println!("{k:<width$}  {v}");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    let join = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match value {
+        serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| flatten(&join(k), v, out)),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .for_each(|(i, v)| flatten(&join(&i.to_string()), v, out)),
+        serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
+        other => out.push((prefix.to_owned(), other.to_string())),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    report: ReportArgs,
+    #[command(flatten)]
+    data: DataDir,
+    /// Replay this export file instead of --data-dir (it is imported into a scratch ledger).
+    #[arg(long)]
+    export: Option<PathBuf>,
 }
 
 /// Removes a scratch directory when dropped.
@@ -136,106 +233,64 @@ impl Drop for Scratch {
 }
 
 pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    for (key, value) in [
-        ("as_of", &args.as_of),
-        ("known_at", &args.known_at),
-        ("from", &args.from),
-        ("to", &args.to),
-        ("by", &args.by),
-    ] {
-        if let Some(v) = value {
-            pairs.push((key, v.clone()));
-        }
-    }
-    if let Some(seq) = args.at_seq {
-        pairs.push(("at_seq", seq.to_string()));
-    }
-    let query = Some(form(&pairs));
-    let allowed: &[&str] = match args.report {
-        ReplayReport::Funnel => &["from", "to", "by"],
-        ReplayReport::Lead => &[],
-    };
+    let report = &args.report;
     let bad = |e: funnel_query::ApiError| CliError::Failed(e.message);
-    let params = Params::parse(query.as_deref(), allowed).map_err(bad)?;
-    let travel = params.time_travel().map_err(bad)?;
-
+    let query = report.query();
+    let request = funnel_query::Request::parse(&report.report, report.lead.as_deref(), Some(&query)).map_err(bad)?;
     let (_scratch, ledger) = match &args.export {
         Some(file) => {
             let dir = std::env::temp_dir().join(format!("funnel-replay-{}", std::process::id()));
             let scratch = Scratch(dir.clone());
             let ledger = Ledger::open(&dir).map_err(|e| CliError::Failed(format!("scratch ledger: {e}")))?;
-            import_into(&ledger, Some(file), args.json)?;
+            import_into(&ledger, Some(file), report.json)?;
             (Some(scratch), ledger)
         }
         None => (None, open_ledger(&args.data.data_dir)?),
     };
-    let seq = funnel_query::resolve_seq(&ledger, &travel).map_err(bad)?;
-    let projection = funnel_projector::replay(&ledger, seq, progress(args.json, "replayed"))
+    let seq = funnel_query::resolve_seq(&ledger, &request.travel).map_err(bad)?;
+    let projection = funnel_projector::replay(&ledger, seq, progress(report.json, "replayed"))
         .map_err(|e| CliError::Failed(format!("replay: {e}")))?;
-    let out = match args.report {
-        ReplayReport::Funnel => {
-            let report = report::funnel(
-                &projection,
-                params.window().map_err(bad)?,
-                params.by(&["channel", "campaign", "producer"]).map_err(bad)?,
-                travel.as_of,
-            );
-            if args.json {
-                serde_json::to_string(&report)
-            } else {
-                Ok(funnel_table(&report))
-            }
-        }
-        ReplayReport::Lead => {
-            let lead = args
-                .lead
-                .as_deref()
-                .ok_or_else(|| CliError::Failed("replay lead needs --lead ID".into()))?;
-            let upto = projection.head().seq;
-            let timeline: Vec<_> = ledger
-                .lead_entries(lead)
-                .map_err(|e| CliError::Failed(e.to_string()))?
-                .into_iter()
-                .filter(|e| e.seq <= upto)
-                .collect();
-            let view = report::lead(&projection, lead, &timeline, travel.as_of)
-                .ok_or_else(|| CliError::Failed(format!("no lead `{lead}` at seq {upto}")))?;
-            if args.json {
-                serde_json::to_string(&view)
-            } else {
-                serde_json::to_string_pretty(&view)
-            }
-        }
+    if !report.json {
+        eprint!("\r");
     }
-    .map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("{out}");
-    Ok(())
+    report.print(&request.answer(&projection, &ledger).map_err(bad)?)
 }
 
-fn form(pairs: &[(&str, String)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| {
-            format!(
-                "{k}={}",
-                v.replace('%', "%25")
-                    .replace('+', "%2B")
-                    .replace('&', "%26")
-                    .replace(' ', "%20")
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+/// The parts of a funnel report the table shows.
+#[derive(serde::Deserialize)]
+struct FunnelView {
+    log: LogView,
+    as_of: String,
+    by: Option<String>,
+    total: GroupView,
+    groups: Vec<GroupView>,
 }
 
-fn funnel_table(r: &report::FunnelReport) -> String {
+#[derive(serde::Deserialize)]
+struct LogView {
+    seq: u64,
+    hash: String,
+}
+
+#[derive(serde::Deserialize)]
+struct GroupView {
+    key: String,
+    cohort: Counts,
+    rates: RatesView,
+}
+
+#[derive(serde::Deserialize)]
+struct RatesView {
+    win_rate: Option<f64>,
+}
+
+fn funnel_table(r: &FunnelView) -> String {
     let mut out = format!(
         "log seq {} · head {} · as of {}\n{:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
         r.log.seq,
         r.log.hash,
         r.as_of,
-        r.by.unwrap_or("cohort"),
+        r.by.as_deref().unwrap_or("cohort"),
         "inquiry",
         "mql",
         "sal",
@@ -245,9 +300,11 @@ fn funnel_table(r: &report::FunnelReport) -> String {
         "lost",
         "win rate"
     );
-    let row = |key: &str, c: &Counts, win: Option<f64>| {
-        format!(
-            "{key:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
+    for g in r.groups.iter().chain(std::iter::once(&r.total)) {
+        let c = &g.cohort;
+        out.push_str(&format!(
+            "{:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
+            g.key,
             c.inquiry,
             c.mql,
             c.sal,
@@ -255,12 +312,10 @@ fn funnel_table(r: &report::FunnelReport) -> String {
             c.opportunity,
             c.won,
             c.lost,
-            win.map_or("–".to_owned(), |w| format!("{:.1}%", w * 100.0))
-        )
-    };
-    for g in &r.groups {
-        out.push_str(&row(&g.key, &g.cohort, g.rates.win_rate));
+            g.rates
+                .win_rate
+                .map_or("–".to_owned(), |w| format!("{:.1}%", w * 100.0))
+        ));
     }
-    out.push_str(&row(&r.total.key, &r.total.cohort, r.total.rates.win_rate));
     out
 }

@@ -3,6 +3,7 @@
 //! of the shape `{"error": {"code", "message"}}`.
 
 mod params;
+mod request;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,13 +13,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use funnel_core::report::{self};
+use funnel_core::report;
 use funnel_core::Projection;
 use funnel_projector::{Live, Metrics};
 use serde_json::{json, Value};
 use tracing::info_span;
 
 pub use params::{Params, TimeTravel};
+pub use request::{Query, Request, PLAN_WINDOW_DAYS, REPORTS};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -84,8 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(dashboard))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/v1/funnel", get(funnel))
         .route("/v1/leads/{lead_id}", get(lead))
+        .route("/v1/{report}", get(report_route))
         .route("/v1/audit/head", get(audit_head))
         .route("/v1/audit/verify", get(audit_verify))
         .fallback(|| async { ApiError::not_found("no such endpoint; see DESIGN.md §5") })
@@ -197,34 +199,25 @@ pub fn verification_json(v: &funnel_ledger::Verification) -> Value {
     })
 }
 
-async fn funnel(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    answered(&state, "funnel", || {
-        let params = Params::parse(query.as_deref(), &["from", "to", "by"])?;
-        let window = params.window()?;
-        let by = params.by(&["channel", "campaign", "producer"])?;
-        let travel = params.time_travel()?;
-        let report = with_projection(&state, &travel, |p| report::funnel(p, window, by, travel.as_of))?;
-        Ok(json_response(&report))
-    })
+async fn report_route(
+    State(state): State<AppState>,
+    Path(report): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    answer(&state, &report, None, query.as_deref())
 }
 
 async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    answered(&state, "lead", || {
-        let params = Params::parse(query.as_deref(), &[])?;
-        let travel = params.time_travel()?;
-        if !funnel_core::event::is_token(&lead_id) {
-            return Err(ApiError::bad_parameter(format!(
-                "lead_id: `{lead_id}` must match ^[A-Za-z0-9_-]{{1,128}}$"
-            )));
-        }
-        let timeline = state.live.ledger().lead_entries(&lead_id).map_err(ApiError::store)?;
-        let view = with_projection(&state, &travel, |p| {
-            let upto = p.head().seq;
-            let known: Vec<_> = timeline.iter().filter(|e| e.seq <= upto).cloned().collect();
-            report::lead(p, &lead_id, &known, travel.as_of)
-        })?;
-        view.map(|v| json_response(&v))
-            .ok_or_else(|| ApiError::not_found(format!("no lead `{lead_id}`")))
+    answer(&state, "lead", Some(&lead_id), query.as_deref())
+}
+
+/// Parses, picks the projection for the requested log position, computes.
+fn answer(state: &AppState, report: &str, lead_id: Option<&str>, query: Option<&str>) -> Response {
+    let name: &'static str = REPORTS.iter().find(|r| **r == report).copied().unwrap_or("unknown");
+    answered(state, name, || {
+        let request = Request::parse(report, lead_id, query)?;
+        let body = with_projection(state, &request.travel, |p| request.answer(p, state.live.ledger()))??;
+        Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
     })
 }
 

@@ -40,7 +40,7 @@ impl By {
             By::Producer => "producer",
         }
     }
-    fn key(self, facts: &LeadFacts, as_of: Micros) -> String {
+    pub(crate) fn key(self, facts: &LeadFacts, as_of: Micros) -> String {
         let value = match self {
             By::Channel => facts.source_at(as_of).map(|s| s.channel.clone()),
             By::Campaign => facts.source_at(as_of).and_then(|s| s.campaign.clone()),
@@ -152,7 +152,7 @@ pub struct FunnelGroup {
 }
 
 impl FunnelGroup {
-    fn new(key: String) -> FunnelGroup {
+    pub(crate) fn new(key: String) -> FunnelGroup {
         FunnelGroup {
             key,
             period: Counts::default(),
@@ -161,7 +161,7 @@ impl FunnelGroup {
         }
     }
 
-    fn add(&mut self, facts: &LeadFacts, window: &Window, as_of: Micros) {
+    pub(crate) fn add(&mut self, facts: &LeadFacts, window: &Window, as_of: Micros) {
         let reached: Vec<(Milestone, Micros)> = Milestone::ALL
             .into_iter()
             .filter_map(|m| facts.milestone_at(m, as_of).map(|t| (m, t)))
@@ -298,4 +298,66 @@ pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: M
             })
             .collect(),
     })
+}
+
+mod cost;
+mod plan;
+mod rejections;
+mod sla;
+mod velocity;
+
+pub use cost::{cost, CostReport, CostRow};
+pub use plan::{plan, Plan, PlanReport, PLAN_WON_DEALS_MIN};
+pub use rejections::{rejections, GuaranteeCredit, RejectionGroup, RejectionsReport};
+pub use sla::{sla, SlaReport};
+pub use velocity::{velocity, StageDurations, VelocityReport};
+
+/// Summary statistics of a sample: count, mean, median and p90.
+///
+/// Median: the middle value, or the mean of the two middle values. p90: nearest rank,
+/// the value at rank ⌈0.9·n⌉ of the sorted sample. All `null` for an empty sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Stats {
+    pub count: u64,
+    pub mean: Option<f64>,
+    pub median: Option<f64>,
+    pub p90: Option<f64>,
+}
+
+impl Stats {
+    pub fn of(mut sample: Vec<f64>) -> Stats {
+        let n = sample.len();
+        if n == 0 {
+            return Stats::default();
+        }
+        sample.sort_by(f64::total_cmp);
+        let mean = sample.iter().sum::<f64>() / n as f64;
+        let median = if n % 2 == 1 {
+            sample[n / 2]
+        } else {
+            (sample[n / 2 - 1] + sample[n / 2]) / 2.0
+        };
+        Stats {
+            count: n as u64,
+            mean: Some(mean),
+            median: Some(median),
+            p90: Some(nearest_rank(&sample, 0.9)),
+        }
+    }
+}
+
+/// The value at rank ⌈q·n⌉ (1-based) of a sorted, non-empty sample.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// A duration in days.
+pub fn days(micros: Micros) -> f64 {
+    micros as f64 / crate::time::MICROS_PER_DAY as f64
+}
+
+/// The common head of every windowed report.
+fn window_fields(window: &Window) -> (Option<String>, Option<String>) {
+    (window.from.map(format_rfc3339), window.to.map(format_rfc3339))
 }

@@ -1,0 +1,101 @@
+//! `GET /v1/cost`: spend, customers won, cost per customer, revenue and ROI, per currency.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use super::{window_fields, By, Log, Window, NONE_KEY};
+use crate::event::Data;
+use crate::projection::Projection;
+use crate::time::{format_rfc3339, Micros};
+
+/// One channel (or campaign) in one currency. Money is integer minor units.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostRow {
+    pub key: String,
+    pub currency: String,
+    pub spend_minor: i64,
+    /// Leads sourced here with a won deal in this currency in the window.
+    pub customers: u64,
+    /// spend ÷ customers, rounded half away from zero; `null` with no customers.
+    pub cost_per_customer_minor: Option<i64>,
+    /// Won deal amounts in the window.
+    pub revenue_minor: i64,
+    /// (revenue − spend) ÷ spend; `null` with no spend.
+    pub roi: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CostReport {
+    pub log: Log,
+    pub as_of: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub by: &'static str,
+    pub rows: Vec<CostRow>,
+}
+
+#[derive(Default)]
+struct Sums<'a> {
+    spend: i64,
+    revenue: i64,
+    customers: BTreeSet<&'a str>,
+}
+
+/// `by` is `Channel` or `Campaign`: spend is booked to its own channel/campaign, revenue to the
+/// lead's source (first touch).
+pub fn cost(projection: &Projection, window: Window, by: By, as_of: Micros) -> CostReport {
+    let counts = |t: Micros| t <= as_of && window.contains(t);
+    let mut sums: BTreeMap<(String, String), Sums> = BTreeMap::new();
+    for spend in projection.spends().values().filter(|e| counts(e.occurred_at)) {
+        if let Data::Spend {
+            channel,
+            campaign,
+            amount,
+        } = &spend.data
+        {
+            let key = match by {
+                By::Campaign => campaign.clone().unwrap_or_else(|| NONE_KEY.to_owned()),
+                _ => channel.clone(),
+            };
+            let s = sums.entry((key, amount.currency.clone())).or_default();
+            s.spend = s.spend.saturating_add(amount.amount_minor);
+        }
+    }
+    for (lead_id, facts) in projection
+        .leads()
+        .iter()
+        .filter_map(|(id, s)| Some((id, s.facts.as_ref()?)))
+    {
+        for deal in facts.deals.iter().filter(|d| counts(d.at)) {
+            let s = sums
+                .entry((by.key(facts, as_of), deal.amount.currency.clone()))
+                .or_default();
+            s.revenue = s.revenue.saturating_add(deal.amount.amount_minor);
+            s.customers.insert(lead_id);
+        }
+    }
+    let (from, to) = window_fields(&window);
+    CostReport {
+        log: projection.head().into(),
+        as_of: format_rfc3339(as_of),
+        from,
+        to,
+        by: by.as_str(),
+        rows: sums
+            .into_iter()
+            .map(|((key, currency), s)| {
+                let customers = s.customers.len() as i64;
+                CostRow {
+                    key,
+                    currency,
+                    spend_minor: s.spend,
+                    customers: customers as u64,
+                    cost_per_customer_minor: (customers > 0).then(|| (s.spend + customers / 2) / customers),
+                    revenue_minor: s.revenue,
+                    roi: (s.spend > 0).then(|| (s.revenue - s.spend) as f64 / s.spend as f64),
+                }
+            })
+            .collect(),
+    }
+}

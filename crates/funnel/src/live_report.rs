@@ -1,0 +1,56 @@
+//! `funnel report`: ask a running service, over a minimal HTTP/1.1 GET.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::offline::ReportArgs;
+use crate::CliError;
+
+/// Longest answer accepted, in bytes.
+const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+pub async fn report(url: &str, args: &ReportArgs) -> Result<(), CliError> {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let path = args.path();
+    let fail = |e: std::io::Error| CliError::Failed(format!("GET http://{addr}{path}: {e}"));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(fail)?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(fail)?;
+    let mut response = Vec::new();
+    stream
+        .take(RESPONSE_BYTES_MAX as u64)
+        .read_to_end(&mut response)
+        .await
+        .map_err(fail)?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| CliError::Failed("bad HTTP answer".into()))?;
+    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+    let mut body = response[split + 4..].to_vec();
+    if head.contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if status != 200 {
+        let error: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let message = error["error"]["message"]
+            .as_str()
+            .map_or_else(|| String::from_utf8_lossy(&body).into_owned(), str::to_owned);
+        return Err(CliError::Failed(format!("{status}: {message}")));
+    }
+    args.print(&body)
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = body.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..eol]).trim(), 16).unwrap_or(0);
+        let start = eol + 2;
+        if size == 0 || body.len() < start + size {
+            break;
+        }
+        out.extend_from_slice(&body[start..start + size]);
+        body = body.get(start + size + 2..).unwrap_or_default();
+    }
+    out
+}

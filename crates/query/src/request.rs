@@ -1,0 +1,167 @@
+//! One report request, parsed and checked up front, answered the same way live and offline.
+
+use funnel_core::report::{self, By, Window};
+use funnel_core::time::{Micros, MICROS_PER_DAY};
+use funnel_core::Projection;
+use funnel_ledger::Ledger;
+
+use crate::{ApiError, Params, TimeTravel};
+
+/// Trailing window `plan` uses when no `from`/`to` is given, in days.
+pub const PLAN_WINDOW_DAYS: i64 = 90;
+
+/// Every report, by the name the HTTP path and the CLI use.
+pub const REPORTS: [&str; 7] = ["funnel", "velocity", "sla", "rejections", "cost", "plan", "lead"];
+
+/// A report with its typed parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Query {
+    Funnel {
+        window: Window,
+        by: Option<By>,
+    },
+    Velocity {
+        window: Window,
+    },
+    Sla {
+        window: Window,
+    },
+    Rejections {
+        window: Window,
+        by: Option<By>,
+    },
+    Cost {
+        window: Window,
+        by: By,
+    },
+    Plan {
+        target_minor: i64,
+        currency: String,
+        window: Window,
+    },
+    Lead {
+        lead_id: String,
+    },
+}
+
+/// A parsed request: what to compute, and at which log position and business time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub query: Query,
+    pub travel: TimeTravel,
+}
+
+impl Request {
+    /// Parses `report` (one of [`REPORTS`]) with its query string; `lead_id` for `lead`.
+    pub fn parse(report: &str, lead_id: Option<&str>, query: Option<&str>) -> Result<Request, ApiError> {
+        let allowed: &[&str] = match report {
+            "funnel" | "rejections" | "cost" => &["from", "to", "by"],
+            "velocity" | "sla" => &["from", "to"],
+            "plan" => &["revenue_target_minor", "currency", "from", "to"],
+            "lead" => &[],
+            other => {
+                return Err(ApiError::not_found(format!(
+                    "no report `{other}`; reports: {}",
+                    REPORTS.join(", ")
+                )))
+            }
+        };
+        let params = Params::parse(query, allowed)?;
+        let travel = params.time_travel()?;
+        let query = match report {
+            "funnel" => Query::Funnel {
+                window: params.window()?,
+                by: params.by(&["channel", "campaign", "producer"])?,
+            },
+            "velocity" => Query::Velocity {
+                window: params.window()?,
+            },
+            "sla" => Query::Sla {
+                window: params.window()?,
+            },
+            "rejections" => Query::Rejections {
+                window: params.window()?,
+                by: params.by(&["channel", "campaign"])?,
+            },
+            "cost" => Query::Cost {
+                window: params.window()?,
+                by: params.by(&["channel", "campaign"])?.unwrap_or(By::Channel),
+            },
+            "plan" => plan_query(&params, travel.as_of)?,
+            _ => {
+                let lead_id = lead_id.unwrap_or_default();
+                if !funnel_core::event::is_token(lead_id) {
+                    return Err(ApiError::bad_parameter(format!(
+                        "lead_id: `{lead_id}` must match ^[A-Za-z0-9_-]{{1,128}}$"
+                    )));
+                }
+                Query::Lead {
+                    lead_id: lead_id.to_owned(),
+                }
+            }
+        };
+        Ok(Request { query, travel })
+    }
+
+    /// The report's JSON, computed on `projection` (whose head is the log position used).
+    pub fn answer(&self, projection: &Projection, ledger: &Ledger) -> Result<Vec<u8>, ApiError> {
+        let as_of = self.travel.as_of;
+        let json = match &self.query {
+            Query::Funnel { window, by } => serde_json::to_vec(&report::funnel(projection, *window, *by, as_of)),
+            Query::Velocity { window } => serde_json::to_vec(&report::velocity(projection, *window, as_of)),
+            Query::Sla { window } => serde_json::to_vec(&report::sla(projection, *window, as_of)),
+            Query::Rejections { window, by } => {
+                serde_json::to_vec(&report::rejections(projection, *window, *by, as_of))
+            }
+            Query::Cost { window, by } => serde_json::to_vec(&report::cost(projection, *window, *by, as_of)),
+            Query::Plan {
+                target_minor,
+                currency,
+                window,
+            } => serde_json::to_vec(&report::plan(projection, *target_minor, currency, *window, as_of)),
+            Query::Lead { lead_id } => {
+                let upto = projection.head().seq;
+                let timeline: Vec<_> = ledger
+                    .lead_entries(lead_id)
+                    .map_err(ApiError::store)?
+                    .into_iter()
+                    .filter(|e| e.seq <= upto)
+                    .collect();
+                let view = report::lead(projection, lead_id, &timeline, as_of)
+                    .ok_or_else(|| ApiError::not_found(format!("no lead `{lead_id}` at log seq {upto}")))?;
+                serde_json::to_vec(&view)
+            }
+        };
+        json.map_err(ApiError::store)
+    }
+}
+
+fn plan_query(params: &Params, as_of: Micros) -> Result<Query, ApiError> {
+    let target = params.get("revenue_target_minor").ok_or_else(|| {
+        ApiError::bad_parameter("revenue_target_minor: required (the revenue target in integer minor units)")
+    })?;
+    let target_minor = target.parse::<i64>().ok().filter(|t| *t > 0).ok_or_else(|| {
+        ApiError::bad_parameter(format!(
+            "revenue_target_minor: `{target}` is not a positive whole number"
+        ))
+    })?;
+    let currency = params
+        .get("currency")
+        .ok_or_else(|| ApiError::bad_parameter("currency: required (ISO-4217)"))?;
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(ApiError::bad_parameter(format!(
+            "currency: `{currency}` is not an ISO-4217 code"
+        )));
+    }
+    let given = params.window()?;
+    let window = Window::new(
+        Some(given.from.unwrap_or(as_of - PLAN_WINDOW_DAYS * MICROS_PER_DAY)),
+        Some(given.to.unwrap_or(as_of + 1)),
+    )
+    .map_err(ApiError::bad_parameter)?;
+    Ok(Query::Plan {
+        target_minor,
+        currency: currency.to_owned(),
+        window,
+    })
+}
