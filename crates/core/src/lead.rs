@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{AcceptStage, Data, Event, Money, Outcome, RejectionReason, Side};
+use crate::attribution::{deal_credits, DealCredits};
+use crate::event::{AcceptStage, Data, Event, Outcome, RejectionReason, Side};
 use crate::rules::RulesTimeline;
 use crate::time::{Micros, MICROS_PER_HOUR};
 
@@ -110,15 +111,6 @@ impl Handoff {
     }
 }
 
-/// A won `close`: a deal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Deal {
-    pub at: Micros,
-    pub seq: u64,
-    pub event_id: String,
-    pub amount: Money,
-}
-
 /// Everything the reports need to know about one lead.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeadFacts {
@@ -135,16 +127,15 @@ pub struct LeadFacts {
     pub handoffs: Vec<Handoff>,
     /// Rejections by sales, in order.
     pub rejections: Vec<(Micros, RejectionReason)>,
-    /// Won closes, in order.
-    pub deals: Vec<Deal>,
+    /// Won closes, in order, with their touches and credits under every lead-local model.
+    pub deals: Vec<DealCredits>,
 }
 
 impl LeadFacts {
     /// Derives a lead's facts from its live events, which must be sorted by `(occurred_at, seq)`.
     /// Returns `None` for a lead with no events.
-    pub fn derive<'a>(events: impl IntoIterator<Item = &'a LeadEvent>, rules: &RulesTimeline) -> Option<LeadFacts> {
-        let mut events = events.into_iter();
-        let first = events.next()?;
+    pub fn derive(events: &[LeadEvent], rules: &RulesTimeline) -> Option<LeadFacts> {
+        let first = events.first()?;
         let mut facts = LeadFacts {
             milestones: [None; 7],
             stage: Stage::Inquiry,
@@ -157,9 +148,22 @@ impl LeadFacts {
             deals: Vec::new(),
         };
         facts.milestones[Milestone::Inquiry as usize] = Some(first.event.occurred_at);
-        for lead_event in std::iter::once(first).chain(events) {
-            facts.apply(lead_event, rules);
+        for lead_event in events {
+            facts.apply(&lead_event.event, rules);
         }
+        // Deals last: their touches run up to the close time (ties included) and their roles
+        // refer to milestones as of the close, both known only once every event is applied.
+        facts.deals = events
+            .iter()
+            .filter_map(|e| match &e.event.data {
+                Data::Close {
+                    outcome: Outcome::Won,
+                    amount: Some(amount),
+                    ..
+                } => Some(deal_credits(e, amount, events, &facts, rules)),
+                _ => None,
+            })
+            .collect();
         Some(facts)
     }
 
@@ -174,8 +178,7 @@ impl LeadFacts {
         }
     }
 
-    fn apply(&mut self, lead_event: &LeadEvent, rules: &RulesTimeline) {
-        let event = &lead_event.event;
+    fn apply(&mut self, event: &Event, rules: &RulesTimeline) {
         let t = event.occurred_at;
         match &event.data {
             Data::Touch { channel, campaign, .. } => {
@@ -233,19 +236,8 @@ impl LeadFacts {
                 self.stage = Stage::Nurture;
             }
             Data::Close {
-                outcome: Outcome::Won,
-                amount,
-                ..
+                outcome: Outcome::Won, ..
             } => {
-                if let Some(amount) = amount {
-                    let deal = Deal {
-                        at: t,
-                        seq: lead_event.seq,
-                        event_id: event.id.clone(),
-                        amount: amount.clone(),
-                    };
-                    self.deals.push(deal);
-                }
                 self.reach(Milestone::Won, t);
                 self.stage = Stage::Won;
             }

@@ -4,6 +4,7 @@
 //! from it ([`report`]). Everything here is deterministic, so it can be property-tested and
 //! so that live service and offline replay agree byte for byte.
 
+pub mod attribution;
 pub mod event;
 pub mod lead;
 pub mod projection;

@@ -12,7 +12,7 @@ use crate::time::Micros;
 
 /// Bump when the projection's stored shape or semantics change: a stored snapshot with
 /// another version is discarded and the projection is rebuilt from the log.
-pub const PROJECTION_FORMAT_VERSION: u32 = 2;
+pub const PROJECTION_FORMAT_VERSION: u32 = 3;
 
 /// A log position: the last applied seq and its chain hash (seq 0 = empty log).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Properties over generated event histories: arrival order does not matter, a retraction
 //! equals never recording the event, `as_of` equals deriving from the prefix, and JSON round-trips.
 
+use funnel_core::attribution::{shares_under, MarkovChain, Model};
 use funnel_core::event::{AcceptStage, Data, Money, Outcome, RejectionReason, RulesChange, Side, Team};
 use funnel_core::lead::{LeadEvent, LeadFacts, Milestone};
 use funnel_core::report::{self, By, Window};
@@ -21,7 +22,7 @@ fn make_event(i: usize, (lead, kind, pick, hour): (u8, u8, u8, u16)) -> Event {
     let occurred_at = BASE + i64::from(hour) * HOUR + i as i64;
     let channels = ["webinar", "paid_search", "direct", "referral"];
     let money = Money {
-        amount_minor: 1_000 + i64::from(pick) * 37,
+        amount_minor: 1_000 + i64::from(pick) * 37 + i as i64 * 7_919,
         currency: if pick % 3 == 0 { "EUR" } else { "USD" }.into(),
     };
     let data = match kind {
@@ -119,6 +120,14 @@ fn reports(projection: &Projection, as_of: i64) -> String {
         serde_json::to_value(report::rejections(projection, window, Some(By::Campaign), as_of)).unwrap(),
         serde_json::to_value(report::cost(projection, Window::default(), By::Channel, as_of)).unwrap(),
         serde_json::to_value(report::plan(projection, 1_000_000, "USD", Window::default(), as_of)).unwrap(),
+        serde_json::to_value(report::attribution(
+            projection,
+            &Model::ALL,
+            Window::default(),
+            By::Campaign,
+            as_of,
+        ))
+        .unwrap(),
     ];
     for r in &mut others {
         r.as_object_mut().unwrap().remove("log");
@@ -131,7 +140,7 @@ fn reports(projection: &Projection, as_of: i64) -> String {
         .filter_map(|(l, s)| Some((l, s.facts.as_ref()?)))
     {
         // Deals carry their log position; compare what they are, not where they sit in the log.
-        let deals: Vec<_> = facts.deals.iter().map(|d| (d.at, &d.amount)).collect();
+        let deals: Vec<_> = facts.deals.iter().map(|d| (d.close_at, &d.amount)).collect();
         let mut facts = facts.clone();
         facts.deals.clear();
         out.push_str(&format!("{lead}:{facts:?}{deals:?}"));
@@ -205,6 +214,24 @@ proptest! {
             for m in Milestone::ALL {
                 let early = |t: Option<i64>| t.filter(|t| *t < when);
                 prop_assert_eq!(early(a.milestones[m as usize]), early(b.milestones[m as usize]), "lead {} {:?}", lead, m);
+            }
+        }
+    }
+
+    #[test]
+    fn credits_sum_to_each_deal_and_are_never_negative(events in history()) {
+        let projection = project(&events);
+        let leads = projection.leads().values().filter_map(|s| Some((s.events.as_slice(), s.facts.as_ref()?)));
+        let chain = MarkovChain::build(leads, projection.rules(), END);
+        for deal in projection.leads().values().filter_map(|s| s.facts.as_ref()).flat_map(|f| &f.deals) {
+            if deal.touches.is_empty() {
+                continue; // credited whole to (none)
+            }
+            for model in Model::ALL {
+                let shares = shares_under(deal, model, &chain);
+                prop_assert_eq!(shares.len(), deal.touches.len());
+                prop_assert!(shares.iter().all(|s| s.credit_minor >= 0));
+                prop_assert_eq!(shares.iter().map(|s| s.credit_minor).sum::<i64>(), deal.amount.amount_minor, "{}", model.as_str());
             }
         }
     }

@@ -124,6 +124,16 @@ enum Command {
     },
     /// Compute a report offline from a data directory or an export file, at any log prefix.
     Replay(offline::ReplayArgs),
+    /// Revenue credited per channel or campaign under one or every attribution model
+    /// (offline from --data-dir or --export; live with --url).
+    Attribution(offline::AuditArgs),
+    /// One lead's deals explained to the cent: every touch, role, weight and credit per model.
+    Explain {
+        /// The lead.
+        lead: String,
+        #[command(flatten)]
+        audit: offline::AuditArgs,
+    },
     /// Ask a running service for a report.
     Report {
         #[command(flatten)]
@@ -209,6 +219,8 @@ async fn run(command: Command) -> Result<(), CliError> {
         } => offline::export(&data.data_dir, out, at_seq, json),
         Command::Import { data, file, json } => offline::import(&data.data_dir, file, json),
         Command::Replay(args) => offline::replay(args),
+        Command::Attribution(audit) => audit.run("attribution", None).await,
+        Command::Explain { lead, audit } => audit.run("explain", Some(lead)).await,
         Command::Report { report, url } => live_report::report(&url, &report).await,
     }
 }

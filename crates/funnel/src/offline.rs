@@ -102,9 +102,12 @@ pub struct ReportArgs {
     /// funnel, velocity, sla, rejections, cost, plan or lead.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(funnel_query::REPORTS))]
     report: String,
-    /// The lead, for `lead`.
+    /// The lead, for `lead` and `explain`.
     #[arg(long)]
     lead: Option<String>,
+    /// For `attribution` and `explain`: `all`, a model, or a comma-separated list.
+    #[arg(long)]
+    model: Option<String>,
     /// Business time: only events that occurred by then (RFC 3339 or YYYY-MM-DD; default now).
     #[arg(long)]
     as_of: Option<String>,
@@ -145,6 +148,7 @@ impl ReportArgs {
             ("to", &self.to),
             ("by", &self.by),
             ("currency", &self.currency),
+            ("model", &self.model),
         ] {
             if let Some(v) = value {
                 pairs.push((key, v.clone()));
@@ -167,6 +171,13 @@ impl ReportArgs {
                 self.lead.as_deref().unwrap_or_default(),
                 self.query()
             ),
+            "explain" => {
+                format!(
+                    "/v1/attribution/explain/{}?{}",
+                    self.lead.as_deref().unwrap_or_default(),
+                    self.query()
+                )
+            }
             name => format!("/v1/{name}?{}", self.query()),
         }
     }
@@ -180,6 +191,7 @@ impl ReportArgs {
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| CliError::Failed(e.to_string()))?;
         match serde_json::from_value::<FunnelView>(value.clone()) {
             Ok(funnel) if self.report == "funnel" => print!("{}", funnel_table(&funnel)),
+            _ if self.report == "attribution" => print!("{}", attribution_table(&value)),
             _ => {
                 let mut lines = Vec::new();
                 flatten("", &value, &mut lines);
@@ -318,4 +330,94 @@ fn funnel_table(r: &FunnelView) -> String {
         ));
     }
     out
+}
+
+/// Rows × models, credits in minor units.
+fn attribution_table(r: &serde_json::Value) -> String {
+    let models: Vec<&str> = r["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .collect();
+    let mut out = format!(
+        "log seq {} · head {} · as of {}\n",
+        r["log"]["seq"], r["log"]["hash"], r["as_of"]
+    );
+    out.push_str(&format!("{:<20}{:<5}", r["by"].as_str().unwrap_or("key"), "cur"));
+    for m in &models {
+        out.push_str(&format!("{m:>16}"));
+    }
+    out.push('\n');
+    for row in r["rows"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<20}{:<5}",
+            row["key"].as_str().unwrap_or(""),
+            row["currency"].as_str().unwrap_or("")
+        ));
+        for m in &models {
+            out.push_str(&format!("{:>16}", row["credits_minor"][m]));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// `funnel attribution` and `funnel explain`: offline by default, live with --url.
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// `all` (default), a model, or a comma-separated list.
+    #[arg(long)]
+    model: Option<String>,
+    /// channel (default) or campaign; attribution only.
+    #[arg(long)]
+    by: Option<String>,
+    #[arg(long)]
+    from: Option<String>,
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    as_of: Option<String>,
+    #[arg(long)]
+    known_at: Option<String>,
+    #[arg(long)]
+    at_seq: Option<u64>,
+    #[arg(long)]
+    json: bool,
+    /// Ask this running service instead of replaying offline.
+    #[arg(long)]
+    url: Option<String>,
+    #[command(flatten)]
+    data: DataDir,
+    /// Replay this export file instead of --data-dir.
+    #[arg(long)]
+    export: Option<PathBuf>,
+}
+
+impl AuditArgs {
+    /// Runs `report` ("attribution" or "explain") live or offline.
+    pub async fn run(self, report: &str, lead: Option<String>) -> Result<(), CliError> {
+        let args = ReportArgs {
+            report: report.to_owned(),
+            lead,
+            model: self.model,
+            as_of: self.as_of,
+            known_at: self.known_at,
+            at_seq: self.at_seq,
+            from: self.from,
+            to: self.to,
+            by: self.by,
+            revenue_target_minor: None,
+            currency: None,
+            json: self.json,
+        };
+        match self.url {
+            Some(url) => crate::live_report::report(&url, &args).await,
+            None => replay(ReplayArgs {
+                report: args,
+                data: self.data,
+                export: self.export,
+            }),
+        }
+    }
 }

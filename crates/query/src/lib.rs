@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/leads/{lead_id}", get(lead))
+        .route("/v1/attribution/explain/{lead_id}", get(explain))
         .route("/v1/{report}", get(report_route))
         .route("/v1/audit/head", get(audit_head))
         .route("/v1/audit/verify", get(audit_verify))
@@ -209,6 +210,10 @@ async fn report_route(
 
 async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
     answer(&state, "lead", Some(&lead_id), query.as_deref())
+}
+
+async fn explain(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
+    answer(&state, "explain", Some(&lead_id), query.as_deref())
 }
 
 /// Parses, picks the projection for the requested log position, computes.

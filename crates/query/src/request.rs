@@ -1,5 +1,6 @@
 //! One report request, parsed and checked up front, answered the same way live and offline.
 
+use funnel_core::attribution::Model;
 use funnel_core::report::{self, By, Window};
 use funnel_core::time::{Micros, MICROS_PER_DAY};
 use funnel_core::Projection;
@@ -11,7 +12,17 @@ use crate::{ApiError, Params, TimeTravel};
 pub const PLAN_WINDOW_DAYS: i64 = 90;
 
 /// Every report, by the name the HTTP path and the CLI use.
-pub const REPORTS: [&str; 7] = ["funnel", "velocity", "sla", "rejections", "cost", "plan", "lead"];
+pub const REPORTS: [&str; 9] = [
+    "funnel",
+    "velocity",
+    "sla",
+    "rejections",
+    "cost",
+    "plan",
+    "lead",
+    "attribution",
+    "explain",
+];
 
 /// A report with its typed parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +53,15 @@ pub enum Query {
     Lead {
         lead_id: String,
     },
+    Attribution {
+        models: Vec<Model>,
+        window: Window,
+        by: By,
+    },
+    Explain {
+        lead_id: String,
+        models: Vec<Model>,
+    },
 }
 
 /// A parsed request: what to compute, and at which log position and business time.
@@ -59,6 +79,8 @@ impl Request {
             "velocity" | "sla" => &["from", "to"],
             "plan" => &["revenue_target_minor", "currency", "from", "to"],
             "lead" => &[],
+            "attribution" => &["model", "from", "to", "by"],
+            "explain" => &["model"],
             other => {
                 return Err(ApiError::not_found(format!(
                     "no report `{other}`; reports: {}",
@@ -88,17 +110,18 @@ impl Request {
                 by: params.by(&["channel", "campaign"])?.unwrap_or(By::Channel),
             },
             "plan" => plan_query(&params, travel.as_of)?,
-            _ => {
-                let lead_id = lead_id.unwrap_or_default();
-                if !funnel_core::event::is_token(lead_id) {
-                    return Err(ApiError::bad_parameter(format!(
-                        "lead_id: `{lead_id}` must match ^[A-Za-z0-9_-]{{1,128}}$"
-                    )));
-                }
-                Query::Lead {
-                    lead_id: lead_id.to_owned(),
-                }
-            }
+            "attribution" => Query::Attribution {
+                models: models(&params)?,
+                window: params.window()?,
+                by: params.by(&["channel", "campaign"])?.unwrap_or(By::Channel),
+            },
+            "explain" => Query::Explain {
+                lead_id: checked_lead(lead_id)?,
+                models: models(&params)?,
+            },
+            _ => Query::Lead {
+                lead_id: checked_lead(lead_id)?,
+            },
         };
         Ok(Request { query, travel })
     }
@@ -119,6 +142,15 @@ impl Request {
                 currency,
                 window,
             } => serde_json::to_vec(&report::plan(projection, *target_minor, currency, *window, as_of)),
+            Query::Attribution { models, window, by } => {
+                serde_json::to_vec(&report::attribution(projection, models, *window, *by, as_of))
+            }
+            Query::Explain { lead_id, models } => {
+                let explained = report::explain(projection, lead_id, models, as_of).ok_or_else(|| {
+                    ApiError::not_found(format!("no lead `{lead_id}` at log seq {}", projection.head().seq))
+                })?;
+                serde_json::to_vec(&explained)
+            }
             Query::Lead { lead_id } => {
                 let upto = projection.head().seq;
                 let timeline: Vec<_> = ledger
@@ -134,6 +166,37 @@ impl Request {
         };
         json.map_err(ApiError::store)
     }
+}
+
+fn checked_lead(lead_id: Option<&str>) -> Result<String, ApiError> {
+    let lead_id = lead_id.unwrap_or_default();
+    if funnel_core::event::is_token(lead_id) {
+        Ok(lead_id.to_owned())
+    } else {
+        Err(ApiError::bad_parameter(format!(
+            "lead_id: `{lead_id}` must match ^[A-Za-z0-9_-]{{1,128}}$"
+        )))
+    }
+}
+
+/// `model`: `all` (the default), one model, or a comma-separated list, in ATTRIBUTION.md's order.
+fn models(params: &Params) -> Result<Vec<Model>, ApiError> {
+    let text = params.get("model").unwrap_or("all");
+    if text == "all" {
+        return Ok(Model::ALL.to_vec());
+    }
+    let mut chosen = Vec::new();
+    for name in text.split(',') {
+        let model = Model::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Model::ALL.iter().map(|m| m.as_str()).collect();
+            ApiError::bad_parameter(format!("model: `{name}` is not all or one of {}", names.join(", ")))
+        })?;
+        if !chosen.contains(&model) {
+            chosen.push(model);
+        }
+    }
+    chosen.sort();
+    Ok(chosen)
 }
 
 fn plan_query(params: &Params, as_of: Micros) -> Result<Query, ApiError> {

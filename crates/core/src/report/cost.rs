@@ -67,7 +67,7 @@ pub fn cost(projection: &Projection, window: Window, by: By, as_of: Micros) -> C
         .iter()
         .filter_map(|(id, s)| Some((id, s.facts.as_ref()?)))
     {
-        for deal in facts.deals.iter().filter(|d| counts(d.at)) {
+        for deal in facts.deals.iter().filter(|d| counts(d.close_at)) {
             let s = sums
                 .entry((by.key(facts, as_of), deal.amount.currency.clone()))
                 .or_default();

@@ -257,10 +257,13 @@ pub struct LeadView {
 /// (its events and retractions of them). `None` if the projection has no such lead.
 pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: Micros) -> Option<LeadView> {
     let state = projection.lead(lead_id)?;
-    let facts = LeadFacts::derive(
-        state.events.iter().filter(|e| e.event.occurred_at <= as_of),
-        projection.rules(),
-    );
+    let known: Vec<_> = state
+        .events
+        .iter()
+        .filter(|e| e.event.occurred_at <= as_of)
+        .cloned()
+        .collect();
+    let facts = LeadFacts::derive(&known, projection.rules());
     let mut items: Vec<&Entry> = timeline.iter().filter(|e| e.event.occurred_at <= as_of).collect();
     items.sort_by_key(|e| (e.event.occurred_at, e.seq));
     let milestones = Milestone::ALL
@@ -300,12 +303,14 @@ pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: M
     })
 }
 
+mod attribution;
 mod cost;
 mod plan;
 mod rejections;
 mod sla;
 mod velocity;
 
+pub use attribution::{attribution, explain, AttributionReport, AttributionRow, ExplainReport, ExplainedDeal};
 pub use cost::{cost, CostReport, CostRow};
 pub use plan::{plan, Plan, PlanReport, PLAN_WON_DEALS_MIN};
 pub use rejections::{rejections, GuaranteeCredit, RejectionGroup, RejectionsReport};

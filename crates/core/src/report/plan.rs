@@ -55,7 +55,7 @@ pub fn plan(projection: &Projection, target_minor: i64, currency: &str, window: 
         for deal in facts
             .deals
             .iter()
-            .filter(|d| d.at <= as_of && window.contains(d.at) && d.amount.currency == currency)
+            .filter(|d| d.close_at <= as_of && window.contains(d.close_at) && d.amount.currency == currency)
         {
             won_deals += 1;
             won_revenue = won_revenue.saturating_add(deal.amount.amount_minor);
