@@ -10,6 +10,7 @@ pub mod lead;
 pub mod projection;
 pub mod report;
 pub mod rules;
+pub mod simulate;
 pub mod time;
 
 pub use event::{Event, Reason, Rejection};

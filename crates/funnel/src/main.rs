@@ -9,7 +9,6 @@ mod nats_child;
 mod offline;
 mod publish;
 mod serve;
-mod simulate;
 
 use std::path::PathBuf;
 
@@ -199,7 +198,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         } => {
             let start =
                 funnel_core::time::parse_bound(&start).map_err(|e| CliError::Failed(format!("--start: {e}")))?;
-            let events = simulate::funnel(simulate::Plan {
+            let events = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
                 leads,
                 seed,
                 start,

@@ -2,9 +2,9 @@
 //!
 //! Same plan, same events (ids included), so simulating twice is idempotent in the ledger.
 
-use funnel_core::event::{AcceptStage, Data, Money, Outcome, RejectionReason, RulesChange, Side, Team};
-use funnel_core::time::{Micros, MICROS_PER_DAY, MICROS_PER_HOUR};
-use funnel_core::Event;
+use crate::event::{AcceptStage, Data, Money, Outcome, RejectionReason, RulesChange, Side, Team};
+use crate::time::{Micros, MICROS_PER_DAY, MICROS_PER_HOUR};
+use crate::Event;
 
 pub struct Plan {
     pub leads: u64,

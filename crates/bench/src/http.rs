@@ -1,0 +1,78 @@
+//! A keep-alive HTTP/1.1 GET client for load: one connection per client task.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub struct Client {
+    addr: String,
+    stream: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Client { addr: addr.to_owned(), stream: BufReader::new(stream) })
+    }
+
+    /// GET `path`; the status and the body length.
+    pub async fn get(&mut self, path: &str) -> std::io::Result<(u16, usize)> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
+        self.stream.get_mut().write_all(request.as_bytes()).await?;
+        let mut status = 0u16;
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if self.stream.read_line(&mut line).await? == 0 {
+                return Err(std::io::Error::other("connection closed"));
+            }
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = trimmed.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            } else if let Some((name, value)) = trimmed.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, length))
+    }
+}
+
+/// Latencies (µs) and request count of `clients` tasks hitting `paths` (round robin) for `seconds`.
+pub async fn load(addr: &str, paths: Vec<String>, clients: usize, seconds: u64) -> (Vec<u64>, f64) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let paths = std::sync::Arc::new(paths);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (addr, paths) = (addr.to_owned(), paths.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let Ok(mut client) = Client::connect(&addr).await else { return latencies };
+            let mut i = c;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match client.get(&paths[i % paths.len()]).await {
+                    Ok((200, _)) => latencies.push(t.elapsed().as_micros() as u64),
+                    _ => break,
+                }
+                i += clients;
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap_or_default());
+    }
+    (all, started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,447 @@
+//! `funnel-bench`: how close funnel-ledger gets to what the hardware and NATS allow, and how it
+//! compares with what a team would otherwise build, measured side by side in one run.
+//!
+//! Run it with `scripts/bench.sh` (which installs PostgreSQL and DuckDB and builds in release).
+//! Every figure is a median of `--reps` runs with min–max, and ratios are between figures of
+//! the same run: this machine is shared and noisy.
+
+mod http;
+mod peers;
+mod servers;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use clap::Parser;
+use funnel_core::attribution::Model;
+use funnel_core::report::{self, By, Window};
+use funnel_core::simulate::{funnel as simulate, Plan};
+use funnel_core::time::parse_rfc3339;
+use funnel_core::Event;
+use funnel_ledger::{Candidate, Ledger};
+use futures::StreamExt;
+use servers::{disk_bytes, nats_server, rss, Scratch};
+
+/// Business time the benchmark reports are computed as of (after all simulated events).
+const AS_OF: &str = "2026-12-01T00:00:00Z";
+/// Events per ingest batch, ledger append and PostgreSQL statement.
+const BATCH: usize = 1_000;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks against the limits and the peers; prints one markdown table.")]
+struct Args {
+    /// Events for the JetStream, sled, ingest, PostgreSQL and DuckDB runs.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Replay sizes in events, comma-separated (e.g. 1000000,10000000).
+    #[arg(long, default_value = "1000000", value_delimiter = ',')]
+    replay: Vec<usize>,
+    /// Leads loaded for the query benchmark.
+    #[arg(long, default_value_t = 1_000_000)]
+    query_leads: u64,
+    /// Seconds of load per endpoint.
+    #[arg(long, default_value_t = 8)]
+    query_seconds: u64,
+    /// Concurrent query clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Repetitions of each measurement (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Internal: replay the ledger in this directory and print figures as JSON.
+    #[arg(long, hide = true)]
+    replay_child: Option<PathBuf>,
+}
+
+/// One line of the table.
+struct Row {
+    name: String,
+    samples: Vec<f64>,
+    unit: &'static str,
+    note: String,
+}
+
+impl Row {
+    fn new(name: impl Into<String>, samples: Vec<f64>, unit: &'static str) -> Row {
+        Row { name: name.into(), samples, unit, note: String::new() }
+    }
+    fn median(&self) -> f64 {
+        let mut s = self.samples.clone();
+        s.sort_by(f64::total_cmp);
+        if s.is_empty() {
+            f64::NAN
+        } else {
+            s[s.len() / 2]
+        }
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if !v.is_finite() {
+        "–".into()
+    } else if v.abs() >= 100.0 {
+        format!("{:.0}", v)
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| measure | median | min–max | unit | ratio / target |");
+    println!("|---|---|---|---|---|");
+    for r in rows {
+        let (lo, hi) = r.samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        println!("| {} | {} | {}–{} | {} | {} |", r.name, fmt(r.median()), fmt(lo), fmt(hi), r.unit, r.note);
+    }
+}
+
+fn events_for(n: usize, seed: u64) -> Vec<Event> {
+    let start = parse_rfc3339("2026-06-01T00:00:00Z").unwrap_or_default();
+    let mut events = simulate(Plan { leads: (n as u64 / 4).max(1), seed, start, days: 120 });
+    events.truncate(n);
+    events
+}
+
+fn leads_for(leads: u64, seed: u64) -> Vec<Event> {
+    let start = parse_rfc3339("2026-06-01T00:00:00Z").unwrap_or_default();
+    simulate(Plan { leads, seed, start, days: 120 })
+}
+
+fn tool(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Some(dir) = &args.replay_child {
+        replay_child(dir);
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    runtime.block_on(run(args));
+}
+
+async fn run(args: Args) {
+    let nats_bin = std::env::var("FUNNEL_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|_| tool(".tools/venv/bin/nats-server"));
+    let funnel_bin = tool("target/release/funnel");
+    assert!(funnel_bin.exists(), "build the service first: cargo build --release --bin funnel (scripts/bench.sh does)");
+    let events = events_for(args.events, 1);
+    let n = events.len();
+    eprintln!("bench: {n} events, {} reps", args.reps);
+    let mut rows = Vec::new();
+
+    // 1. Raw JetStream.
+    let (mut publish, mut consume) = (Vec::new(), Vec::new());
+    for _ in 0..args.reps {
+        let (p, c) = raw_jetstream(&nats_bin, &events).await;
+        publish.push(p);
+        consume.push(c);
+    }
+    rows.push(Row::new("1. JetStream publish, pipelined, Nats-Msg-Id", publish, "events/s"));
+    rows.push(Row::new("1. JetStream pull consume, ack each", consume, "events/s"));
+    let consume_rate = rows[1].median();
+
+    // 2. Raw sled.
+    let (mut append, mut scan) = (Vec::new(), Vec::new());
+    for _ in 0..args.reps {
+        let (a, s) = raw_sled(&events);
+        append.push(a);
+        scan.push(s);
+    }
+    rows.push(Row::new(format!("2. sled: one key per event, batch {BATCH}, flush per batch"), append, "events/s"));
+    rows.push(Row::new("2. sled: scan + bincode decode", scan, "events/s"));
+
+    // 3. Ours, end to end.
+    let mut ingest = Vec::new();
+    for _ in 0..args.reps {
+        ingest.push(ingest_end_to_end(&nats_bin, &funnel_bin, &events).await);
+    }
+    let mut row = Row::new("3. ingest end to end: publish → ledger → ack → projected", ingest, "events/s");
+    let ratio = row.median() / consume_rate;
+    row.note = format!("{:.2}× raw consume (target ≥ 0.5)", ratio);
+    let ingest_rate = row.median();
+    rows.push(row);
+
+    // 4. Replay.
+    let mut sizes = vec![n];
+    sizes.extend(args.replay.iter().copied().filter(|s| *s != n));
+    let mut replay_at_n = f64::NAN;
+    let mut ledger_append_rate = f64::NAN;
+    for size in sizes {
+        let events = if size == n { events.clone() } else { events_for(size, 2) };
+        let dir = Scratch::new(&format!("replay-{size}"));
+        let append = build_ledger(dir.path(), &events);
+        if size == n {
+            ledger_append_rate = append;
+        }
+        let bytes = disk_bytes(dir.path()) as f64 / events.len() as f64;
+        let (mut fold, mut full, mut peak) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.reps {
+            let figures = run_replay_child(dir.path());
+            fold.push(figures["events"].as_f64().unwrap_or(0.0) / figures["fold_secs"].as_f64().unwrap_or(f64::NAN));
+            full.push(figures["fold_secs"].as_f64().unwrap_or(0.0) + figures["reports_secs"].as_f64().unwrap_or(0.0));
+            peak.push(figures["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6);
+        }
+        let label = if size >= 1_000_000 { format!("{:.0}M", size as f64 / 1e6) } else { format!("{}k", size / 1_000) };
+        let mut fold_row = Row::new(format!("4. replay {label}: fold every projection"), fold, "events/s");
+        fold_row.note = "target ≥ 2 M/s".into();
+        rows.push(fold_row);
+        let mut full_row = Row::new(format!("4. replay {label}: fold + all reports (attribution all models)"), full, "s");
+        if size >= 10_000_000 {
+            full_row.note = "target < 20 s".into();
+        }
+        if size == n {
+            replay_at_n = full_row.median();
+        }
+        rows.push(full_row);
+        rows.push(Row::new(format!("4. replay {label}: peak RSS"), peak, "MB"));
+        rows.push(Row::new(format!("4. ledger {label}: bytes on disk per event"), vec![bytes], "B"));
+        if size != n {
+            rows.push(Row::new(format!("4. ledger {label}: direct append, flush per batch"), vec![append], "events/s"));
+        }
+    }
+    rows.push(Row::new(format!("4. ledger: direct append of the {n} events"), vec![ledger_append_rate], "events/s"));
+
+    // 6, 7. Peers, on the same events.
+    let ours = peers::OurNumbers::of(&events, parse_rfc3339(AS_OF).unwrap_or_default());
+    match peers::postgres(&events, args.reps, &ours) {
+        Ok((insert, sql, equal)) => {
+            let mut r = Row::new("6. PostgreSQL INSERT … ON CONFLICT DO NOTHING, 1000 rows/statement", insert, "events/s");
+            let pg = r.median();
+            r.note = format!(
+                "ledger append {:.1}×, end to end {:.1}× (target ≥ 3×)",
+                ledger_append_rate / pg,
+                ingest_rate / pg
+            );
+            rows.push(r);
+            let mut r = Row::new("6. PostgreSQL funnel counts in SQL", sql, "s");
+            r.note = equal;
+            rows.push(r);
+        }
+        Err(e) => rows.push(Row { name: "6. PostgreSQL".into(), samples: vec![], unit: "", note: format!("unavailable: {e}") }),
+    }
+    match peers::duckdb(&events, args.reps, &ours) {
+        Ok((secs, equal)) => {
+            let mut r = Row::new("7. DuckDB on Parquet: funnel counts + first-touch + linear", secs, "s");
+            r.note = format!("{equal}; DuckDB time ÷ our full report replay = {:.2} (target > 1)", r.median() / replay_at_n);
+            rows.push(r);
+        }
+        Err(e) => rows.push(Row { name: "7. DuckDB".into(), samples: vec![], unit: "", note: format!("unavailable: {e}") }),
+    }
+
+    // 5. Query under load, and memory per lead.
+    query_load(&nats_bin, &funnel_bin, &args, &mut rows).await;
+
+    println!("\nMachine: {} cores, {}; events of ~{} bytes as JSON.\n", num_cores(), mem_total(), avg_json_bytes(&events));
+    print_table(&rows);
+}
+
+fn num_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn mem_total() -> String {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kb: u64 = info.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0)
+}
+
+fn avg_json_bytes(events: &[Event]) -> usize {
+    let sample = events.iter().take(10_000);
+    let (count, bytes) = sample.fold((0, 0), |(c, b), e| (c + 1, b + e.to_json().to_string().len()));
+    bytes / count.max(1)
+}
+
+async fn raw_jetstream(nats_bin: &Path, events: &[Event]) -> (f64, f64) {
+    let server = nats_server(nats_bin);
+    let client = async_nats::connect(format!("127.0.0.1:{}", server.port)).await.expect("connect");
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(jetstream::stream::Config {
+            name: "BENCH".into(),
+            subjects: vec!["bench.>".into()],
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("stream");
+    let payloads: Vec<(String, bytes::Bytes)> =
+        events.iter().map(|e| (e.id.clone(), bytes::Bytes::from(e.to_json().to_string()))).collect();
+    let started = Instant::now();
+    let mut in_flight = std::collections::VecDeque::new();
+    for (i, (id, payload)) in payloads.into_iter().enumerate() {
+        if in_flight.len() == funnel_producer::PUBLISHES_IN_FLIGHT_MAX {
+            let ack: jetstream::context::PublishAckFuture = in_flight.pop_front().expect("non-empty");
+            ack.await.expect("publish ack");
+        }
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+        in_flight.push_back(js.publish_with_headers(format!("bench.{}", i % 16), headers, payload).await.expect("publish"));
+    }
+    for ack in in_flight {
+        ack.await.expect("publish ack");
+    }
+    let publish = events.len() as f64 / started.elapsed().as_secs_f64();
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("bench".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            max_ack_pending: 20_000,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let started = Instant::now();
+    let mut messages = consumer.stream().max_messages_per_batch(BATCH).messages().await.expect("pull");
+    let mut seen = 0;
+    while seen < events.len() {
+        let message = messages.next().await.expect("message").expect("message ok");
+        message.ack().await.expect("ack");
+        seen += 1;
+    }
+    (publish, seen as f64 / started.elapsed().as_secs_f64())
+}
+
+fn raw_sled(events: &[Event]) -> (f64, f64) {
+    let dir = Scratch::new("sled");
+    let db = sled::open(dir.path()).expect("sled");
+    let tree = db.open_tree("raw").expect("tree");
+    let config = bincode::config::standard();
+    let started = Instant::now();
+    for (c, chunk) in events.chunks(BATCH).enumerate() {
+        let mut batch = sled::Batch::default();
+        for (i, e) in chunk.iter().enumerate() {
+            let key = ((c * BATCH + i) as u64).to_be_bytes();
+            batch.insert(&key, bincode::serde::encode_to_vec(e, config).expect("encode"));
+        }
+        tree.apply_batch(batch).expect("batch");
+        db.flush().expect("flush");
+    }
+    let append = events.len() as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut decoded = 0usize;
+    for item in tree.iter() {
+        let (_, v) = item.expect("scan");
+        let (e, _): (Event, usize) = bincode::serde::decode_from_slice(&v, config).expect("decode");
+        decoded += usize::from(!e.id.is_empty());
+    }
+    (append, decoded as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn ingest_end_to_end(nats_bin: &Path, funnel_bin: &Path, events: &[Event]) -> f64 {
+    let server = nats_server(nats_bin);
+    let data = Scratch::new("ingest");
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let service = servers::funnel_serve(funnel_bin, &url, data.path());
+    let addr = format!("127.0.0.1:{}", service.port);
+    let client = async_nats::connect(&url).await.expect("connect");
+    let producer = funnel_producer::Producer::new(client, funnel_producer::Encoding::Json);
+    let started = Instant::now();
+    producer.publish_all(events, |_| {}).await.expect("publish");
+    let target = events.len() as u64;
+    loop {
+        let body = health(&addr).await;
+        if body.0 >= target && body.1 >= target {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (ledger seq, projected seq) from /health.
+async fn health(addr: &str) -> (u64, u64) {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return (0, 0) };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = stream.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    (v["log"]["seq"].as_u64().unwrap_or(0), v["projected_seq"].as_u64().unwrap_or(0))
+}
+
+/// Appends events straight into a ledger (no NATS), batch by batch with a flush each; events/s.
+fn build_ledger(dir: &Path, events: &[Event]) -> f64 {
+    let ledger = Ledger::open(dir).expect("ledger");
+    let started = Instant::now();
+    for (i, chunk) in events.chunks(BATCH).enumerate() {
+        let candidates: Vec<Candidate> = chunk
+            .iter()
+            .map(|e| Candidate { event: e, stream_seq: 0, lead_id: e.lead_id.as_deref() })
+            .collect();
+        ledger.append_batch(&candidates, i as i64).expect("append");
+        ledger.flush().expect("flush");
+    }
+    events.len() as f64 / started.elapsed().as_secs_f64()
+}
+
+fn run_replay_child(dir: &Path) -> serde_json::Value {
+    let me = std::env::current_exe().expect("exe");
+    let out = std::process::Command::new(me).arg("--replay-child").arg(dir).output().expect("replay child");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("replay child: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// In a child process, so its peak RSS is the replay's own.
+fn replay_child(dir: &Path) {
+    let ledger = Ledger::open(dir).expect("ledger");
+    let started = Instant::now();
+    let projection = funnel_projector::replay(&ledger, None, |_| {}).expect("replay");
+    let fold = started.elapsed().as_secs_f64();
+    let as_of = parse_rfc3339(AS_OF).unwrap_or_default();
+    let started = Instant::now();
+    let all = Window::default();
+    let sizes = [
+        serde_json::to_vec(&report::funnel(&projection, all, Some(By::Channel), as_of)).map(|v| v.len()),
+        serde_json::to_vec(&report::velocity(&projection, all, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&report::sla(&projection, all, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&report::rejections(&projection, all, Some(By::Channel), as_of)).map(|v| v.len()),
+        serde_json::to_vec(&report::cost(&projection, all, By::Channel, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&report::attribution(&projection, &Model::ALL, all, By::Channel, as_of)).map(|v| v.len()),
+    ];
+    let reports = started.elapsed().as_secs_f64();
+    let (_, peak) = rss(std::process::id());
+    let figures = serde_json::json!({
+        "events": projection.head().seq,
+        "fold_secs": fold,
+        "reports_secs": reports,
+        "report_bytes": sizes.iter().map(|s| *s.as_ref().unwrap_or(&0)).sum::<usize>(),
+        "peak_rss_bytes": peak,
+    });
+    println!("{figures}");
+}
+
+async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut Vec<Row>) {
+    let events = leads_for(args.query_leads, 3);
+    let data = Scratch::new("query");
+    build_ledger(&data.path().join("ledger"), &events);
+    drop(events);
+    let server = nats_server(nats_bin);
+    let url = format!("nats://127.0.0.1:{}", server.port);
+    let service = servers::funnel_serve(funnel_bin, &url, data.path());
+    let addr = format!("127.0.0.1:{}", service.port);
+    let (live_rss, _) = rss(service.pid());
+    let mut memory = Row::new(format!("5. live projections: RSS per lead ({} leads)", args.query_leads), vec![live_rss as f64 / args.query_leads as f64], "B");
+    memory.note = "target ≤ 300".into();
+    rows.push(memory);
+    let lead_paths: Vec<String> =
+        (0..1000).map(|i| format!("/v1/leads/sim3-L{:06}?as_of={AS_OF}", i * (args.query_leads / 1000).max(1))).collect();
+    for (name, paths) in [
+        ("/v1/funnel", vec![format!("/v1/funnel?as_of={AS_OF}")]),
+        ("/v1/leads/{id}", lead_paths),
+        ("/v1/attribution", vec![format!("/v1/attribution?as_of={AS_OF}")]),
+    ] {
+        let (mut latencies, secs) = http::load(&addr, paths, args.clients, args.query_seconds).await;
+        latencies.sort_unstable();
+        let pick = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0) as f64 / 1000.0;
+        let mut p99 = Row::new(format!("5. {name}: p50 / p99 latency, {} clients", args.clients), vec![pick(0.5), pick(0.99)], "ms");
+        p99.note = format!("p50 {:.2} ms, p99 {:.2} ms{}", pick(0.5), pick(0.99), if name == "/v1/funnel" { " (target p99 ≤ 5 ms)" } else { "" });
+        rows.push(p99);
+        rows.push(Row::new(format!("5. {name}: throughput"), vec![latencies.len() as f64 / secs], "requests/s"));
+    }
+}
