@@ -14,7 +14,10 @@ impl Client {
     pub async fn connect(addr: &str) -> std::io::Result<Client> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Client { addr: addr.to_owned(), stream: BufReader::new(stream) })
+        Ok(Client {
+            addr: addr.to_owned(),
+            stream: BufReader::new(stream),
+        })
     }
 
     /// GET `path`; the status and the body length.
@@ -34,7 +37,11 @@ impl Client {
                 break;
             }
             if status == 0 {
-                status = trimmed.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                status = trimmed
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
             } else if let Some((name, value)) = trimmed.split_once(':') {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse().unwrap_or(0);
@@ -57,7 +64,9 @@ pub async fn load(addr: &str, paths: Vec<String>, clients: usize, seconds: u64) 
         let (addr, paths) = (addr.to_owned(), paths.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let Ok(mut client) = Client::connect(&addr).await else { return latencies };
+            let Ok(mut client) = Client::connect(&addr).await else {
+                return latencies;
+            };
             let mut i = c;
             while Instant::now() < deadline {
                 let t = Instant::now();

@@ -64,7 +64,12 @@ struct Row {
 
 impl Row {
     fn new(name: impl Into<String>, samples: Vec<f64>, unit: &'static str) -> Row {
-        Row { name: name.into(), samples, unit, note: String::new() }
+        Row {
+            name: name.into(),
+            samples,
+            unit,
+            note: String::new(),
+        }
     }
     fn median(&self) -> f64 {
         let mut s = self.samples.clone();
@@ -93,21 +98,42 @@ fn print_table(rows: &[Row]) {
     println!("| measure | median | min–max | unit | ratio / target |");
     println!("|---|---|---|---|---|");
     for r in rows {
-        let (lo, hi) = r.samples.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
-        println!("| {} | {} | {}–{} | {} | {} |", r.name, fmt(r.median()), fmt(lo), fmt(hi), r.unit, r.note);
+        let (lo, hi) = r
+            .samples
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(*v), b.max(*v)));
+        println!(
+            "| {} | {} | {}–{} | {} | {} |",
+            r.name,
+            fmt(r.median()),
+            fmt(lo),
+            fmt(hi),
+            r.unit,
+            r.note
+        );
     }
 }
 
 fn events_for(n: usize, seed: u64) -> Vec<Event> {
     let start = parse_rfc3339("2026-06-01T00:00:00Z").unwrap_or_default();
-    let mut events = simulate(Plan { leads: (n as u64 / 4).max(1), seed, start, days: 120 });
+    let mut events = simulate(Plan {
+        leads: (n as u64 / 4).max(1),
+        seed,
+        start,
+        days: 120,
+    });
     events.truncate(n);
     events
 }
 
 fn leads_for(leads: u64, seed: u64) -> Vec<Event> {
     let start = parse_rfc3339("2026-06-01T00:00:00Z").unwrap_or_default();
-    simulate(Plan { leads, seed, start, days: 120 })
+    simulate(Plan {
+        leads,
+        seed,
+        start,
+        days: 120,
+    })
 }
 
 fn tool(path: &str) -> PathBuf {
@@ -120,14 +146,22 @@ fn main() {
         replay_child(dir);
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(run(args));
 }
 
 async fn run(args: Args) {
-    let nats_bin = std::env::var("FUNNEL_NATS_SERVER").map(PathBuf::from).unwrap_or_else(|_| tool(".tools/venv/bin/nats-server"));
+    let nats_bin = std::env::var("FUNNEL_NATS_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| tool(".tools/venv/bin/nats-server"));
     let funnel_bin = tool("target/release/funnel");
-    assert!(funnel_bin.exists(), "build the service first: cargo build --release --bin funnel (scripts/bench.sh does)");
+    assert!(
+        funnel_bin.exists(),
+        "build the service first: cargo build --release --bin funnel (scripts/bench.sh does)"
+    );
     let events = events_for(args.events, 1);
     let n = events.len();
     eprintln!("bench: {n} events, {} reps", args.reps);
@@ -140,7 +174,11 @@ async fn run(args: Args) {
         publish.push(p);
         consume.push(c);
     }
-    rows.push(Row::new("1. JetStream publish, pipelined, Nats-Msg-Id", publish, "events/s"));
+    rows.push(Row::new(
+        "1. JetStream publish, pipelined, Nats-Msg-Id",
+        publish,
+        "events/s",
+    ));
     rows.push(Row::new("1. JetStream pull consume, ack each", consume, "events/s"));
     let consume_rate = rows[1].median();
 
@@ -151,7 +189,11 @@ async fn run(args: Args) {
         append.push(a);
         scan.push(s);
     }
-    rows.push(Row::new(format!("2. sled: one key per event, batch {BATCH}, flush per batch"), append, "events/s"));
+    rows.push(Row::new(
+        format!("2. sled: one key per event, batch {BATCH}, flush per batch"),
+        append,
+        "events/s",
+    ));
     rows.push(Row::new("2. sled: scan + bincode decode", scan, "events/s"));
 
     // 3. Ours, end to end.
@@ -159,7 +201,11 @@ async fn run(args: Args) {
     for _ in 0..args.reps {
         ingest.push(ingest_end_to_end(&nats_bin, &funnel_bin, &events).await);
     }
-    let mut row = Row::new("3. ingest end to end: publish → ledger → ack → projected", ingest, "events/s");
+    let mut row = Row::new(
+        "3. ingest end to end: publish → ledger → ack → projected",
+        ingest,
+        "events/s",
+    );
     let ratio = row.median() / consume_rate;
     row.note = format!("{:.2}× raw consume (target ≥ 0.5)", ratio);
     let ingest_rate = row.median();
@@ -185,11 +231,19 @@ async fn run(args: Args) {
             full.push(figures["fold_secs"].as_f64().unwrap_or(0.0) + figures["reports_secs"].as_f64().unwrap_or(0.0));
             peak.push(figures["peak_rss_bytes"].as_f64().unwrap_or(0.0) / 1e6);
         }
-        let label = if size >= 1_000_000 { format!("{:.0}M", size as f64 / 1e6) } else { format!("{}k", size / 1_000) };
+        let label = if size >= 1_000_000 {
+            format!("{:.0}M", size as f64 / 1e6)
+        } else {
+            format!("{}k", size / 1_000)
+        };
         let mut fold_row = Row::new(format!("4. replay {label}: fold every projection"), fold, "events/s");
         fold_row.note = "target ≥ 2 M/s".into();
         rows.push(fold_row);
-        let mut full_row = Row::new(format!("4. replay {label}: fold + all reports (attribution all models)"), full, "s");
+        let mut full_row = Row::new(
+            format!("4. replay {label}: fold + all reports (attribution all models)"),
+            full,
+            "s",
+        );
         if size >= 10_000_000 {
             full_row.note = "target < 20 s".into();
         }
@@ -198,18 +252,34 @@ async fn run(args: Args) {
         }
         rows.push(full_row);
         rows.push(Row::new(format!("4. replay {label}: peak RSS"), peak, "MB"));
-        rows.push(Row::new(format!("4. ledger {label}: bytes on disk per event"), vec![bytes], "B"));
+        rows.push(Row::new(
+            format!("4. ledger {label}: bytes on disk per event"),
+            vec![bytes],
+            "B",
+        ));
         if size != n {
-            rows.push(Row::new(format!("4. ledger {label}: direct append, flush per batch"), vec![append], "events/s"));
+            rows.push(Row::new(
+                format!("4. ledger {label}: direct append, flush per batch"),
+                vec![append],
+                "events/s",
+            ));
         }
     }
-    rows.push(Row::new(format!("4. ledger: direct append of the {n} events"), vec![ledger_append_rate], "events/s"));
+    rows.push(Row::new(
+        format!("4. ledger: direct append of the {n} events"),
+        vec![ledger_append_rate],
+        "events/s",
+    ));
 
     // 6, 7. Peers, on the same events.
     let ours = peers::OurNumbers::of(&events, parse_rfc3339(AS_OF).unwrap_or_default());
     match peers::postgres(&events, args.reps, &ours) {
         Ok((insert, sql, equal)) => {
-            let mut r = Row::new("6. PostgreSQL INSERT … ON CONFLICT DO NOTHING, 1000 rows/statement", insert, "events/s");
+            let mut r = Row::new(
+                "6. PostgreSQL INSERT … ON CONFLICT DO NOTHING, 1000 rows/statement",
+                insert,
+                "events/s",
+            );
             let pg = r.median();
             r.note = format!(
                 "ledger append {:.1}×, end to end {:.1}× (target ≥ 3×)",
@@ -221,21 +291,39 @@ async fn run(args: Args) {
             r.note = equal;
             rows.push(r);
         }
-        Err(e) => rows.push(Row { name: "6. PostgreSQL".into(), samples: vec![], unit: "", note: format!("unavailable: {e}") }),
+        Err(e) => rows.push(Row {
+            name: "6. PostgreSQL".into(),
+            samples: vec![],
+            unit: "",
+            note: format!("unavailable: {e}"),
+        }),
     }
     match peers::duckdb(&events, args.reps, &ours) {
         Ok((secs, equal)) => {
             let mut r = Row::new("7. DuckDB on Parquet: funnel counts + first-touch + linear", secs, "s");
-            r.note = format!("{equal}; DuckDB time ÷ our full report replay = {:.2} (target > 1)", r.median() / replay_at_n);
+            r.note = format!(
+                "{equal}; DuckDB time ÷ our full report replay = {:.2} (target > 1)",
+                r.median() / replay_at_n
+            );
             rows.push(r);
         }
-        Err(e) => rows.push(Row { name: "7. DuckDB".into(), samples: vec![], unit: "", note: format!("unavailable: {e}") }),
+        Err(e) => rows.push(Row {
+            name: "7. DuckDB".into(),
+            samples: vec![],
+            unit: "",
+            note: format!("unavailable: {e}"),
+        }),
     }
 
     // 5. Query under load, and memory per lead.
     query_load(&nats_bin, &funnel_bin, &args, &mut rows).await;
 
-    println!("\nMachine: {} cores, {}; events of ~{} bytes as JSON.\n", num_cores(), mem_total(), avg_json_bytes(&events));
+    println!(
+        "\nMachine: {} cores, {}; events of ~{} bytes as JSON.\n",
+        num_cores(),
+        mem_total(),
+        avg_json_bytes(&events)
+    );
     print_table(&rows);
 }
 
@@ -245,7 +333,12 @@ fn num_cores() -> usize {
 
 fn mem_total() -> String {
     let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kb: u64 = info.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let kb: u64 = info
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0)
 }
 
@@ -257,7 +350,9 @@ fn avg_json_bytes(events: &[Event]) -> usize {
 
 async fn raw_jetstream(nats_bin: &Path, events: &[Event]) -> (f64, f64) {
     let server = nats_server(nats_bin);
-    let client = async_nats::connect(format!("127.0.0.1:{}", server.port)).await.expect("connect");
+    let client = async_nats::connect(format!("127.0.0.1:{}", server.port))
+        .await
+        .expect("connect");
     let js = jetstream::new(client);
     let stream = js
         .create_stream(jetstream::stream::Config {
@@ -269,8 +364,10 @@ async fn raw_jetstream(nats_bin: &Path, events: &[Event]) -> (f64, f64) {
         })
         .await
         .expect("stream");
-    let payloads: Vec<(String, bytes::Bytes)> =
-        events.iter().map(|e| (e.id.clone(), bytes::Bytes::from(e.to_json().to_string()))).collect();
+    let payloads: Vec<(String, bytes::Bytes)> = events
+        .iter()
+        .map(|e| (e.id.clone(), bytes::Bytes::from(e.to_json().to_string())))
+        .collect();
     let started = Instant::now();
     let mut in_flight = std::collections::VecDeque::new();
     for (i, (id, payload)) in payloads.into_iter().enumerate() {
@@ -280,7 +377,11 @@ async fn raw_jetstream(nats_bin: &Path, events: &[Event]) -> (f64, f64) {
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
-        in_flight.push_back(js.publish_with_headers(format!("bench.{}", i % 16), headers, payload).await.expect("publish"));
+        in_flight.push_back(
+            js.publish_with_headers(format!("bench.{}", i % 16), headers, payload)
+                .await
+                .expect("publish"),
+        );
     }
     for ack in in_flight {
         ack.await.expect("publish ack");
@@ -296,7 +397,12 @@ async fn raw_jetstream(nats_bin: &Path, events: &[Event]) -> (f64, f64) {
         .await
         .expect("consumer");
     let started = Instant::now();
-    let mut messages = consumer.stream().max_messages_per_batch(BATCH).messages().await.expect("pull");
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(BATCH)
+        .messages()
+        .await
+        .expect("pull");
     let mut seen = 0;
     while seen < events.len() {
         let message = messages.next().await.expect("message").expect("message ok");
@@ -355,15 +461,22 @@ async fn ingest_end_to_end(nats_bin: &Path, funnel_bin: &Path, events: &[Event])
 
 /// (ledger seq, projected seq) from /health.
 async fn health(addr: &str) -> (u64, u64) {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else { return (0, 0) };
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, 0);
+    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = stream.write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await;
+    let _ = stream
+        .write_all(format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await;
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out).await;
     let text = String::from_utf8_lossy(&out);
     let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    (v["log"]["seq"].as_u64().unwrap_or(0), v["projected_seq"].as_u64().unwrap_or(0))
+    (
+        v["log"]["seq"].as_u64().unwrap_or(0),
+        v["projected_seq"].as_u64().unwrap_or(0),
+    )
 }
 
 /// Appends events straight into a ledger (no NATS), batch by batch with a flush each; events/s.
@@ -373,7 +486,11 @@ fn build_ledger(dir: &Path, events: &[Event]) -> f64 {
     for (i, chunk) in events.chunks(BATCH).enumerate() {
         let candidates: Vec<Candidate> = chunk
             .iter()
-            .map(|e| Candidate { event: e, stream_seq: 0, lead_id: e.lead_id.as_deref() })
+            .map(|e| Candidate {
+                event: e,
+                stream_seq: 0,
+                lead_id: e.lead_id.as_deref(),
+            })
             .collect();
         ledger.append_batch(&candidates, i as i64).expect("append");
         ledger.flush().expect("flush");
@@ -383,8 +500,13 @@ fn build_ledger(dir: &Path, events: &[Event]) -> f64 {
 
 fn run_replay_child(dir: &Path) -> serde_json::Value {
     let me = std::env::current_exe().expect("exe");
-    let out = std::process::Command::new(me).arg("--replay-child").arg(dir).output().expect("replay child");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("replay child: {}", String::from_utf8_lossy(&out.stderr)))
+    let out = std::process::Command::new(me)
+        .arg("--replay-child")
+        .arg(dir)
+        .output()
+        .expect("replay child");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("replay child: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 /// In a child process, so its peak RSS is the replay's own.
@@ -426,11 +548,21 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     let service = servers::funnel_serve(funnel_bin, &url, data.path());
     let addr = format!("127.0.0.1:{}", service.port);
     let (live_rss, _) = rss(service.pid());
-    let mut memory = Row::new(format!("5. live projections: RSS per lead ({} leads)", args.query_leads), vec![live_rss as f64 / args.query_leads as f64], "B");
+    let mut memory = Row::new(
+        format!("5. live projections: RSS per lead ({} leads)", args.query_leads),
+        vec![live_rss as f64 / args.query_leads as f64],
+        "B",
+    );
     memory.note = "target ≤ 300".into();
     rows.push(memory);
-    let lead_paths: Vec<String> =
-        (0..1000).map(|i| format!("/v1/leads/sim3-L{:06}?as_of={AS_OF}", i * (args.query_leads / 1000).max(1))).collect();
+    let lead_paths: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                "/v1/leads/sim3-L{:06}?as_of={AS_OF}",
+                i * (args.query_leads / 1000).max(1)
+            )
+        })
+        .collect();
     for (name, paths) in [
         ("/v1/funnel", vec![format!("/v1/funnel?as_of={AS_OF}")]),
         ("/v1/leads/{id}", lead_paths),
@@ -438,10 +570,33 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     ] {
         let (mut latencies, secs) = http::load(&addr, paths, args.clients, args.query_seconds).await;
         latencies.sort_unstable();
-        let pick = |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0) as f64 / 1000.0;
-        let mut p99 = Row::new(format!("5. {name}: p50 / p99 latency, {} clients", args.clients), vec![pick(0.5), pick(0.99)], "ms");
-        p99.note = format!("p50 {:.2} ms, p99 {:.2} ms{}", pick(0.5), pick(0.99), if name == "/v1/funnel" { " (target p99 ≤ 5 ms)" } else { "" });
+        let pick = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or(0) as f64
+                / 1000.0
+        };
+        let mut p99 = Row::new(
+            format!("5. {name}: p50 / p99 latency, {} clients", args.clients),
+            vec![pick(0.5), pick(0.99)],
+            "ms",
+        );
+        p99.note = format!(
+            "p50 {:.2} ms, p99 {:.2} ms{}",
+            pick(0.5),
+            pick(0.99),
+            if name == "/v1/funnel" {
+                " (target p99 ≤ 5 ms)"
+            } else {
+                ""
+            }
+        );
         rows.push(p99);
-        rows.push(Row::new(format!("5. {name}: throughput"), vec![latencies.len() as f64 / secs], "requests/s"));
+        rows.push(Row::new(
+            format!("5. {name}: throughput"),
+            vec![latencies.len() as f64 / secs],
+            "requests/s",
+        ));
     }
 }

@@ -24,18 +24,36 @@ impl OurNumbers {
     pub fn of(events: &[Event], as_of: i64) -> OurNumbers {
         let mut projection = Projection::default();
         for (i, event) in events.iter().enumerate() {
-            let entry = Entry { seq: i as u64 + 1, recorded_at: 0, stream_seq: 0, prev_hash: [0; 32], hash: [0; 32], event: event.clone() };
+            let entry = Entry {
+                seq: i as u64 + 1,
+                recorded_at: 0,
+                stream_seq: 0,
+                prev_hash: [0; 32],
+                hash: [0; 32],
+                event: event.clone(),
+            };
             projection.apply(&entry).expect("contiguous");
         }
         let f = report::funnel(&projection, Window::default(), None, as_of).total.period;
-        let a = report::attribution(&projection, &[Model::FirstTouch, Model::Linear], Window::default(), By::Channel, as_of);
+        let a = report::attribution(
+            &projection,
+            &[Model::FirstTouch, Model::Linear],
+            Window::default(),
+            By::Channel,
+            as_of,
+        );
         OurNumbers {
             funnel: [f.inquiry, f.mql, f.sal, f.sql, f.opportunity, f.won, f.lost],
             attribution: a
                 .rows
                 .iter()
                 .filter(|r| r.currency == "USD")
-                .map(|r| (r.key.clone(), (r.credits_minor["first_touch"], r.credits_minor["linear"])))
+                .map(|r| {
+                    (
+                        r.key.clone(),
+                        (r.credits_minor["first_touch"], r.credits_minor["linear"]),
+                    )
+                })
                 .collect(),
         }
     }
@@ -57,7 +75,16 @@ fn flat(seq: usize, e: &Event) -> [Option<String>; 13] {
         }
         Data::Score { score, .. } => row[7] = Some(score.to_string()),
         Data::Handoff { to, .. } => row[8] = Some(if *to == Side::Sales { "sales" } else { "marketing" }.into()),
-        Data::Accept { stage, .. } => row[9] = Some(if *stage == AcceptStage::Sql { "sql" } else { "opportunity" }.into()),
+        Data::Accept { stage, .. } => {
+            row[9] = Some(
+                if *stage == AcceptStage::Sql {
+                    "sql"
+                } else {
+                    "opportunity"
+                }
+                .into(),
+            )
+        }
         Data::Close { outcome, amount, .. } => {
             row[10] = Some(if *outcome == Outcome::Won { "won" } else { "lost" }.into());
             if let Some(m) = amount {
@@ -100,7 +127,8 @@ const ATTRIBUTION_SQL: &str = "WITH d AS (SELECT lead_id, seq AS dseq, occurred_
     sum(CAST((amount_minor - amount_minor % n) / n AS BIGINT) + CASE WHEN rk <= amount_minor % n THEN 1 ELSE 0 END) FROM t GROUP BY channel ORDER BY channel";
 
 fn sql_value(v: &Option<String>) -> String {
-    v.as_ref().map_or("NULL".into(), |s| format!("'{}'", s.replace('\'', "''")))
+    v.as_ref()
+        .map_or("NULL".into(), |s| format!("'{}'", s.replace('\'', "''")))
 }
 
 fn compare(ours: &OurNumbers, funnel: [u64; 7], attribution: &BTreeMap<String, (i64, i64)>) -> String {
@@ -143,7 +171,11 @@ pub fn postgres(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec
         rates.push(events.len() as f64 / took.as_secs_f64());
         secs.push(pg.run_file(&query_file)?.as_secs_f64());
     }
-    let counts: Vec<u64> = pg.query(FUNNEL_SQL)?.split('|').filter_map(|v| v.parse().ok()).collect();
+    let counts: Vec<u64> = pg
+        .query(FUNNEL_SQL)?
+        .split('|')
+        .filter_map(|v| v.parse().ok())
+        .collect();
     let funnel: [u64; 7] = counts.try_into().map_err(|c| format!("funnel SQL answered {c:?}"))?;
     let attribution = parse_attribution(&pg.query(ATTRIBUTION_SQL)?)?;
     Ok((rates, secs, compare(ours, funnel, &attribution)))
@@ -155,7 +187,13 @@ fn parse_attribution(text: &str) -> Result<BTreeMap<String, (i64, i64)>, String>
         .map(|l| {
             let parts: Vec<&str> = l.split('|').collect();
             match parts.as_slice() {
-                [c, f, lin] => Ok(((*c).to_owned(), (f.parse().map_err(|_| l.to_owned())?, lin.parse().map_err(|_| l.to_owned())?))),
+                [c, f, lin] => Ok((
+                    (*c).to_owned(),
+                    (
+                        f.parse().map_err(|_| l.to_owned())?,
+                        lin.parse().map_err(|_| l.to_owned())?,
+                    ),
+                )),
                 _ => Err(format!("attribution SQL answered `{l}`")),
             }
         })
@@ -164,10 +202,13 @@ fn parse_attribution(text: &str) -> Result<BTreeMap<String, (i64, i64)>, String>
 
 /// Seconds per rep for DuckDB's funnel + first-touch + linear over Parquet, and the check.
 pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f64>, String), String> {
-    let python = std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| crate::tool(".tools/venv/bin/python").display().to_string());
+    let python =
+        std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| crate::tool(".tools/venv/bin/python").display().to_string());
     let dir = Scratch::new("duckdb");
     let csv = dir.path().join("events.csv");
-    let mut text = String::from("seq,id,type,lead_id,occurred_at,channel,campaign,score,handoff_to,stage,outcome,amount_minor,currency\n");
+    let mut text = String::from(
+        "seq,id,type,lead_id,occurred_at,channel,campaign,score,handoff_to,stage,outcome,amount_minor,currency\n",
+    );
     for (i, e) in events.iter().enumerate() {
         let row = flat(i + 1, e);
         let cells: Vec<&str> = row.iter().map(|v| v.as_deref().unwrap_or("")).collect();
@@ -186,11 +227,25 @@ pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("duckdb failed").to_owned());
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("duckdb failed")
+            .to_owned());
     }
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-    let secs: Vec<f64> = answer["secs"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).collect();
-    let funnel: Vec<u64> = answer["funnel"].as_array().into_iter().flatten().filter_map(|v| v.as_u64()).collect();
+    let secs: Vec<f64> = answer["secs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_f64())
+        .collect();
+    let funnel: Vec<u64> = answer["funnel"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_u64())
+        .collect();
     let funnel: [u64; 7] = funnel.try_into().map_err(|f| format!("duckdb funnel {f:?}"))?;
     let attribution: BTreeMap<String, (i64, i64)> = answer["attribution"]
         .as_array()
@@ -200,4 +255,3 @@ pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f
         .collect();
     Ok((secs, compare(ours, funnel, &attribution)))
 }
-

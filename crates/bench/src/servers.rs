@@ -5,13 +5,19 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 pub fn wait_port(port: u16, what: &str) {
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "{what} did not listen on {port}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -82,14 +88,25 @@ pub fn nats_server(binary: &Path) -> Process {
         .spawn()
         .expect("start nats-server");
     wait_port(port, "nats-server");
-    Process { child, port, _dir: Some(dir) }
+    Process {
+        child,
+        port,
+        _dir: Some(dir),
+    }
 }
 
 /// `funnel serve` on an existing data dir against a NATS URL.
 pub fn funnel_serve(binary: &Path, nats_url: &str, data_dir: &Path) -> Process {
     let port = free_port();
     let child = Command::new(binary)
-        .args(["serve", "--nats-url", nats_url, "--http", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "serve",
+            "--nats-url",
+            nats_url,
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("FUNNEL_LOG", "error")
         .stdout(Stdio::null())
@@ -97,7 +114,11 @@ pub fn funnel_serve(binary: &Path, nats_url: &str, data_dir: &Path) -> Process {
         .spawn()
         .expect("start funnel serve");
     wait_port(port, "funnel serve");
-    Process { child, port, _dir: None }
+    Process {
+        child,
+        port,
+        _dir: None,
+    }
 }
 
 /// Resident memory of a process now and at its peak, in bytes (from /proc).
@@ -134,10 +155,22 @@ impl Postgres {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let as_postgres = |program: &str, args: &[&str]| -> Result<(), String> {
             let mut cmd = Command::new("runuser");
-            cmd.args(["-u", "postgres", "--"]).arg(bin.join(program)).args(args).stdout(Stdio::null()).stderr(Stdio::null());
-            cmd.status().map_err(|e| e.to_string())?.success().then_some(()).ok_or(format!("{program} failed"))
+            cmd.args(["-u", "postgres", "--"])
+                .arg(bin.join(program))
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            cmd.status()
+                .map_err(|e| e.to_string())?
+                .success()
+                .then_some(())
+                .ok_or(format!("{program} failed"))
         };
-        Command::new("chown").args(["postgres:postgres"]).arg(&dir).status().map_err(|e| e.to_string())?;
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .map_err(|e| e.to_string())?;
         let data = dir.join("data");
         let d = data.to_string_lossy().into_owned();
         as_postgres("initdb", &["-D", &d, "-A", "trust", "-U", "bench"])?;
@@ -151,7 +184,20 @@ impl Postgres {
     pub fn run_file(&self, file: &Path) -> Result<Duration, String> {
         let started = Instant::now();
         let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "bench", "-d", "postgres", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "bench",
+                "-d",
+                "postgres",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+            ])
             .arg(file)
             .output()
             .map_err(|e| e.to_string())?;
@@ -164,7 +210,19 @@ impl Postgres {
     /// Runs one query and returns its unaligned output.
     pub fn query(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "bench", "-d", "postgres", "-At", "-c", sql])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "bench",
+                "-d",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ])
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {

@@ -61,6 +61,19 @@ pub struct LeadState {
     pub facts: Option<LeadFacts>,
 }
 
+/// What a run of inserted entries changed: leads to re-derive, and the earliest rules change.
+#[derive(Default)]
+struct Changed {
+    leads: std::collections::HashSet<String>,
+    rules_from: Option<Micros>,
+}
+
+impl Changed {
+    fn rules_from(&mut self, t: Micros) {
+        self.rules_from = Some(self.rules_from.map_or(t, |f| f.min(t)));
+    }
+}
+
 /// Why the projection refused an entry: the log it is fed is not contiguous.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProjectionError {
@@ -109,6 +122,25 @@ impl Projection {
 
     /// Applies the next log entry. Entries must come in seq order with no gaps.
     pub fn apply(&mut self, entry: &Entry) -> Result<(), ProjectionError> {
+        self.apply_all(std::slice::from_ref(entry))
+    }
+
+    /// Applies consecutive log entries, re-deriving each lead they touch once at the end:
+    /// the same state as applying them one by one, for a fraction of the work on long runs.
+    pub fn apply_all(&mut self, entries: &[Entry]) -> Result<(), ProjectionError> {
+        let mut changed = Changed::default();
+        for entry in entries {
+            if let Err(e) = self.insert(entry, &mut changed) {
+                self.settle(changed);
+                return Err(e);
+            }
+        }
+        self.settle(changed);
+        Ok(())
+    }
+
+    /// Records one entry without deriving anything; notes what must be re-derived.
+    fn insert(&mut self, entry: &Entry, changed: &mut Changed) -> Result<(), ProjectionError> {
         let expected = self.head.seq + 1;
         if entry.seq != expected {
             return Err(ProjectionError::Gap {
@@ -130,7 +162,7 @@ impl Projection {
                     id: event.id.clone(),
                     change: change.clone(),
                 });
-                self.rederive_from(event.occurred_at);
+                changed.rules_from(event.occurred_at);
             }
             Data::Spend { .. } => {
                 self.locations.insert(event.id.clone(), Location::Spend);
@@ -138,7 +170,7 @@ impl Projection {
             }
             Data::Retract { target_id, .. } => {
                 self.locations.insert(event.id.clone(), Location::Retract);
-                self.retract(target_id, entry.seq);
+                self.retract(target_id, entry.seq, changed);
             }
             _ => {
                 let Some(lead_id) = &event.lead_id else { return Ok(()) };
@@ -150,13 +182,13 @@ impl Projection {
                 };
                 let at = state.events.partition_point(|e| e.order_key() < lead_event.order_key());
                 state.events.insert(at, lead_event);
-                state.facts = LeadFacts::derive(&state.events, &self.rules);
+                changed.leads.insert(lead_id.clone());
             }
         }
         Ok(())
     }
 
-    fn retract(&mut self, target_id: &str, seq: u64) {
+    fn retract(&mut self, target_id: &str, seq: u64, changed: &mut Changed) {
         let Some(location) = self.locations.get(target_id).cloned() else {
             return;
         };
@@ -168,23 +200,35 @@ impl Projection {
             Location::Lead(lead_id) => {
                 if let Some(state) = self.leads.get_mut(&lead_id) {
                     state.events.retain(|e| e.event.id != target_id);
-                    state.facts = LeadFacts::derive(&state.events, &self.rules);
+                    changed.leads.insert(lead_id);
                 }
             }
             Location::Rules => {
-                let from = self
+                if let Some(from) = self
                     .rules
                     .entries()
                     .iter()
                     .find(|e| e.id == target_id)
-                    .map(|e| e.occurred_at);
-                self.rules.remove(target_id);
-                if let Some(from) = from {
-                    self.rederive_from(from);
+                    .map(|e| e.occurred_at)
+                {
+                    self.rules.remove(target_id);
+                    changed.rules_from(from);
                 }
             }
             Location::Spend => self.spends.retain(|_, e| e.id != target_id),
             Location::Retract => {}
+        }
+    }
+
+    /// Re-derives what the inserted entries changed.
+    fn settle(&mut self, changed: Changed) {
+        if let Some(from) = changed.rules_from {
+            self.rederive_from(from);
+        }
+        for lead_id in changed.leads {
+            if let Some(state) = self.leads.get_mut(&lead_id) {
+                state.facts = LeadFacts::derive(&state.events, &self.rules);
+            }
         }
     }
 

@@ -237,6 +237,23 @@ proptest! {
     }
 
     #[test]
+    fn applying_in_chunks_equals_applying_one_by_one(events in history(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6)) {
+        let entries: Vec<Entry> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Entry { seq: i as u64 + 1, recorded_at: 0, stream_seq: 0, prev_hash: [0; 32], hash: [0; 32], event: e.clone() })
+            .collect();
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(entries.len() + 1)).collect();
+        bounds.extend([0, entries.len()]);
+        bounds.sort_unstable();
+        let mut chunked = Projection::default();
+        for pair in bounds.windows(2) {
+            chunked.apply_all(&entries[pair[0]..pair[1]]).expect("contiguous");
+        }
+        prop_assert_eq!(chunked, project(&events));
+    }
+
+    #[test]
     fn events_round_trip_through_contract_json(events in history()) {
         for event in events {
             let text = event.to_json().to_string();

@@ -88,18 +88,27 @@ pub async fn run(
         .messages()
         .await
         .map_err(|e| ProjectorError::Nats(format!("pull: {e}")))?;
-    let mut batches = messages.ready_chunks(settings.batch_events_max);
+    let mut messages = messages;
     let crash_after: Option<u64> = std::env::var(CRASH_AFTER_APPEND_ENV).ok().and_then(|v| v.parse().ok());
     let mut batch_no = 0u64;
     info!(stream = %settings.stream, consumer = %settings.consumer, "ingest started");
     loop {
-        let batch = tokio::select! {
+        let first = tokio::select! {
             _ = shutdown.changed() => return Ok(()),
-            batch = batches.next() => batch,
+            first = messages.next() => first,
         };
-        let Some(batch) = batch else {
+        let Some(first) = first else {
             return Err(ProjectorError::Nats("message stream ended".into()));
         };
+        // Fill the batch for up to `batch_linger` after its first message.
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + settings.batch_linger;
+        while batch.len() < settings.batch_events_max {
+            match tokio::time::timeout_at(deadline, messages.next()).await {
+                Ok(Some(item)) => batch.push(item),
+                _ => break,
+            }
+        }
         let mut received = Vec::with_capacity(batch.len());
         for item in batch {
             match item {

@@ -42,22 +42,29 @@ pub fn replay(
     Ok(projection)
 }
 
+/// Entries replayed per `apply_all` call.
+const REPLAY_CHUNK_ENTRIES: usize = 10_000;
+
 fn advance(
     ledger: &Ledger,
     projection: &mut Projection,
     upto: u64,
     progress: &mut impl FnMut(u64),
 ) -> Result<(), ProjectorError> {
+    let mut chunk = Vec::with_capacity(REPLAY_CHUNK_ENTRIES);
     for entry in ledger.entries(projection.head().seq + 1) {
         let entry = entry?;
         if entry.seq > upto {
             break;
         }
-        projection.apply(&entry)?;
-        if entry.seq.is_multiple_of(100_000) {
-            progress(entry.seq);
+        chunk.push(entry);
+        if chunk.len() == REPLAY_CHUNK_ENTRIES {
+            projection.apply_all(&chunk)?;
+            chunk.clear();
+            progress(projection.head().seq);
         }
     }
+    projection.apply_all(&chunk)?;
     Ok(())
 }
 
@@ -130,9 +137,7 @@ impl Live {
                 return Ok(applied);
             }
             let mut projection = self.projection.write().unwrap_or_else(|p| p.into_inner());
-            for entry in &entries {
-                projection.apply(entry)?;
-            }
+            projection.apply_all(&entries)?;
             applied += entries.len() as u64;
         }
     }

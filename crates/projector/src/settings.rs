@@ -20,6 +20,8 @@ pub struct Settings {
     pub stream_message_bytes_max: i32,
     /// Messages taken per ingest batch (one ledger append + one flush + acks).
     pub batch_events_max: usize,
+    /// How long a batch waits to fill after its first message: one flush then covers more events.
+    pub batch_linger: Duration,
     /// How long JetStream waits for an ack before redelivering.
     pub ack_wait: Duration,
     /// Unacknowledged messages the consumer hands out at once.
@@ -41,6 +43,7 @@ impl Default for Settings {
             duplicate_window: Duration::from_secs(120),
             stream_message_bytes_max: 1024 * 1024,
             batch_events_max: 1_000,
+            batch_linger: Duration::from_millis(5),
             ack_wait: Duration::from_secs(30),
             ack_pending_max: 20_000,
             apply_chunk_entries: 10_000,
