@@ -191,7 +191,7 @@ fn a_flipped_byte_is_located_by_verify_and_refused_by_serve() {
             "--nats-url",
             &nats.url,
             "--http",
-            &format!("127.0.0.1:{}", support::free_port()),
+            "127.0.0.1:0",
             "--data-dir",
             dir,
         ])

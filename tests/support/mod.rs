@@ -34,13 +34,6 @@ impl Drop for TempDir {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 fn nats_server_binary() -> PathBuf {
     if let Ok(path) = std::env::var("FUNNEL_NATS_SERVER") {
         return PathBuf::from(path);
@@ -62,16 +55,24 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
+    /// nats-server picks its own free port (`-p -1`) and reports it in a ports file: no races
+    /// between tests running in parallel.
     pub fn start() -> NatsServer {
         let store = TempDir::new("nats");
-        let port = free_port();
         let child = Command::new(nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "--ports_file_dir"])
+            .arg(store.path())
+            .arg("-sd")
             .arg(store.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
+        let mut port = 0;
+        wait_for(Duration::from_secs(15), "nats-server's ports file", || {
+            port = ports_file_port(store.path()).unwrap_or(0);
+            port != 0
+        });
         let server = NatsServer {
             child,
             port,
@@ -83,6 +84,16 @@ impl NatsServer {
         });
         server
     }
+}
+
+/// The client port from the `*.ports` file nats-server writes.
+fn ports_file_port(dir: &Path) -> Option<u16> {
+    let file = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(".ports"))?;
+    let ports: Value = serde_json::from_str(&std::fs::read_to_string(file.path()).ok()?).ok()?;
+    ports["nats"][0].as_str()?.rsplit(':').next()?.parse().ok()
 }
 
 impl Drop for NatsServer {
@@ -133,7 +144,7 @@ impl Service {
     pub fn start_with(nats: &NatsServer, data_dir: &Path, env: &[(&str, &str)]) -> Service {
         let mut service = Service {
             child: None,
-            http: format!("127.0.0.1:{}", free_port()),
+            http: String::new(),
             data_dir: data_dir.to_owned(),
             nats_url: nats.url.clone(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
@@ -142,25 +153,37 @@ impl Service {
         service
     }
 
-    /// Starts the process (again) and waits until /health answers.
+    /// Starts the process (again) on a port it picks itself, and waits until /health answers.
     pub fn spawn(&mut self) {
-        let child = Command::new(funnel_bin())
+        let mut child = Command::new(funnel_bin())
             .args([
                 "serve",
                 "--nats-url",
                 &self.nats_url,
                 "--http",
-                &self.http,
+                "127.0.0.1:0",
                 "--data-dir",
             ])
             .arg(&self.data_dir)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FUNNEL_LOG", "error")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start funnel serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("funnel: serving http://") {
+                    let _ = tx.send(rest.split('/').next().unwrap_or_default().to_owned());
+                }
+            }
+        });
         self.child = Some(child);
+        self.http = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("funnel serve should print its address");
         let http = self.http.clone();
         wait_for(Duration::from_secs(30), "funnel serve /health", || {
             try_get(&http, "/health").is_some_and(|(s, _)| s == 200)

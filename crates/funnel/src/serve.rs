@@ -63,6 +63,9 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
     let listener = tokio::net::TcpListener::bind(http)
         .await
         .map_err(|e| CliError::Failed(format!("listen on {http}: {e}")))?;
+    let listener_addr = listener
+        .local_addr()
+        .map_or_else(|_| http.to_owned(), |a| a.to_string());
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (head_tx, head_rx) = watch::channel(ledger.head().seq);
 
@@ -87,8 +90,10 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
             })
             .await
     });
+    let bound = listener_addr;
+    // The first line on stdout names the bound address (so `--http 127.0.0.1:0` is usable).
     println!(
-        "funnel: serving http://{http}/ (ledger head {}, NATS {url})",
+        "funnel: serving http://{bound}/ (ledger head {}, NATS {url})",
         ledger.head().seq
     );
 

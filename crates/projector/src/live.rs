@@ -59,12 +59,11 @@ fn advance(
         }
         chunk.push(entry);
         if chunk.len() == REPLAY_CHUNK_ENTRIES {
-            projection.apply_all(&chunk)?;
-            chunk.clear();
+            projection.apply_owned(std::mem::take(&mut chunk))?;
             progress(projection.head().seq);
         }
     }
-    projection.apply_all(&chunk)?;
+    projection.apply_owned(chunk)?;
     Ok(())
 }
 
@@ -137,8 +136,8 @@ impl Live {
                 return Ok(applied);
             }
             let mut projection = self.projection.write().unwrap_or_else(|p| p.into_inner());
-            projection.apply_all(&entries)?;
             applied += entries.len() as u64;
+            projection.apply_owned(entries)?;
         }
     }
 
