@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use funnel_core::attribution::Model;
 use funnel_core::event::{AcceptStage, Data, Outcome, Side};
 use funnel_core::report::{self, By, Window};
-use funnel_core::{Entry, Event, Projection};
+use funnel_core::{Event, Projection};
 
 use crate::servers::{Postgres, Scratch};
 use crate::BATCH;
@@ -22,18 +22,7 @@ pub struct OurNumbers {
 
 impl OurNumbers {
     pub fn of(events: &[Event], as_of: i64) -> OurNumbers {
-        let mut projection = Projection::default();
-        for (i, event) in events.iter().enumerate() {
-            let entry = Entry {
-                seq: i as u64 + 1,
-                recorded_at: 0,
-                stream_seq: 0,
-                prev_hash: [0; 32],
-                hash: [0; 32],
-                event: event.clone(),
-            };
-            projection.apply(&entry).expect("contiguous");
-        }
+        let projection = Projection::of_events(events);
         let f = report::funnel(&projection, Window::default(), None, as_of).total.period;
         let a = report::attribution(
             &projection,

@@ -180,55 +180,42 @@ impl Postgres {
         Ok(Postgres { port, dir, bin })
     }
 
-    /// Runs SQL from a file with psql; the wall time of the whole run.
-    pub fn run_file(&self, file: &Path) -> Result<Duration, String> {
-        let started = Instant::now();
+    /// psql against this server with `args`; its stdout, or its stderr as the error.
+    fn psql(&self, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+        let port = self.port.to_string();
         let out = Command::new(self.bin.join("psql"))
             .args([
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &self.port.to_string(),
+                &port,
                 "-U",
                 "bench",
                 "-d",
                 "postgres",
-                "-q",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-f",
             ])
-            .arg(file)
+            .args(args)
             .output()
             .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// Runs SQL from a file; the wall time of the whole run.
+    pub fn run_file(&self, file: &Path) -> Result<Duration, String> {
+        let started = Instant::now();
+        self.psql(&["-q".as_ref(), "-f".as_ref(), file.as_os_str()])?;
         Ok(started.elapsed())
     }
 
     /// Runs one query and returns its unaligned output.
     pub fn query(&self, sql: &str) -> Result<String, String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "bench",
-                "-d",
-                "postgres",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        self.psql(&["-At".as_ref(), "-c".as_ref(), sql.as_ref()])
     }
 }
 

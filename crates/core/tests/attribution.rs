@@ -5,7 +5,7 @@ use funnel_core::attribution::{allocate, Model};
 use funnel_core::event::{AcceptStage, Data, Money, Outcome, RulesChange, Side, Team};
 use funnel_core::report::{self, By, ExplainReport, Window};
 use funnel_core::time::MICROS_PER_DAY;
-use funnel_core::{Entry, Event, Projection};
+use funnel_core::{Event, Projection};
 
 const DAY0: i64 = 1_780_272_000_000_000; // 2026-06-01T00:00:00Z
 const AS_OF: i64 = DAY0 + 500 * MICROS_PER_DAY;
@@ -69,19 +69,7 @@ fn lost(id: &str, lead: &str, day: i64) -> Event {
 }
 
 fn project(events: &[Event]) -> Projection {
-    let mut projection = Projection::default();
-    for (i, event) in events.iter().enumerate() {
-        let entry = Entry {
-            seq: i as u64 + 1,
-            recorded_at: 0,
-            stream_seq: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            event: event.clone(),
-        };
-        projection.apply(&entry).unwrap();
-    }
-    projection
+    Projection::of_events(events)
 }
 
 fn explain(events: &[Event], lead: &str) -> ExplainReport {

@@ -88,19 +88,7 @@ fn history() -> impl Strategy<Value = Vec<Event>> {
 }
 
 fn project(events: &[Event]) -> Projection {
-    let mut projection = Projection::default();
-    for (i, event) in events.iter().enumerate() {
-        let entry = Entry {
-            seq: i as u64 + 1,
-            recorded_at: 0,
-            stream_seq: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            event: event.clone(),
-        };
-        projection.apply(&entry).expect("contiguous");
-    }
-    projection
+    Projection::of_events(events)
 }
 
 /// Every report this issue has, without its log position (which names the log, not the facts).
