@@ -484,14 +484,7 @@ fn build_ledger(dir: &Path, events: &[Event]) -> f64 {
     let ledger = Ledger::open(dir).expect("ledger");
     let started = Instant::now();
     for (i, chunk) in events.chunks(BATCH).enumerate() {
-        let candidates: Vec<Candidate> = chunk
-            .iter()
-            .map(|e| Candidate {
-                event: e,
-                stream_seq: 0,
-                lead_id: e.lead_id.as_deref(),
-            })
-            .collect();
+        let candidates: Vec<Candidate> = chunk.iter().map(Candidate::direct).collect();
         ledger.append_batch(&candidates, i as i64).expect("append");
         ledger.flush().expect("flush");
     }

@@ -9,7 +9,7 @@ use funnel_core::attribution::Model;
 use funnel_core::event::{AcceptStage, Data, Money, Outcome, Side, Team};
 use funnel_core::report::{self, By, Window};
 use funnel_core::time::MICROS_PER_HOUR;
-use funnel_core::{Entry, Event, Projection};
+use funnel_core::{Event, Projection};
 
 fn main() {
     let deals: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
@@ -24,20 +24,7 @@ fn main() {
         "events",
         "organic",
     ];
-    let mut projection = Projection::default();
-    let mut seq = 0u64;
-    let mut push = |projection: &mut Projection, event: Event| {
-        seq += 1;
-        let entry = Entry {
-            seq,
-            recorded_at: 0,
-            stream_seq: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            event,
-        };
-        projection.apply(&entry).expect("contiguous");
-    };
+    let mut log = Vec::new();
     let built = Instant::now();
     for i in 0..deals * 2 {
         let lead = format!("L{i}");
@@ -102,10 +89,11 @@ fn main() {
                 },
             ));
         }
-        for e in events {
-            push(&mut projection, e);
-        }
+        log.extend(events);
     }
+    let projection = Projection::of_events(&log);
+    let seq = log.len();
+    drop(log);
     let as_of = start + 400 * 24 * MICROS_PER_HOUR;
     println!(
         "projected {} leads ({} won deals), {seq} events, in {:.2?}",

@@ -20,18 +20,7 @@ fn main() {
         days: 120,
     });
     events.truncate(n);
-    let entries: Vec<Entry> = events
-        .into_iter()
-        .enumerate()
-        .map(|(i, event)| Entry {
-            seq: i as u64 + 1,
-            recorded_at: 0,
-            stream_seq: 0,
-            prev_hash: [0; 32],
-            hash: [0; 32],
-            event,
-        })
-        .collect();
+    let entries = Entry::numbered(events);
     match std::env::args().nth(2).as_deref() {
         Some("one") => {
             let mut p = Projection::default();

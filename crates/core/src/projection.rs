@@ -45,6 +45,25 @@ pub struct Entry {
     pub event: Event,
 }
 
+impl Entry {
+    /// Events as log entries 1, 2, … with zero hashes and recording times: for folding events
+    /// that never went through a ledger (tests, benchmarks, analyses).
+    pub fn numbered(events: impl IntoIterator<Item = Event>) -> Vec<Entry> {
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| Entry {
+                seq: i as u64 + 1,
+                recorded_at: 0,
+                stream_seq: 0,
+                prev_hash: [0; 32],
+                hash: [0; 32],
+                event,
+            })
+            .collect()
+    }
+}
+
 /// Where an event id lives in the projection, so a retraction can find its target.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Location {
@@ -97,21 +116,9 @@ impl Projection {
     /// Folds events as if they were log entries 1, 2, … (zero hashes): a projection for tests,
     /// benchmarks and analyses that start from events rather than a ledger.
     pub fn of_events(events: &[Event]) -> Projection {
-        let entries = events
-            .iter()
-            .enumerate()
-            .map(|(i, event)| Entry {
-                seq: i as u64 + 1,
-                recorded_at: 0,
-                stream_seq: 0,
-                prev_hash: [0; 32],
-                hash: [0; 32],
-                event: event.clone(),
-            })
-            .collect();
         let mut projection = Projection::default();
         // Seqs are contiguous from 1, so the fold cannot refuse them.
-        let _ = projection.apply_owned(entries);
+        let _ = projection.apply_owned(Entry::numbered(events.iter().cloned()));
         projection
     }
 

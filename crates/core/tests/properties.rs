@@ -226,11 +226,7 @@ proptest! {
 
     #[test]
     fn applying_in_chunks_equals_applying_one_by_one(events in history(), cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6)) {
-        let entries: Vec<Entry> = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Entry { seq: i as u64 + 1, recorded_at: 0, stream_seq: 0, prev_hash: [0; 32], hash: [0; 32], event: e.clone() })
-            .collect();
+        let entries = Entry::numbered(events.iter().cloned());
         let mut bounds: Vec<usize> = cuts.iter().map(|c| c.index(entries.len() + 1)).collect();
         bounds.extend([0, entries.len()]);
         bounds.sort_unstable();

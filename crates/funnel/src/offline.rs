@@ -96,15 +96,22 @@ fn import_into(ledger: &Ledger, file: Option<&Path>, json: bool) -> Result<funne
         .map_err(|e| CliError::Failed(format!("import: {e}")))
 }
 
-/// The report and its parameters, shared by `replay` (offline) and `report` (live).
+/// A report and its parameters, for `replay` (offline) and `report` (live).
 #[derive(clap::Args)]
 pub struct ReportArgs {
-    /// funnel, velocity, sla, rejections, cost, plan or lead.
+    /// funnel, velocity, sla, rejections, cost, plan, lead, attribution or explain.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(funnel_query::REPORTS))]
     report: String,
     /// The lead, for `lead` and `explain`.
     #[arg(long)]
     lead: Option<String>,
+    #[command(flatten)]
+    params: ReportParams,
+}
+
+/// The parameters every report command takes; each report accepts the ones it names.
+#[derive(clap::Args)]
+pub struct ReportParams {
     /// For `attribution` and `explain`: `all`, a model, or a comma-separated list.
     #[arg(long)]
     model: Option<String>,
@@ -134,7 +141,7 @@ pub struct ReportArgs {
     currency: Option<String>,
     /// Print the JSON the HTTP API answers.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 }
 
 impl ReportArgs {
@@ -142,22 +149,22 @@ impl ReportArgs {
     pub fn query(&self) -> String {
         let mut pairs: Vec<(&str, String)> = Vec::new();
         for (key, value) in [
-            ("as_of", &self.as_of),
-            ("known_at", &self.known_at),
-            ("from", &self.from),
-            ("to", &self.to),
-            ("by", &self.by),
-            ("currency", &self.currency),
-            ("model", &self.model),
+            ("as_of", &self.params.as_of),
+            ("known_at", &self.params.known_at),
+            ("from", &self.params.from),
+            ("to", &self.params.to),
+            ("by", &self.params.by),
+            ("currency", &self.params.currency),
+            ("model", &self.params.model),
         ] {
             if let Some(v) = value {
                 pairs.push((key, v.clone()));
             }
         }
-        if let Some(seq) = self.at_seq {
+        if let Some(seq) = self.params.at_seq {
             pairs.push(("at_seq", seq.to_string()));
         }
-        if let Some(target) = self.revenue_target_minor {
+        if let Some(target) = self.params.revenue_target_minor {
             pairs.push(("revenue_target_minor", target.to_string()));
         }
         serde_urlencoded::to_string(&pairs).unwrap_or_default()
@@ -184,7 +191,7 @@ impl ReportArgs {
 
     /// Prints a report's JSON: as is with --json, as a table or `key  value` lines otherwise.
     pub fn print(&self, body: &[u8]) -> Result<(), CliError> {
-        if self.json {
+        if self.params.json {
             println!("{}", String::from_utf8_lossy(body));
             return Ok(());
         }
@@ -254,15 +261,15 @@ pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
             let dir = std::env::temp_dir().join(format!("funnel-replay-{}", std::process::id()));
             let scratch = Scratch(dir.clone());
             let ledger = Ledger::open(&dir).map_err(|e| CliError::Failed(format!("scratch ledger: {e}")))?;
-            import_into(&ledger, Some(file), report.json)?;
+            import_into(&ledger, Some(file), report.params.json)?;
             (Some(scratch), ledger)
         }
         None => (None, open_ledger(&args.data.data_dir)?),
     };
     let seq = funnel_query::resolve_seq(&ledger, &request.travel).map_err(bad)?;
-    let projection = funnel_projector::replay(&ledger, seq, progress(report.json, "replayed"))
+    let projection = funnel_projector::replay(&ledger, seq, progress(report.params.json, "replayed"))
         .map_err(|e| CliError::Failed(format!("replay: {e}")))?;
-    if !report.json {
+    if !report.params.json {
         eprint!("\r");
     }
     report.print(&request.answer(&projection, &ledger).map_err(bad)?)
@@ -366,24 +373,8 @@ fn attribution_table(r: &serde_json::Value) -> String {
 /// `funnel attribution` and `funnel explain`: offline by default, live with --url.
 #[derive(clap::Args)]
 pub struct AuditArgs {
-    /// `all` (default), a model, or a comma-separated list.
-    #[arg(long)]
-    model: Option<String>,
-    /// channel (default) or campaign; attribution only.
-    #[arg(long)]
-    by: Option<String>,
-    #[arg(long)]
-    from: Option<String>,
-    #[arg(long)]
-    to: Option<String>,
-    #[arg(long)]
-    as_of: Option<String>,
-    #[arg(long)]
-    known_at: Option<String>,
-    #[arg(long)]
-    at_seq: Option<u64>,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    params: ReportParams,
     /// Ask this running service instead of replaying offline.
     #[arg(long)]
     url: Option<String>,
@@ -400,16 +391,7 @@ impl AuditArgs {
         let args = ReportArgs {
             report: report.to_owned(),
             lead,
-            model: self.model,
-            as_of: self.as_of,
-            known_at: self.known_at,
-            at_seq: self.at_seq,
-            from: self.from,
-            to: self.to,
-            by: self.by,
-            revenue_target_minor: None,
-            currency: None,
-            json: self.json,
+            params: self.params,
         };
         match self.url {
             Some(url) => crate::live_report::report(&url, &args).await,

@@ -68,6 +68,17 @@ pub struct Candidate<'a> {
     pub lead_id: Option<&'a str>,
 }
 
+impl<'a> Candidate<'a> {
+    /// An event appended without JetStream (`stream_seq` 0), filed under its own lead.
+    pub fn direct(event: &'a Event) -> Candidate<'a> {
+        Candidate {
+            event,
+            stream_seq: 0,
+            lead_id: event.lead_id.as_deref(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Head {
     position: LogPosition,

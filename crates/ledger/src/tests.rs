@@ -18,14 +18,7 @@ fn touch(id: &str, lead: &str, t: Micros) -> Event {
 }
 
 fn offer(ledger: &Ledger, events: &[Event], now: Micros) -> Vec<Appended> {
-    let candidates: Vec<Candidate> = events
-        .iter()
-        .map(|e| Candidate {
-            event: e,
-            stream_seq: 0,
-            lead_id: e.lead_id.as_deref(),
-        })
-        .collect();
+    let candidates: Vec<Candidate> = events.iter().map(Candidate::direct).collect();
     ledger.append_batch(&candidates, now).unwrap()
 }
 

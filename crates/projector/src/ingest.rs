@@ -82,13 +82,12 @@ pub async fn run(
         )
         .await
         .map_err(|e| ProjectorError::Nats(format!("create consumer: {e}")))?;
-    let messages = consumer
+    let mut messages = consumer
         .stream()
         .max_messages_per_batch(settings.batch_events_max)
         .messages()
         .await
         .map_err(|e| ProjectorError::Nats(format!("pull: {e}")))?;
-    let mut messages = messages;
     let crash_after: Option<u64> = std::env::var(CRASH_AFTER_APPEND_ENV).ok().and_then(|v| v.parse().ok());
     let mut batch_no = 0u64;
     info!(stream = %settings.stream, consumer = %settings.consumer, "ingest started");

@@ -24,14 +24,7 @@ fn touch(i: u64) -> Event {
 
 fn append(ledger: &Ledger, range: std::ops::Range<u64>) {
     let events: Vec<Event> = range.map(touch).collect();
-    let candidates: Vec<Candidate> = events
-        .iter()
-        .map(|e| Candidate {
-            event: e,
-            stream_seq: 0,
-            lead_id: e.lead_id.as_deref(),
-        })
-        .collect();
+    let candidates: Vec<Candidate> = events.iter().map(Candidate::direct).collect();
     ledger.append_batch(&candidates, 1).unwrap();
     ledger.flush().unwrap();
 }
