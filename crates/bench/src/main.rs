@@ -19,6 +19,7 @@ use funnel_core::report::{self, By, Window};
 use funnel_core::simulate::{funnel as simulate, Plan};
 use funnel_core::time::parse_rfc3339;
 use funnel_core::Event;
+use funnel_engine::reports;
 use funnel_ledger::{Candidate, Ledger};
 use futures::StreamExt;
 use servers::{disk_bytes, nats_server, rss, Scratch};
@@ -506,23 +507,27 @@ fn run_replay_child(dir: &Path) -> serde_json::Value {
 fn replay_child(dir: &Path) {
     let ledger = Ledger::open(dir).expect("ledger");
     let started = Instant::now();
-    let projection = funnel_projector::replay(&ledger, None, |_| {}).expect("replay");
+    let engine = funnel_engine::replay(&ledger, None, |_| {}).expect("replay");
     let fold = started.elapsed().as_secs_f64();
     let as_of = parse_rfc3339(AS_OF).unwrap_or_default();
     let started = Instant::now();
     let all = Window::default();
+    let by_channel = report::FunnelQuery {
+        by: Some(By::Channel),
+        ..Default::default()
+    };
     let sizes = [
-        serde_json::to_vec(&report::funnel(&projection, all, Some(By::Channel), as_of)).map(|v| v.len()),
-        serde_json::to_vec(&report::velocity(&projection, all, as_of)).map(|v| v.len()),
-        serde_json::to_vec(&report::sla(&projection, all, as_of)).map(|v| v.len()),
-        serde_json::to_vec(&report::rejections(&projection, all, Some(By::Channel), as_of)).map(|v| v.len()),
-        serde_json::to_vec(&report::cost(&projection, all, By::Channel, as_of)).map(|v| v.len()),
-        serde_json::to_vec(&report::attribution(&projection, &Model::ALL, all, By::Channel, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&funnel_engine::funnel::funnel(&engine, &by_channel, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&reports::velocity(&engine, all, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&reports::sla(&engine, all, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&reports::rejections(&engine, all, Some(By::Channel), as_of)).map(|v| v.len()),
+        serde_json::to_vec(&reports::cost(&engine, all, By::Channel, as_of)).map(|v| v.len()),
+        serde_json::to_vec(&reports::attribution(&engine, &Model::ALL, all, By::Channel, as_of)).map(|v| v.len()),
     ];
     let reports = started.elapsed().as_secs_f64();
     let (_, peak) = rss(std::process::id());
     let figures = serde_json::json!({
-        "events": projection.head().seq,
+        "events": engine.head().seq,
         "fold_secs": fold,
         "reports_secs": reports,
         "report_bytes": sizes.iter().map(|s| *s.as_ref().unwrap_or(&0)).sum::<usize>(),

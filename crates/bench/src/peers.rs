@@ -23,7 +23,9 @@ pub struct OurNumbers {
 impl OurNumbers {
     pub fn of(events: &[Event], as_of: i64) -> OurNumbers {
         let projection = Projection::of_events(events);
-        let f = report::funnel(&projection, Window::default(), None, as_of).total.period;
+        let f = report::funnel(&projection, &report::FunnelQuery::default(), as_of)
+            .total
+            .period;
         let a = report::attribution(
             &projection,
             &[Model::FirstTouch, Model::Linear],

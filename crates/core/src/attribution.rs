@@ -328,6 +328,11 @@ pub struct MarkovChain {
     pub removal_effects: BTreeMap<String, f64>,
 }
 
+/// The attribution lookback in force at `t`, in micros.
+pub fn lookback_micros(rules: &RulesTimeline, t: Micros) -> Micros {
+    (rules.at(t).attribution_lookback_days * MICROS_PER_DAY as f64).round() as Micros
+}
+
 /// Transition counts between states: `start`, channels, then the absorbing `conversion`, `null`.
 struct Transitions {
     channels: Vec<String>,
@@ -347,8 +352,7 @@ impl MarkovChain {
         for (events, facts) in leads {
             let deal = facts.deals.iter().find(|d| d.close_at <= as_of);
             let end = deal.map_or(as_of, |d| d.close_at);
-            let lookback = (rules.at(end).attribution_lookback_days * MICROS_PER_DAY as f64).round() as Micros;
-            let from = end.saturating_sub(lookback);
+            let from = end.saturating_sub(lookback_micros(rules, end));
             let channels: Vec<&str> = events
                 .iter()
                 .filter(|e| (from..=end).contains(&e.event.occurred_at))
@@ -361,6 +365,11 @@ impl MarkovChain {
                 paths.push((channels, deal.is_some()));
             }
         }
+        MarkovChain::solve(&paths)
+    }
+
+    /// Solves the chain of these paths: each a lead's channels in order, and whether it converted.
+    pub fn solve(paths: &[(Vec<&str>, bool)]) -> MarkovChain {
         let channels: Vec<String> = paths
             .iter()
             .flat_map(|(p, _)| p.iter().copied())
@@ -371,7 +380,7 @@ impl MarkovChain {
         let index = |c: &str| channels.binary_search_by(|x| x.as_str().cmp(c)).map_or(0, |i| i + 1);
         let (conversion, null) = (channels.len() + 1, channels.len() + 2);
         let mut counts = BTreeMap::new();
-        for (path, converted) in &paths {
+        for (path, converted) in paths {
             let mut from = 0;
             for c in path {
                 let to = index(c);
@@ -408,21 +417,27 @@ impl MarkovChain {
     /// Integer weights of a deal's touches: its distinct channels in proportion to their removal
     /// effects (equally if all are zero), each channel's share split equally over its touches.
     pub fn weights(&self, touches: &[DealTouch]) -> Vec<u128> {
+        let channels: Vec<&str> = touches.iter().map(|t| t.channel.as_str()).collect();
+        self.weights_of(&channels)
+    }
+
+    /// [`MarkovChain::weights`] of touches given by their channels.
+    pub fn weights_of(&self, channels: &[&str]) -> Vec<u128> {
         let mut per_channel: BTreeMap<&str, usize> = BTreeMap::new();
-        for t in touches {
-            *per_channel.entry(t.channel.as_str()).or_default() += 1;
+        for c in channels {
+            *per_channel.entry(c).or_default() += 1;
         }
         let effect = |c: &str| self.removal_effects.get(c).copied().unwrap_or(0.0).max(0.0);
         let total: f64 = per_channel.keys().map(|c| effect(c)).sum();
-        let real: Vec<f64> = touches
+        let real: Vec<f64> = channels
             .iter()
-            .map(|t| {
+            .map(|c| {
                 let share = if total > 0.0 {
-                    effect(&t.channel) / total
+                    effect(c) / total
                 } else {
                     1.0 / per_channel.len() as f64
                 };
-                share / per_channel[t.channel.as_str()] as f64
+                share / per_channel[c] as f64
             })
             .collect();
         quantise(&real)

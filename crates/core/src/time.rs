@@ -58,6 +58,30 @@ pub fn format_rfc3339(micros: Micros) -> String {
     }
 }
 
+/// The UTC calendar year and month (1–12) of `t` (Howard Hinnant's civil-from-days).
+pub fn year_month(t: Micros) -> (i64, u32) {
+    let z = t.div_euclid(MICROS_PER_DAY) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month as u32)
+}
+
+/// Midnight UTC on the first day of `month` (1–12) of `year` (days-from-civil).
+pub fn month_start(year: i64, month: u32) -> Micros {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * MICROS_PER_DAY
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +101,21 @@ mod tests {
         assert!(parse_rfc3339("2026-02-30T09:30:00Z").is_err());
         assert!(parse_rfc3339("yesterday").is_err());
         assert!(parse_rfc3339("1969-12-31T23:59:59Z").is_err());
+    }
+
+    #[test]
+    fn months_start_on_their_first_day() {
+        for (text, y, m) in [
+            ("1970-01-01T00:00:00Z", 1970, 1),
+            ("2024-02-29T23:59:59Z", 2024, 2),
+            ("2026-12-31T12:00:00Z", 2026, 12),
+            ("2000-03-01T00:00:00Z", 2000, 3),
+        ] {
+            let t = parse_rfc3339(text).unwrap();
+            assert_eq!(year_month(t), (y, m), "{text}");
+            let first = format!("{y:04}-{m:02}-01T00:00:00Z");
+            assert_eq!(month_start(y, m), parse_rfc3339(&first).unwrap(), "{first}");
+        }
     }
 
     #[test]

@@ -97,7 +97,16 @@ fn reports(projection: &Projection, as_of: i64) -> String {
     let mut out = String::new();
     for by in [None, Some(By::Channel), Some(By::Campaign), Some(By::Producer)] {
         for w in [Window::default(), window] {
-            let mut r = serde_json::to_value(report::funnel(projection, w, by, as_of)).unwrap();
+            let mut r = serde_json::to_value(report::funnel(
+                projection,
+                &report::FunnelQuery {
+                    window: w,
+                    by,
+                    ..Default::default()
+                },
+                as_of,
+            ))
+            .unwrap();
             r.as_object_mut().unwrap().remove("log");
             out.push_str(&r.to_string());
         }

@@ -267,12 +267,12 @@ pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
         None => (None, open_ledger(&args.data.data_dir)?),
     };
     let seq = funnel_query::resolve_seq(&ledger, &request.travel).map_err(bad)?;
-    let projection = funnel_projector::replay(&ledger, seq, progress(report.params.json, "replayed"))
+    let engine = funnel_engine::replay(&ledger, seq, progress(report.params.json, "replayed"))
         .map_err(|e| CliError::Failed(format!("replay: {e}")))?;
     if !report.params.json {
         eprint!("\r");
     }
-    report.print(&request.answer(&projection, &ledger).map_err(bad)?)
+    report.print(&request.answer(&engine, &ledger).map_err(bad)?)
 }
 
 /// The parts of a funnel report the table shows.

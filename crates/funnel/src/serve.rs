@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use funnel_engine::Live;
 use funnel_ledger::{Ledger, LedgerError};
-use funnel_projector::{ingest, live, Live, Metrics, Settings};
+use funnel_projector::{ingest, live, Metrics, Settings};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -58,7 +59,7 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
     let metrics = Arc::new(Metrics::default());
     let live = Arc::new(
         tokio::task::block_in_place(|| Live::open(ledger.clone()))
-            .map_err(|e| CliError::Failed(format!("projection: {e}")))?,
+            .map_err(|e| CliError::Failed(format!("engine: {e}")))?,
     );
     let listener = tokio::net::TcpListener::bind(http)
         .await
@@ -77,11 +78,8 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         head_tx,
         shutdown.clone(),
     ));
-    let mut projector = tokio::spawn(live::run(live.clone(), settings, head_rx, shutdown.clone()));
-    let app = funnel_query::router(funnel_query::AppState {
-        live: live.clone(),
-        metrics,
-    });
+    let mut projector = tokio::spawn(live::run(live.clone(), head_rx, shutdown.clone()));
+    let app = funnel_query::router(funnel_query::AppState::new(live.clone(), metrics));
     let mut http_shutdown = shutdown.clone();
     let mut server = tokio::spawn(async move {
         axum::serve(listener, app)

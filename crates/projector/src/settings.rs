@@ -26,10 +26,6 @@ pub struct Settings {
     pub ack_wait: Duration,
     /// Unacknowledged messages the consumer hands out at once.
     pub ack_pending_max: i64,
-    /// Entries applied per projector write-lock hold.
-    pub apply_chunk_entries: usize,
-    /// How often the projection checkpoint is written while entries arrive.
-    pub checkpoint_interval: Duration,
 }
 
 impl Default for Settings {
@@ -46,15 +42,13 @@ impl Default for Settings {
             batch_linger: Duration::from_millis(5),
             ack_wait: Duration::from_secs(30),
             ack_pending_max: 20_000,
-            apply_chunk_entries: 10_000,
-            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }
 
 impl Settings {
     /// The defaults, with the operational overrides an operator (or a test) may set:
-    /// `FUNNEL_ACK_WAIT_MS`, `FUNNEL_BATCH_EVENTS_MAX`, `FUNNEL_CHECKPOINT_INTERVAL_MS`.
+    /// `FUNNEL_ACK_WAIT_MS`, `FUNNEL_BATCH_EVENTS_MAX`.
     /// Consumer settings apply when the durable consumer is created.
     pub fn from_env() -> Result<Settings, String> {
         let mut settings = Settings::default();
@@ -72,9 +66,6 @@ impl Settings {
         }
         if let Some(n) = read("FUNNEL_BATCH_EVENTS_MAX")? {
             settings.batch_events_max = usize::try_from(n.clamp(1, 100_000)).unwrap_or(1_000);
-        }
-        if let Some(ms) = read("FUNNEL_CHECKPOINT_INTERVAL_MS")? {
-            settings.checkpoint_interval = Duration::from_millis(ms);
         }
         Ok(settings)
     }

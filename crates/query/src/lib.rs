@@ -1,6 +1,7 @@
-//! The query service: HTTP JSON reports over the live projection, the ledger and offline
-//! replays of a log prefix. Handlers never panic on input: bad parameters are 4xx JSON errors
-//! of the shape `{"error": {"code", "message"}}`.
+//! The query service: a typed [`Request`] answered over an engine snapshot, served over HTTP.
+//! Reports run off the async workers in a bounded pool ([`REPORT_WORKERS_MAX`] at a time), so
+//! an expensive question never delays a lead lookup or a health check. Handlers never panic
+//! on input: bad parameters are 4xx JSON errors of the shape `{"error": {"code", "message"}}`.
 
 mod params;
 mod request;
@@ -14,19 +15,33 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use funnel_core::report;
-use funnel_core::Projection;
-use funnel_projector::{Live, Metrics};
+use funnel_engine::{Engine, Live, Metrics};
 use serde_json::{json, Value};
+use tokio::sync::Semaphore;
 use tracing::info_span;
 
 pub use params::{Params, TimeTravel};
 pub use request::{Query, Request, PLAN_WINDOW_DAYS, REPORTS};
+
+/// Reports computed at once; more wait their turn (the machine has this many cores to give).
+pub const REPORT_WORKERS_MAX: usize = 2;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
+    pub reports: Arc<Semaphore>,
+}
+
+impl AppState {
+    pub fn new(live: Arc<Live>, metrics: Arc<Metrics>) -> AppState {
+        AppState {
+            live,
+            metrics,
+            reports: Arc::new(Semaphore::new(REPORT_WORKERS_MAX)),
+        }
+    }
 }
 
 /// An error answer: a status, a stable code and a message for people.
@@ -130,19 +145,17 @@ pub fn resolve_seq(ledger: &funnel_ledger::Ledger, travel: &TimeTravel) -> Resul
     Ok(seq)
 }
 
-/// Runs `f` on the projection the time-travel parameters ask for: the live one, or a replay
-/// of the log prefix `1..=seq`.
-fn with_projection<T>(state: &AppState, travel: &TimeTravel, f: impl FnOnce(&Projection) -> T) -> Result<T, ApiError> {
+/// The engine the time-travel parameters ask for: the live snapshot, or one built from the
+/// log prefix `1..=seq`.
+fn engine_for(state: &AppState, travel: &TimeTravel) -> Result<Arc<Engine>, ApiError> {
     let ledger = state.live.ledger();
     let seq = resolve_seq(ledger, travel)?;
-    let live = state.live.read();
+    let live = state.live.snapshot();
     match seq {
         Some(s) if s != live.head().seq => {
-            drop(live);
-            let replayed = funnel_projector::replay(ledger, Some(s), |_| {}).map_err(ApiError::store)?;
-            Ok(f(&replayed))
+            funnel_engine::replay(ledger, Some(s), |_| {}).map_err(|e| ApiError::store(e))
         }
-        _ => Ok(f(&live)),
+        _ => Ok(live),
     }
 }
 
@@ -164,7 +177,7 @@ fn last_seq_recorded_by(ledger: &funnel_ledger::Ledger, head: u64, t: i64) -> Re
 async fn health(State(state): State<AppState>) -> Response {
     answered(&state, "health", || {
         let head = state.live.ledger().head();
-        let projected = state.live.read().head().seq;
+        let projected = state.live.snapshot().head().seq;
         Ok(json_response(
             &json!({"status": "ok", "log": report::Log::from(head), "projected_seq": projected}),
         ))
@@ -205,30 +218,48 @@ async fn report_route(
     Path(report): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    answer(&state, &report, None, query.as_deref())
+    answer(state, report, None, query).await
 }
 
 async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    answer(&state, "lead", Some(&lead_id), query.as_deref())
+    answer(state, "lead".into(), Some(lead_id), query).await
 }
 
 async fn explain(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    answer(&state, "explain", Some(&lead_id), query.as_deref())
+    answer(state, "explain".into(), Some(lead_id), query).await
 }
 
-/// Parses, picks the projection for the requested log position, computes.
-fn answer(state: &AppState, report: &str, lead_id: Option<&str>, query: Option<&str>) -> Response {
+/// Parses, then computes on a blocking thread: expensive reports first take a permit of the
+/// bounded pool; lead lookups go straight to a blocking thread.
+async fn answer(state: AppState, report: String, lead_id: Option<String>, query: Option<String>) -> Response {
     let name: &'static str = REPORTS.iter().find(|r| **r == report).copied().unwrap_or("unknown");
-    answered(state, name, || {
-        let request = Request::parse(report, lead_id, query)?;
-        let body = with_projection(state, &request.travel, |p| request.answer(p, state.live.ledger()))??;
-        Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    let request = match Request::parse(&report, lead_id.as_deref(), query.as_deref()) {
+        Ok(request) => request,
+        Err(e) => return answered(&state, name, || Err(e)),
+    };
+    let _permit = if request.is_expensive() {
+        match state.reports.clone().acquire_owned().await {
+            Ok(permit) => Some(permit),
+            Err(_) => return ApiError::store("report pool closed").into_response(),
+        }
+    } else {
+        None
+    };
+    let worker = state.clone();
+    let computed = tokio::task::spawn_blocking(move || {
+        answered(&worker, name, || {
+            let engine = engine_for(&worker, &request.travel)?;
+            let body = request.answer(&engine, worker.live.ledger())?;
+            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        })
     })
+    .await;
+    computed.unwrap_or_else(|e| ApiError::store(format!("report task: {e}")).into_response())
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let head = state.live.ledger().head().seq;
-    let projected = state.live.read().head().seq;
+    let projected = state.live.snapshot().head().seq;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(head, projected),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use funnel_core::report::{By, Window};
+use funnel_core::report::{By, Interval, Window, WITHIN_DAYS_MAX};
 use funnel_core::time::{parse_bound, Micros};
 
 use crate::ApiError;
@@ -74,6 +74,26 @@ impl Params {
         }
     }
 
+    /// `within_days`: a whole number of days, 0 to [`WITHIN_DAYS_MAX`].
+    pub fn within_days(&self) -> Result<Option<u32>, ApiError> {
+        self.get("within_days")
+            .map(|v| {
+                v.parse::<u32>().ok().filter(|d| *d <= WITHIN_DAYS_MAX).ok_or_else(|| {
+                    ApiError::bad_parameter(format!(
+                        "within_days: `{v}` is not a whole number of days from 0 to {WITHIN_DAYS_MAX}"
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// `interval`: `day`, `week` or `month`.
+    pub fn interval(&self) -> Result<Option<Interval>, ApiError> {
+        self.get("interval")
+            .map(|v| Interval::parse(v).map_err(ApiError::bad_parameter))
+            .transpose()
+    }
+
     pub fn time_travel(&self) -> Result<TimeTravel, ApiError> {
         let at_seq = self
             .get("at_seq")
@@ -84,7 +104,7 @@ impl Params {
             })
             .transpose()?;
         Ok(TimeTravel {
-            as_of: self.time("as_of")?.unwrap_or_else(funnel_projector::now_micros),
+            as_of: self.time("as_of")?.unwrap_or_else(funnel_engine::now_micros),
             known_at: self.time("known_at")?,
             at_seq,
         })

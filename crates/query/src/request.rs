@@ -1,9 +1,10 @@
 //! One report request, parsed and checked up front, answered the same way live and offline.
 
 use funnel_core::attribution::Model;
-use funnel_core::report::{self, By, Window};
+use funnel_core::report::{By, FunnelQuery, Window};
 use funnel_core::time::{Micros, MICROS_PER_DAY};
-use funnel_core::Projection;
+use funnel_engine::reports::{self, Timeline};
+use funnel_engine::{funnel, Engine};
 use funnel_ledger::Ledger;
 
 use crate::{ApiError, Params, TimeTravel};
@@ -27,10 +28,7 @@ pub const REPORTS: [&str; 9] = [
 /// A report with its typed parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
-    Funnel {
-        window: Window,
-        by: Option<By>,
-    },
+    Funnel(FunnelQuery),
     Velocity {
         window: Window,
     },
@@ -75,7 +73,8 @@ impl Request {
     /// Parses `report` (one of [`REPORTS`]) with its query string; `lead_id` for `lead`.
     pub fn parse(report: &str, lead_id: Option<&str>, query: Option<&str>) -> Result<Request, ApiError> {
         let allowed: &[&str] = match report {
-            "funnel" | "rejections" | "cost" => &["from", "to", "by"],
+            "funnel" => &["from", "to", "by", "within_days", "interval"],
+            "rejections" | "cost" => &["from", "to", "by"],
             "velocity" | "sla" => &["from", "to"],
             "plan" => &["revenue_target_minor", "currency", "from", "to"],
             "lead" => &[],
@@ -91,10 +90,16 @@ impl Request {
         let params = Params::parse(query, allowed)?;
         let travel = params.time_travel()?;
         let query = match report {
-            "funnel" => Query::Funnel {
-                window: params.window()?,
-                by: params.by(&["channel", "campaign", "producer"])?,
-            },
+            "funnel" => {
+                let query = FunnelQuery {
+                    window: params.window()?,
+                    by: params.by(&["channel", "campaign", "producer"])?,
+                    within_days: params.within_days()?,
+                    interval: params.interval()?,
+                };
+                query.bounds().map_err(ApiError::bad_parameter)?;
+                Query::Funnel(query)
+            }
             "velocity" => Query::Velocity {
                 window: params.window()?,
             },
@@ -126,45 +131,52 @@ impl Request {
         Ok(Request { query, travel })
     }
 
-    /// The report's JSON, computed on `projection` (whose head is the log position used).
-    pub fn answer(&self, projection: &Projection, ledger: &Ledger) -> Result<Vec<u8>, ApiError> {
+    /// The report's JSON, computed on `engine` (whose head is the log position used); lead
+    /// timelines and explanations read the lead's entries from `ledger`.
+    pub fn answer(&self, engine: &Engine, ledger: &Ledger) -> Result<Vec<u8>, ApiError> {
         let as_of = self.travel.as_of;
+        let upto = engine.head().seq;
+        let timeline = |lead_id: &str| -> Result<Timeline, ApiError> {
+            Ok(Timeline::of(
+                ledger.lead_entries(lead_id).map_err(ApiError::store)?,
+                upto,
+            ))
+        };
+        let missing = |lead_id: &str| ApiError::not_found(format!("no lead `{lead_id}` at log seq {upto}"));
         let json = match &self.query {
-            Query::Funnel { window, by } => serde_json::to_vec(&report::funnel(projection, *window, *by, as_of)),
-            Query::Velocity { window } => serde_json::to_vec(&report::velocity(projection, *window, as_of)),
-            Query::Sla { window } => serde_json::to_vec(&report::sla(projection, *window, as_of)),
-            Query::Rejections { window, by } => {
-                serde_json::to_vec(&report::rejections(projection, *window, *by, as_of))
-            }
-            Query::Cost { window, by } => serde_json::to_vec(&report::cost(projection, *window, *by, as_of)),
+            Query::Funnel(query) => serde_json::to_vec(&funnel::funnel(engine, query, as_of)),
+            Query::Velocity { window } => serde_json::to_vec(&reports::velocity(engine, *window, as_of)),
+            Query::Sla { window } => serde_json::to_vec(&reports::sla(engine, *window, as_of)),
+            Query::Rejections { window, by } => serde_json::to_vec(&reports::rejections(engine, *window, *by, as_of)),
+            Query::Cost { window, by } => serde_json::to_vec(&reports::cost(engine, *window, *by, as_of)),
             Query::Plan {
                 target_minor,
                 currency,
                 window,
-            } => serde_json::to_vec(&report::plan(projection, *target_minor, currency, *window, as_of)),
+            } => serde_json::to_vec(&reports::plan(engine, *target_minor, currency, *window, as_of)),
             Query::Attribution { models, window, by } => {
-                serde_json::to_vec(&report::attribution(projection, models, *window, *by, as_of))
+                serde_json::to_vec(&reports::attribution(engine, models, *window, *by, as_of))
             }
             Query::Explain { lead_id, models } => {
-                let explained = report::explain(projection, lead_id, models, as_of).ok_or_else(|| {
-                    ApiError::not_found(format!("no lead `{lead_id}` at log seq {}", projection.head().seq))
-                })?;
+                engine.lead_no(lead_id).ok_or_else(|| missing(lead_id))?;
+                let explained = reports::explain(engine, lead_id, &timeline(lead_id)?, models, as_of)
+                    .ok_or_else(|| missing(lead_id))?;
                 serde_json::to_vec(&explained)
             }
             Query::Lead { lead_id } => {
-                let upto = projection.head().seq;
-                let timeline: Vec<_> = ledger
-                    .lead_entries(lead_id)
-                    .map_err(ApiError::store)?
-                    .into_iter()
-                    .filter(|e| e.seq <= upto)
-                    .collect();
-                let view = report::lead(projection, lead_id, &timeline, as_of)
-                    .ok_or_else(|| ApiError::not_found(format!("no lead `{lead_id}` at log seq {upto}")))?;
+                engine.lead_no(lead_id).ok_or_else(|| missing(lead_id))?;
+                let view =
+                    reports::lead(engine, lead_id, &timeline(lead_id)?, as_of).ok_or_else(|| missing(lead_id))?;
                 serde_json::to_vec(&view)
             }
         };
         json.map_err(ApiError::store)
+    }
+
+    /// Whether answering may take long (a scan, a replay): such requests queue for the
+    /// bounded report pool; lead lookups and health checks do not.
+    pub fn is_expensive(&self) -> bool {
+        !matches!(self.query, Query::Lead { .. }) || self.travel.at_seq.is_some() || self.travel.known_at.is_some()
     }
 }
 

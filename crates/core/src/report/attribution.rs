@@ -6,7 +6,8 @@ use serde::Serialize;
 
 use super::{window_fields, By, Log, Window};
 use crate::attribution::{shares_under, DealCredits, MarkovChain, Model, Share, UNATTRIBUTED};
-use crate::projection::Projection;
+use crate::lead::LeadFacts;
+use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
 /// Credits of one channel (or campaign) in one currency, per model.
@@ -249,16 +250,29 @@ fn explain_deal(deal: &DealCredits, models: &[Model], chain: &MarkovChain) -> Ex
 pub fn explain(projection: &Projection, lead_id: &str, models: &[Model], as_of: Micros) -> Option<ExplainReport> {
     let facts = projection.lead(lead_id)?.facts.as_ref();
     let chain = chain_for(projection, models, as_of);
+    Some(explain_with(projection.head(), lead_id, facts, models, &chain, as_of))
+}
+
+/// The explanation of one lead from its facts and the Markov chain as of `as_of` (an empty
+/// chain when `models` has no `markov`).
+pub fn explain_with(
+    head: LogPosition,
+    lead_id: &str,
+    facts: Option<&LeadFacts>,
+    models: &[Model],
+    chain: &MarkovChain,
+    as_of: Micros,
+) -> ExplainReport {
     let deals = facts.map_or(&[][..], |f| f.deals.as_slice());
-    Some(ExplainReport {
-        log: projection.head().into(),
+    ExplainReport {
+        log: head.into(),
         as_of: format_rfc3339(as_of),
         lead_id: lead_id.to_owned(),
         models: models.iter().map(|m| m.as_str()).collect(),
         deals: deals
             .iter()
             .filter(|d| d.close_at <= as_of)
-            .map(|d| explain_deal(d, models, &chain))
+            .map(|d| explain_deal(d, models, chain))
             .collect(),
         markov: models.contains(&Model::Markov).then(|| ExplainedChain {
             paths: chain.paths,
@@ -266,5 +280,5 @@ pub fn explain(projection: &Projection, lead_id: &str, models: &[Model], as_of: 
             conversion_probability: chain.conversion_probability,
             removal_effects: chain.removal_effects.clone(),
         }),
-    })
+    }
 }

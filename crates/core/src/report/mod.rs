@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::lead::{LeadFacts, Milestone};
+use crate::lead::{LeadEvent, LeadFacts, Milestone};
 use crate::projection::{Entry, LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
@@ -40,7 +40,7 @@ impl By {
             By::Producer => "producer",
         }
     }
-    pub(crate) fn key(self, facts: &LeadFacts, as_of: Micros) -> String {
+    pub fn key(self, facts: &LeadFacts, as_of: Micros) -> String {
         let value = match self {
             By::Channel => facts.source_at(as_of).map(|s| s.channel.clone()),
             By::Campaign => facts.source_at(as_of).and_then(|s| s.campaign.clone()),
@@ -98,7 +98,7 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn bump(&mut self, milestone: Milestone) {
+    pub fn bump(&mut self, milestone: Milestone) {
         let slot = match milestone {
             Milestone::Inquiry => &mut self.inquiry,
             Milestone::Mql => &mut self.mql,
@@ -128,7 +128,7 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 }
 
 impl Rates {
-    fn of(c: &Counts) -> Rates {
+    pub fn of(c: &Counts) -> Rates {
         Rates {
             mql_per_inquiry: ratio(c.mql, c.inquiry),
             sal_per_mql: ratio(c.sal, c.mql),
@@ -146,13 +146,14 @@ pub struct FunnelGroup {
     pub key: String,
     /// Leads whose milestone falls in the window.
     pub period: Counts,
-    /// Of leads whose inquiry falls in the window, how many reached each milestone (as of the query).
+    /// Of leads whose inquiry falls in the window, how many reached each milestone (as of the
+    /// query, and within the conversion window if one is given).
     pub cohort: Counts,
     pub rates: Rates,
 }
 
 impl FunnelGroup {
-    pub(crate) fn new(key: String) -> FunnelGroup {
+    pub fn new(key: String) -> FunnelGroup {
         FunnelGroup {
             key,
             period: Counts::default(),
@@ -161,7 +162,8 @@ impl FunnelGroup {
         }
     }
 
-    pub(crate) fn add(&mut self, facts: &LeadFacts, window: &Window, as_of: Micros) {
+    /// Adds one lead's facts. `within` is the conversion window in micros, if any.
+    pub fn add(&mut self, facts: &LeadFacts, window: &Window, within: Option<Micros>, as_of: Micros) {
         let reached: Vec<(Milestone, Micros)> = Milestone::ALL
             .into_iter()
             .filter_map(|m| facts.milestone_at(m, as_of).map(|t| (m, t)))
@@ -171,13 +173,109 @@ impl FunnelGroup {
                 self.period.bump(*m);
             }
         }
-        let in_cohort = reached
-            .first()
-            .is_some_and(|(m, t)| *m == Milestone::Inquiry && window.contains(*t));
-        if in_cohort {
-            for (m, _) in &reached {
-                self.cohort.bump(*m);
+        let Some(&(Milestone::Inquiry, inquiry)) = reached.first() else {
+            return;
+        };
+        if window.contains(inquiry) {
+            for (m, t) in &reached {
+                if within.is_none_or(|w| t - inquiry <= w) {
+                    self.cohort.bump(*m);
+                }
             }
+        }
+    }
+}
+
+/// Trend buckets of a funnel report: UTC days, weeks starting on Monday, or calendar months.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Day,
+    Week,
+    Month,
+}
+
+/// Most buckets one trend series may have (ten years of days is refused; four are not).
+pub const SERIES_BUCKETS_MAX: usize = 1_500;
+/// Longest conversion window `within_days` accepts.
+pub const WITHIN_DAYS_MAX: u32 = 3_660;
+
+impl Interval {
+    pub fn parse(text: &str) -> Result<Interval, String> {
+        match text {
+            "day" => Ok(Interval::Day),
+            "week" => Ok(Interval::Week),
+            "month" => Ok(Interval::Month),
+            other => Err(format!("interval: `{other}` is not one of day, week, month")),
+        }
+    }
+
+    /// The start of the bucket after the one holding `t`.
+    fn next_start(self, t: Micros) -> Micros {
+        use crate::time::MICROS_PER_DAY;
+        let day = t.div_euclid(MICROS_PER_DAY);
+        match self {
+            Interval::Day => (day + 1) * MICROS_PER_DAY,
+            // 1970-01-01 was a Thursday: day 4 (1970-01-05) is the first Monday.
+            Interval::Week => (day - (day - 4).rem_euclid(7) + 7) * MICROS_PER_DAY,
+            Interval::Month => {
+                let (y, m) = crate::time::year_month(t);
+                let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                crate::time::month_start(y, m)
+            }
+        }
+    }
+
+    /// Bucket bounds over `[from, to)`: `from`, every bucket start inside, `to`. The first and
+    /// last buckets are cut to the window. Refuses more than [`SERIES_BUCKETS_MAX`] buckets.
+    pub fn bounds(self, from: Micros, to: Micros) -> Result<Vec<Micros>, String> {
+        let mut bounds = vec![from];
+        let mut t = from;
+        while t < to {
+            t = self.next_start(t).min(to);
+            bounds.push(t);
+            if bounds.len() > SERIES_BUCKETS_MAX + 1 {
+                return Err(format!(
+                    "interval: more than {SERIES_BUCKETS_MAX} buckets between from and to; use a longer interval"
+                ));
+            }
+        }
+        Ok(bounds)
+    }
+}
+
+/// The period counts of one trend bucket `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SeriesBucket {
+    pub from: String,
+    pub to: String,
+    pub period: Counts,
+}
+
+/// What a funnel report asks, besides the log position and business time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FunnelQuery {
+    pub window: Window,
+    pub by: Option<By>,
+    /// Conversion window in days: cohort milestones count only within this of the inquiry.
+    pub within_days: Option<u32>,
+    /// Trend buckets; requires both ends of the window.
+    pub interval: Option<Interval>,
+}
+
+impl FunnelQuery {
+    /// The conversion window in micros.
+    pub fn within(&self) -> Option<Micros> {
+        self.within_days.map(|d| i64::from(d) * crate::time::MICROS_PER_DAY)
+    }
+
+    /// The trend buckets' bounds, if an interval is asked for.
+    pub fn bounds(&self) -> Result<Option<Vec<Micros>>, String> {
+        let Some(interval) = self.interval else {
+            return Ok(None);
+        };
+        match (self.window.from, self.window.to) {
+            (Some(from), Some(to)) => interval.bounds(from, to).map(Some),
+            _ => Err("interval: needs both from and to".to_owned()),
         }
     }
 }
@@ -190,36 +288,89 @@ pub struct FunnelReport {
     pub from: Option<String>,
     pub to: Option<String>,
     pub by: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within_days: Option<u32>,
     pub total: FunnelGroup,
     pub groups: Vec<FunnelGroup>,
+    /// Period counts of all leads per trend bucket, when `interval` is given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<SeriesBucket>>,
 }
 
-pub fn funnel(projection: &Projection, window: Window, by: Option<By>, as_of: Micros) -> FunnelReport {
+impl FunnelReport {
+    /// Assembles a report: rates from the cohort counts, series buckets from their bounds.
+    pub fn assemble(
+        head: LogPosition,
+        query: &FunnelQuery,
+        as_of: Micros,
+        mut total: FunnelGroup,
+        mut groups: Vec<FunnelGroup>,
+        series: Option<(&[Micros], Vec<Counts>)>,
+    ) -> FunnelReport {
+        for group in groups.iter_mut().chain(std::iter::once(&mut total)) {
+            group.rates = Rates::of(&group.cohort);
+        }
+        FunnelReport {
+            log: head.into(),
+            as_of: format_rfc3339(as_of),
+            from: query.window.from.map(format_rfc3339),
+            to: query.window.to.map(format_rfc3339),
+            by: query.by.map(By::as_str),
+            within_days: query.within_days,
+            total,
+            groups,
+            series: series.map(|(bounds, counts)| {
+                bounds
+                    .windows(2)
+                    .zip(counts)
+                    .map(|(b, period)| SeriesBucket {
+                        from: format_rfc3339(b[0]),
+                        to: format_rfc3339(b[1]),
+                        period,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+/// The funnel report by folding every lead (the oracle the engine is held to).
+/// `query.bounds()` must have been checked by the caller; bad bounds give no series.
+pub fn funnel(projection: &Projection, query: &FunnelQuery, as_of: Micros) -> FunnelReport {
+    let within = query.within();
+    let bounds = query.bounds().ok().flatten();
+    let mut series = bounds.as_ref().map(|b| vec![Counts::default(); b.len() - 1]);
     let mut total = FunnelGroup::new("(all)".to_owned());
     let mut groups: BTreeMap<String, FunnelGroup> = BTreeMap::new();
     for facts in projection.leads().values().filter_map(|s| s.facts.as_ref()) {
-        total.add(facts, &window, as_of);
-        if let Some(by) = by {
+        total.add(facts, &query.window, within, as_of);
+        if let Some(by) = query.by {
             let key = by.key(facts, as_of);
             groups
                 .entry(key.clone())
                 .or_insert_with(|| FunnelGroup::new(key))
-                .add(facts, &window, as_of);
+                .add(facts, &query.window, within, as_of);
+        }
+        if let (Some(bounds), Some(series)) = (&bounds, &mut series) {
+            for m in Milestone::ALL {
+                if let Some(t) = facts.milestone_at(m, as_of) {
+                    let i = bounds.partition_point(|b| *b <= t);
+                    if i >= 1 && i < bounds.len() {
+                        series[i - 1].bump(m);
+                    }
+                }
+            }
         }
     }
-    let mut groups: Vec<FunnelGroup> = groups.into_values().collect();
-    for group in groups.iter_mut().chain(std::iter::once(&mut total)) {
-        group.rates = Rates::of(&group.cohort);
-    }
-    FunnelReport {
-        log: projection.head().into(),
-        as_of: format_rfc3339(as_of),
-        from: window.from.map(format_rfc3339),
-        to: window.to.map(format_rfc3339),
-        by: by.map(By::as_str),
+    let groups = groups.into_values().collect();
+    FunnelReport::assemble(
+        projection.head(),
+        query,
+        as_of,
         total,
         groups,
-    }
+        bounds.as_deref().zip(series),
+    )
 }
 
 /// One line of a lead's timeline.
@@ -257,13 +408,34 @@ pub struct LeadView {
 /// (its events and retractions of them). `None` if the projection has no such lead.
 pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: Micros) -> Option<LeadView> {
     let state = projection.lead(lead_id)?;
-    let known: Vec<_> = state
-        .events
+    Some(lead_with(
+        projection.head(),
+        lead_id,
+        &state.events,
+        projection.rules(),
+        timeline,
+        |id| projection.retracted_by(id),
+        as_of,
+    ))
+}
+
+/// The view of one lead from its live events (sorted), the rules, its ledger timeline and
+/// who retracted what.
+pub fn lead_with(
+    head: LogPosition,
+    lead_id: &str,
+    events: &[LeadEvent],
+    rules: &crate::rules::RulesTimeline,
+    timeline: &[Entry],
+    retracted_by: impl Fn(&str) -> Option<u64>,
+    as_of: Micros,
+) -> LeadView {
+    let known: Vec<_> = events
         .iter()
         .filter(|e| e.event.occurred_at <= as_of)
         .cloned()
         .collect();
-    let facts = LeadFacts::derive(&known, projection.rules());
+    let facts = LeadFacts::derive(&known, rules);
     let mut items: Vec<&Entry> = timeline.iter().filter(|e| e.event.occurred_at <= as_of).collect();
     items.sort_by_key(|e| (e.event.occurred_at, e.seq));
     let milestones = Milestone::ALL
@@ -278,8 +450,8 @@ pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: M
             )
         })
         .collect();
-    Some(LeadView {
-        log: projection.head().into(),
+    LeadView {
+        log: head.into(),
         as_of: format_rfc3339(as_of),
         lead_id: lead_id.to_owned(),
         stage: facts.as_ref().map_or("none", |f| f.stage.as_str()),
@@ -296,11 +468,11 @@ pub fn lead(projection: &Projection, lead_id: &str, timeline: &[Entry], as_of: M
             .map(|e| TimelineItem {
                 seq: e.seq,
                 recorded_at: format_rfc3339(e.recorded_at),
-                retracted_by: projection.retracted_by(&e.event.id),
+                retracted_by: retracted_by(&e.event.id),
                 event: e.event.to_json(),
             })
             .collect(),
-    })
+    }
 }
 
 mod attribution;
@@ -310,9 +482,11 @@ mod rejections;
 mod sla;
 mod velocity;
 
-pub use attribution::{attribution, explain, AttributionReport, AttributionRow, ExplainReport, ExplainedDeal};
+pub use attribution::{
+    attribution, explain, explain_with, AttributionReport, AttributionRow, CurrencyTotal, ExplainReport, ExplainedDeal,
+};
 pub use cost::{cost, CostReport, CostRow};
-pub use plan::{plan, Plan, PlanReport, PLAN_WON_DEALS_MIN};
+pub use plan::{plan, plan_from, Plan, PlanReport, PLAN_WON_DEALS_MIN};
 pub use rejections::{rejections, GuaranteeCredit, RejectionGroup, RejectionsReport};
 pub use sla::{sla, SlaReport};
 pub use velocity::{velocity, StageDurations, VelocityReport};
@@ -363,6 +537,6 @@ pub fn days(micros: Micros) -> f64 {
 }
 
 /// The common head of every windowed report.
-fn window_fields(window: &Window) -> (Option<String>, Option<String>) {
+pub fn window_fields(window: &Window) -> (Option<String>, Option<String>) {
     (window.from.map(format_rfc3339), window.to.map(format_rfc3339))
 }

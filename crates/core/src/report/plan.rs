@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{window_fields, Counts, FunnelGroup, Log, Rates, Window};
-use crate::projection::Projection;
+use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
 /// Fewer won deals than this in the window (in the target's currency) is too little history.
@@ -51,7 +51,7 @@ pub fn plan(projection: &Projection, target_minor: i64, currency: &str, window: 
     let mut flow = FunnelGroup::new("(all)".into());
     let (mut won_deals, mut won_revenue) = (0u64, 0i64);
     for facts in projection.leads().values().filter_map(|s| s.facts.as_ref()) {
-        flow.add(facts, &window, as_of);
+        flow.add(facts, &window, None, as_of);
         for deal in facts
             .deals
             .iter()
@@ -61,7 +61,30 @@ pub fn plan(projection: &Projection, target_minor: i64, currency: &str, window: 
             won_revenue = won_revenue.saturating_add(deal.amount.amount_minor);
         }
     }
-    let p = flow.period;
+    plan_from(
+        projection.head(),
+        target_minor,
+        currency,
+        window,
+        as_of,
+        flow.period,
+        won_deals,
+        won_revenue,
+    )
+}
+
+/// The plan from the window's period counts and its won deals in `currency`.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_from(
+    head: LogPosition,
+    target_minor: i64,
+    currency: &str,
+    window: Window,
+    as_of: Micros,
+    p: Counts,
+    won_deals: u64,
+    won_revenue: i64,
+) -> PlanReport {
     let mut insufficient = Vec::new();
     if won_deals < PLAN_WON_DEALS_MIN {
         insufficient.push(format!(
@@ -100,7 +123,7 @@ pub fn plan(projection: &Projection, target_minor: i64, currency: &str, window: 
     let rate = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
     let (from, to) = window_fields(&window);
     PlanReport {
-        log: projection.head().into(),
+        log: head.into(),
         as_of: format_rfc3339(as_of),
         from,
         to,

@@ -1,0 +1,191 @@
+//! One lead's derived facts in compact form, and how they are derived: the lead's records are
+//! turned back into events and folded by the oracle's own [`LeadFacts::derive`], so the engine
+//! and the fold cannot disagree on what a fact is; the result is then interned.
+
+use std::sync::Arc;
+
+use funnel_core::attribution::{DealCredits, Model};
+use funnel_core::event::RejectionReason;
+use funnel_core::lead::{Handoff, LeadFacts, Milestone, Stage};
+use funnel_core::report::By;
+use funnel_core::rules::RulesTimeline;
+use funnel_core::time::Micros;
+
+use crate::dict::{Dict, Sym, NONE};
+use crate::record::Rec;
+
+/// "Never reached".
+pub const NEVER: Micros = Micros::MAX;
+
+/// The fixed-size facts of one lead.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Facts {
+    /// First time each milestone was reached ([`NEVER`] if not).
+    pub milestones: [Micros; 7],
+    /// Time of the first touch ([`NEVER`] with no touch).
+    pub source_at: Micros,
+    /// NaN: no score.
+    pub score: f64,
+    pub channel: Sym,
+    pub campaign: Sym,
+    pub producer: Sym,
+    pub owner: Sym,
+    pub stage: Stage,
+}
+
+/// A won deal: its touches' dimensions and their credits under the lead-local models.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deal {
+    pub close_at: Micros,
+    pub amount_minor: i64,
+    pub currency: Sym,
+    /// `(channel, campaign)` of each touch, ordered by `(occurred_at, seq)`.
+    pub touches: Box<[(Sym, Sym)]>,
+    /// `credits[model * touches + touch]` for the first [`Model::LEAD_LOCAL`] models.
+    pub credits: Box<[i64]>,
+}
+
+impl Deal {
+    pub fn credit(&self, model: Model, touch: usize) -> i64 {
+        self.credits[model as usize * self.touches.len() + touch]
+    }
+}
+
+/// The variable-length facts, shared between snapshots until the lead changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extra {
+    pub handoffs: Box<[Handoff]>,
+    pub rejections: Box<[(Micros, RejectionReason)]>,
+    pub deals: Box<[Deal]>,
+}
+
+/// One lead: its live records in `(at, seq)` order and what follows from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeadSlot {
+    pub recs: Arc<[Rec]>,
+    pub facts: Facts,
+    pub extra: Option<Arc<Extra>>,
+}
+
+impl Default for LeadSlot {
+    fn default() -> LeadSlot {
+        LeadSlot {
+            recs: Arc::from(Vec::new()),
+            facts: Facts::EMPTY,
+            extra: None,
+        }
+    }
+}
+
+impl Facts {
+    /// The facts of a lead with no live events: no milestone at all.
+    pub const EMPTY: Facts = Facts {
+        milestones: [NEVER; 7],
+        source_at: NEVER,
+        score: f64::NAN,
+        channel: NONE,
+        campaign: NONE,
+        producer: NONE,
+        owner: NONE,
+        stage: Stage::Inquiry,
+    };
+
+    /// Has live events (the fold's `facts.is_some()`).
+    pub fn exists(&self) -> bool {
+        self.milestones[0] != NEVER
+    }
+
+    /// [`LeadFacts::milestone_at`]: reached by `as_of`; `Lost` only while not won by then.
+    pub fn milestone_at(&self, m: Milestone, as_of: Micros) -> Option<Micros> {
+        let t = self.milestones[m as usize];
+        if t == NEVER || t > as_of {
+            return None;
+        }
+        let won = self.milestones[Milestone::Won as usize];
+        if m == Milestone::Lost && won != NEVER && won <= as_of {
+            return None;
+        }
+        Some(t)
+    }
+
+    /// The breakdown key as of `as_of` ([`By::key`]): channel and campaign need the first
+    /// touch to have happened by then.
+    pub fn key(&self, by: By, as_of: Micros) -> Sym {
+        match by {
+            By::Channel if self.source_at != NEVER && self.source_at <= as_of => self.channel,
+            By::Campaign if self.source_at != NEVER && self.source_at <= as_of => self.campaign,
+            By::Producer => self.producer,
+            _ => NONE,
+        }
+    }
+
+    /// The latest time at which anything the funnel reads of this lead changes: past it, the
+    /// lead's answer as of any later time is its final one.
+    pub fn settled_at(&self) -> Micros {
+        let source = if self.source_at == NEVER {
+            Micros::MIN
+        } else {
+            self.source_at
+        };
+        self.milestones
+            .iter()
+            .filter(|t| **t != NEVER)
+            .fold(source, |a, t| a.max(*t))
+    }
+}
+
+/// Derives a lead's slot from its live records.
+pub fn derive(recs: Vec<Rec>, dict: &mut Dict, rules: &RulesTimeline) -> LeadSlot {
+    let events: Vec<_> = recs.iter().map(|r| r.to_lead_event(dict)).collect();
+    let Some(full) = LeadFacts::derive(&events, rules) else {
+        return LeadSlot {
+            recs: Arc::from(recs),
+            ..LeadSlot::default()
+        };
+    };
+    let facts = Facts {
+        milestones: full.milestones.map(|t| t.unwrap_or(NEVER)),
+        source_at: full.source.as_ref().map_or(NEVER, |s| s.at),
+        score: full.score.unwrap_or(f64::NAN),
+        channel: full.source.as_ref().map_or(NONE, |s| dict.intern(&s.channel)),
+        campaign: full
+            .source
+            .as_ref()
+            .map_or(NONE, |s| dict.intern_opt(s.campaign.as_deref())),
+        producer: dict.intern_opt(full.first_producer.as_deref()),
+        owner: dict.intern_opt(full.owner.as_deref()),
+        stage: full.stage,
+    };
+    let extra = (!full.handoffs.is_empty() || !full.rejections.is_empty() || !full.deals.is_empty()).then(|| {
+        Arc::new(Extra {
+            handoffs: full.handoffs.into(),
+            rejections: full.rejections.into(),
+            deals: full.deals.iter().map(|d| deal(d, dict)).collect(),
+        })
+    });
+    LeadSlot {
+        recs: Arc::from(recs),
+        facts,
+        extra,
+    }
+}
+
+fn deal(d: &DealCredits, dict: &mut Dict) -> Deal {
+    let touches: Box<[(Sym, Sym)]> = d
+        .touches
+        .iter()
+        .map(|t| (dict.intern(&t.channel), dict.intern_opt(t.campaign.as_deref())))
+        .collect();
+    let credits = d
+        .shares
+        .iter()
+        .flat_map(|per_touch| per_touch.iter().map(|s| s.credit_minor))
+        .collect();
+    Deal {
+        close_at: d.close_at,
+        amount_minor: d.amount.amount_minor,
+        currency: dict.intern(&d.amount.currency),
+        touches,
+        credits,
+    }
+}

@@ -1,0 +1,163 @@
+//! `GET /v1/funnel` from the maintained indexes.
+//!
+//! The indexes hold every lead's *final* facts (as of forever). A lead's answer as of `T`
+//! differs from its final one only if something the funnel reads of it (a milestone, its
+//! first touch) happens after `T`: those leads are a suffix of the `settled` index, and their
+//! contribution is corrected one by one. Dashboards ask as of now, when that suffix is empty
+//! or tiny; an auditor's `as_of` deep in the past costs a scan of the leads settled after it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use funnel_core::lead::Milestone;
+use funnel_core::report::{Counts, FunnelGroup, FunnelQuery, FunnelReport};
+use funnel_core::time::Micros;
+
+use crate::dict::Sym;
+use crate::facts::Facts;
+use crate::state::{dim_key, Engine, DIMS};
+
+/// Signed counts while corrections are applied.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    period: [i64; 7],
+    cohort: [i64; 7],
+    /// Leads in the group (a group with none is not listed).
+    members: i64,
+}
+
+impl Tally {
+    /// One lead's contribution as of `as_of` (the fold's `FunnelGroup::add`), times `sign`.
+    fn add(&mut self, facts: &Facts, lo: Micros, hi: Micros, within: Option<Micros>, as_of: Micros, sign: i64) {
+        self.members += sign;
+        let reached = Milestone::ALL.map(|m| facts.milestone_at(m, as_of));
+        for (m, t) in reached.iter().enumerate() {
+            if t.is_some_and(|t| t >= lo && t < hi) {
+                self.period[m] += sign;
+            }
+        }
+        let Some(inquiry) = reached[0] else {
+            return;
+        };
+        if inquiry >= lo && inquiry < hi {
+            for (m, t) in reached.iter().enumerate() {
+                if t.is_some_and(|t| within.is_none_or(|w| t - inquiry <= w)) {
+                    self.cohort[m] += sign;
+                }
+            }
+        }
+    }
+
+    fn counts(v: &[i64; 7]) -> Counts {
+        let c = |i: usize| u64::try_from(v[i]).expect("index count below zero: index and facts disagree");
+        Counts {
+            inquiry: c(0),
+            mql: c(1),
+            sal: c(2),
+            sql: c(3),
+            opportunity: c(4),
+            won: c(5),
+            lost: c(6),
+        }
+    }
+}
+
+fn bump(facts: &Facts, bounds: &[Micros], as_of: Micros, series: &mut [[i64; 7]], sign: i64) {
+    for m in Milestone::ALL {
+        if let Some(t) = facts.milestone_at(m, as_of) {
+            let i = bounds.partition_point(|b| *b <= t);
+            if i >= 1 && i < bounds.len() {
+                series[i - 1][m as usize] += sign;
+            }
+        }
+    }
+}
+
+/// The funnel report; `query.bounds()` must have been checked by the caller.
+pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelReport {
+    let _span = tracing::debug_span!("funnel").entered();
+    let (lo, hi) = (
+        query.window.from.unwrap_or(Micros::MIN),
+        query.window.to.unwrap_or(Micros::MAX),
+    );
+    let within = query.within();
+    let days = query.within_days.unwrap_or(u32::MAX);
+    let dim = query.by.map(|by| DIMS.iter().position(|d| *d == Some(by)).unwrap_or(0));
+    let index = engine.index();
+    let from_index = |d: usize| -> HashMap<Sym, Tally> {
+        index.groups[d]
+            .iter()
+            .map(|(g, gi)| {
+                let mut t = Tally {
+                    members: gi.period[0].len() as i64,
+                    ..Tally::default()
+                };
+                for m in 0..7 {
+                    t.period[m] = gi.period[m].count(&lo, &hi) as i64;
+                    t.cohort[m] = gi.cohort[m].count(lo, hi, days) as i64;
+                }
+                (*g, t)
+            })
+            .collect()
+    };
+    let mut total = from_index(0).remove(&0).unwrap_or_default();
+    let mut groups = dim.map(from_index).unwrap_or_default();
+    let bounds = query.bounds().ok().flatten();
+    let mut series: Vec<[i64; 7]> = match (&bounds, index.groups[0].get(&0)) {
+        (Some(b), Some(all)) => b
+            .windows(2)
+            .map(|w| std::array::from_fn(|m| all.period[m].count(&w[0], &w[1]) as i64))
+            .collect(),
+        (Some(b), None) => vec![[0; 7]; b.len() - 1],
+        _ => Vec::new(),
+    };
+    // Leads whose answer as of `as_of` is not their final one.
+    let late = index
+        .settled
+        .range(&(as_of.saturating_add(1), 0), &(Micros::MAX, u32::MAX));
+    for (_, no) in late {
+        let Some(slot) = engine.lead(no) else { continue };
+        let f = &slot.facts;
+        total.add(f, lo, hi, within, Micros::MAX, -1);
+        total.add(f, lo, hi, within, as_of, 1);
+        if let Some(d) = dim {
+            groups
+                .entry(dim_key(d, f, Micros::MAX))
+                .or_default()
+                .add(f, lo, hi, within, Micros::MAX, -1);
+            groups
+                .entry(dim_key(d, f, as_of))
+                .or_default()
+                .add(f, lo, hi, within, as_of, 1);
+        }
+        if let Some(b) = &bounds {
+            bump(f, b, Micros::MAX, &mut series, -1);
+            bump(f, b, as_of, &mut series, 1);
+        }
+    }
+    let to_group = |key: String, t: &Tally| FunnelGroup {
+        key,
+        period: Tally::counts(&t.period),
+        cohort: Tally::counts(&t.cohort),
+        ..FunnelGroup::new(String::new())
+    };
+    let dict = engine.dict();
+    let groups: BTreeMap<String, FunnelGroup> = groups
+        .iter()
+        .filter(|(_, t)| t.members > 0)
+        .map(|(g, t)| {
+            let key = dict.label(*g).to_owned();
+            (key.clone(), to_group(key, t))
+        })
+        .collect();
+    let series = bounds
+        .as_deref()
+        .map(|b| (b, series.iter().map(Tally::counts).collect()));
+    FunnelReport::assemble(
+        engine.head(),
+        query,
+        as_of,
+        to_group("(all)".to_owned(), &total),
+        groups.into_values().collect(),
+        series,
+    )
+}

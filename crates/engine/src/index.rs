@@ -1,0 +1,232 @@
+//! Sorted multisets that answer range counts in O(log n) and are cheap to snapshot.
+//!
+//! Each set is a large immutable sorted `base` plus small sorted `added` and `removed` runs,
+//! all behind `Arc`s: a snapshot clones pointers, a batch of updates copies only the small
+//! runs of the sets it touches, and the runs are merged into a new base once they outgrow
+//! [`RUN_LEN_MIN`] or an eighth of the base (amortised O(1) copies per update).
+
+use std::sync::Arc;
+
+/// Runs shorter than this are never merged into the base.
+pub const RUN_LEN_MIN: usize = 512;
+/// Points per block of a [`Points`] base whose `y` values are kept sorted.
+const BLOCK_POINTS: usize = 256;
+
+fn lower<T: Ord>(v: &[T], x: &T) -> usize {
+    v.partition_point(|e| e < x)
+}
+
+/// Merges sorted `add` into sorted `into`.
+fn merge<T: Ord + Copy>(into: &[T], add: &[T]) -> Vec<T> {
+    let mut out = Vec::with_capacity(into.len() + add.len());
+    let (mut i, mut j) = (0, 0);
+    while i < into.len() && j < add.len() {
+        if into[i] <= add[j] {
+            out.push(into[i]);
+            i += 1;
+        } else {
+            out.push(add[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&into[i..]);
+    out.extend_from_slice(&add[j..]);
+    out
+}
+
+/// Sorted `from` minus the sorted multiset `remove` (each removed item must be present).
+fn subtract<T: Ord + Copy>(from: &[T], remove: &[T]) -> Vec<T> {
+    let mut out = Vec::with_capacity(from.len().saturating_sub(remove.len()));
+    let mut j = 0;
+    for x in from {
+        if j < remove.len() && remove[j] == *x {
+            j += 1;
+        } else {
+            out.push(*x);
+        }
+    }
+    debug_assert_eq!(j, remove.len(), "removed an item that was never added");
+    out
+}
+
+/// A sorted multiset of `T` with a delta of added and removed items.
+#[derive(Debug, Clone)]
+pub struct Runs<T> {
+    base: Arc<Vec<T>>,
+    added: Arc<Vec<T>>,
+    removed: Arc<Vec<T>>,
+}
+
+impl<T> Default for Runs<T> {
+    fn default() -> Self {
+        Runs {
+            base: Arc::default(),
+            added: Arc::default(),
+            removed: Arc::default(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> Runs<T> {
+    /// Applies sorted additions and removals (every removal must be of a present item).
+    pub fn update(&mut self, add: &[T], remove: &[T]) {
+        if add.is_empty() && remove.is_empty() {
+            return;
+        }
+        self.added = Arc::new(merge(&self.added, add));
+        self.removed = Arc::new(merge(&self.removed, remove));
+        let delta = self.added.len() + self.removed.len();
+        if delta > RUN_LEN_MIN.max(self.base.len() / 8) {
+            let merged = merge(&self.base, &self.added);
+            self.base = Arc::new(subtract(&merged, &self.removed));
+            self.added = Arc::default();
+            self.removed = Arc::default();
+        }
+    }
+
+    /// How many items are `< x`.
+    pub fn rank(&self, x: &T) -> usize {
+        lower(&self.base, x) + lower(&self.added, x) - lower(&self.removed, x)
+    }
+
+    /// How many items are in `[lo, hi)`.
+    pub fn count(&self, lo: &T, hi: &T) -> usize {
+        if lo >= hi {
+            return 0;
+        }
+        self.rank(hi) - self.rank(lo)
+    }
+
+    pub fn len(&self) -> usize {
+        self.base.len() + self.added.len() - self.removed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every item in `[lo, hi)`, in no particular order.
+    pub fn range(&self, lo: &T, hi: &T) -> Vec<T> {
+        if lo >= hi {
+            return Vec::new();
+        }
+        let slice = |v: &[T]| -> Vec<T> { v[lower(v, lo)..lower(v, hi)].to_vec() };
+        let items = merge(&slice(&self.base), &slice(&self.added));
+        subtract(&items, &slice(&self.removed))
+    }
+
+    /// Bytes held (for the memory breakdown).
+    pub fn bytes(&self) -> usize {
+        (self.base.capacity() + self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
+    }
+}
+
+/// A point of a two-dimensional count: `x` a time, `y` a small value (whole days).
+pub type Point = (i64, u32);
+
+/// Points sorted by `x`, answering "how many with `x` in `[lo, hi)` and `y ≤ c`".
+/// The base keeps, per block of [`BLOCK_POINTS`], its `y` values sorted, so a count is two
+/// binary searches on `x`, one per whole block on `y`, and a scan of the two partial blocks.
+#[derive(Debug, Clone, Default)]
+pub struct Points {
+    runs: Runs<Point>,
+    /// Per block of the base, its `y` values sorted.
+    ys: Arc<Vec<u32>>,
+}
+
+impl Points {
+    pub fn update(&mut self, add: &[Point], remove: &[Point]) {
+        let before = Arc::as_ptr(&self.runs.base);
+        self.runs.update(add, remove);
+        if Arc::as_ptr(&self.runs.base) != before {
+            self.reindex();
+        }
+    }
+
+    fn reindex(&mut self) {
+        let base = &self.runs.base;
+        let mut ys: Vec<u32> = base.iter().map(|p| p.1).collect();
+        for block in ys.chunks_mut(BLOCK_POINTS) {
+            block.sort_unstable();
+        }
+        self.ys = Arc::new(ys);
+    }
+
+    /// How many points have `lo ≤ x < hi` and `y ≤ c`.
+    pub fn count(&self, lo: i64, hi: i64, c: u32) -> usize {
+        if lo >= hi {
+            return 0;
+        }
+        if c == u32::MAX {
+            return self.runs.count(&(lo, 0), &(hi, 0));
+        }
+        let in_run = |v: &[Point]| {
+            v[lower(v, &(lo, 0))..lower(v, &(hi, 0))]
+                .iter()
+                .filter(|p| p.1 <= c)
+                .count()
+        };
+        let base = &self.runs.base;
+        let (i, j) = (lower(base, &(lo, 0)), lower(base, &(hi, 0)));
+        let mut n = 0;
+        let (bi, bj) = (i.div_ceil(BLOCK_POINTS), j / BLOCK_POINTS);
+        if bi >= bj {
+            n += base[i..j].iter().filter(|p| p.1 <= c).count();
+        } else {
+            n += base[i..bi * BLOCK_POINTS].iter().filter(|p| p.1 <= c).count();
+            n += base[bj * BLOCK_POINTS..j].iter().filter(|p| p.1 <= c).count();
+            for b in bi..bj {
+                let block = &self.ys[b * BLOCK_POINTS..(b + 1) * BLOCK_POINTS];
+                n += block.partition_point(|y| *y <= c);
+            }
+        }
+        n + in_run(&self.runs.added) - in_run(&self.runs.removed)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.runs.bytes() + self.ys.capacity() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Counts equal a brute-force count over the same multiset, whatever the update order.
+        #[test]
+        fn points_count_like_a_scan(
+            ops in proptest::collection::vec((0i64..2000, 0u32..50, any::<bool>()), 1..3000),
+            queries in proptest::collection::vec((0i64..2100, 0i64..2100, 0u32..60), 20),
+        ) {
+            let mut points = Points::default();
+            let mut model: Vec<Point> = Vec::new();
+            for chunk in ops.chunks(37) {
+                let mut add = Vec::new();
+                let mut remove = Vec::new();
+                for &(x, y, is_add) in chunk {
+                    if !is_add {
+                        if let Some(i) = model.iter().position(|p| *p == (x / 2, y)) {
+                            model.swap_remove(i);
+                            remove.push((x / 2, y));
+                            continue;
+                        }
+                    }
+                    model.push((x / 2, y));
+                    add.push((x / 2, y));
+                }
+                add.sort_unstable();
+                remove.sort_unstable();
+                points.update(&add, &remove);
+            }
+            for (a, b, c) in queries {
+                let (lo, hi) = (a.min(b), a.max(b));
+                let expected = model.iter().filter(|p| p.0 >= lo && p.0 < hi && p.1 <= c).count();
+                prop_assert_eq!(points.count(lo, hi, c), expected);
+                let all = model.iter().filter(|p| p.0 >= lo && p.0 < hi).count();
+                prop_assert_eq!(points.count(lo, hi, u32::MAX), all);
+            }
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The engine kept up with the ledger: one writer applies new entries and publishes an
+//! immutable snapshot after every chunk; readers load the latest snapshot without locking.
+
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use funnel_ledger::Ledger;
+use tracing::{info, info_span};
+
+use crate::state::{target_of, Engine, Locate, Target, Writer};
+use crate::EngineError;
+
+/// Entries applied per chunk: a snapshot is published after each.
+pub const APPLY_CHUNK_ENTRIES: usize = 10_000;
+
+impl Locate for Ledger {
+    fn locate(&self, event_id: &str) -> Option<(u64, Target)> {
+        let seq = self.seq_of(event_id).ok()??;
+        let entry = self.get(seq).ok()??;
+        Some((seq, target_of(&entry.event)))
+    }
+}
+
+/// Applies ledger entries past the writer's head, up to `upto`, publishing after each chunk.
+fn advance(
+    ledger: &Ledger,
+    writer: &mut Writer,
+    upto: u64,
+    chunk: usize,
+    mut publish: impl FnMut(&mut Writer),
+) -> Result<u64, EngineError> {
+    let mut applied = 0u64;
+    let mut entries = Vec::with_capacity(chunk);
+    for entry in ledger.entries(writer.head().seq + 1) {
+        let entry = entry?;
+        if entry.seq > upto {
+            break;
+        }
+        entries.push(entry);
+        if entries.len() == chunk {
+            writer.apply(&entries, ledger)?;
+            applied += entries.len() as u64;
+            entries.clear();
+            publish(writer);
+        }
+    }
+    if !entries.is_empty() {
+        writer.apply(&entries, ledger)?;
+        applied += entries.len() as u64;
+        publish(writer);
+    }
+    Ok(applied)
+}
+
+/// The engine at ledger entries `1..=at_seq` (the whole log when `None`): offline replay,
+/// and answers for a log position other than the head.
+pub fn replay(ledger: &Ledger, at_seq: Option<u64>, mut progress: impl FnMut(u64)) -> Result<Arc<Engine>, EngineError> {
+    let _span = info_span!("replay", at_seq).entered();
+    let mut writer = Writer::default();
+    advance(
+        ledger,
+        &mut writer,
+        at_seq.unwrap_or(u64::MAX),
+        APPLY_CHUNK_ENTRIES,
+        |w| progress(w.head().seq),
+    )?;
+    Ok(writer.snapshot())
+}
+
+/// The engine the query service reads, kept up with the ledger.
+pub struct Live {
+    ledger: Ledger,
+    current: ArcSwap<Engine>,
+    writer: Mutex<Writer>,
+}
+
+impl Live {
+    /// Builds the engine from the whole log.
+    pub fn open(ledger: Ledger) -> Result<Live, EngineError> {
+        let live = Live {
+            ledger,
+            current: ArcSwap::from_pointee(Engine::default()),
+            writer: Mutex::new(Writer::default()),
+        };
+        let applied = live.catch_up()?;
+        info!(applied, "engine built from the log");
+        Ok(live)
+    }
+
+    /// The latest published state: never waits for the writer.
+    pub fn snapshot(&self) -> Arc<Engine> {
+        self.current.load_full()
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Applies every ledger entry past the engine's head, publishing a snapshot per chunk.
+    pub fn catch_up(&self) -> Result<u64, EngineError> {
+        let _span = info_span!("project").entered();
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        advance(&self.ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |w| {
+            self.current.store(w.snapshot())
+        })
+    }
+}

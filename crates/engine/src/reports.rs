@@ -1,0 +1,440 @@
+//! Every other report, over an engine snapshot: the same answers as the fold's reports in
+//! `funnel_core::report`, from compact facts. Deals are found through the `deals` index; the
+//! rest scan the compact facts, which fit in cache lines rather than strings.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use funnel_core::attribution::{allocate, lookback_micros, MarkovChain, Model};
+use funnel_core::event::RejectionReason;
+use funnel_core::lead::{LeadEvent, LeadFacts, Milestone};
+use funnel_core::projection::Entry;
+use funnel_core::report::{
+    self, days, nearest_rank, window_fields, AttributionReport, AttributionRow, By, CostReport, CostRow, CurrencyTotal,
+    ExplainReport, FunnelQuery, GuaranteeCredit, LeadView, PlanReport, RejectionGroup, RejectionsReport, SlaReport,
+    StageDurations, Stats, VelocityReport, Window,
+};
+use funnel_core::time::{format_rfc3339, Micros, MICROS_PER_HOUR};
+
+use crate::dict::{Sym, NONE};
+use crate::facts::{Deal, LeadSlot};
+use crate::record::Kind;
+use crate::state::{Engine, LeadNo};
+
+/// Live lead slots with facts.
+fn leads(engine: &Engine) -> impl Iterator<Item = (LeadNo, &LeadSlot)> + '_ {
+    engine
+        .leads()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as LeadNo, s))
+        .filter(|(_, s)| s.facts.exists())
+}
+
+/// Deals closed in the window and by `as_of`, with their lead, in lead order.
+fn deals_in<'a>(engine: &'a Engine, window: &Window, as_of: Micros) -> Vec<(LeadNo, &'a Deal)> {
+    let lo = window.from.unwrap_or(Micros::MIN);
+    let hi = window.to.unwrap_or(Micros::MAX).min(as_of.saturating_add(1));
+    let mut nos: Vec<LeadNo> = engine
+        .index()
+        .deals
+        .range(&(lo, 0), &(hi, 0))
+        .into_iter()
+        .map(|(_, no)| no)
+        .collect();
+    nos.sort_unstable();
+    nos.dedup();
+    nos.into_iter()
+        .filter_map(|no| Some((no, engine.lead(no)?)))
+        .flat_map(|(no, slot)| slot.extra.iter().flat_map(|e| e.deals.iter()).map(move |d| (no, d)))
+        .filter(|(_, d)| d.close_at <= as_of && window.contains(d.close_at))
+        .collect()
+}
+
+const PAIRS: [(Milestone, Milestone); 5] = [
+    (Milestone::Inquiry, Milestone::Mql),
+    (Milestone::Mql, Milestone::Sal),
+    (Milestone::Sal, Milestone::Sql),
+    (Milestone::Sql, Milestone::Opportunity),
+    (Milestone::Opportunity, Milestone::Won),
+];
+
+pub fn velocity(engine: &Engine, window: Window, as_of: Micros) -> VelocityReport {
+    let between = |a: Milestone, b: Milestone| -> Stats {
+        Stats::of(
+            leads(engine)
+                .filter_map(|(_, s)| {
+                    let f = &s.facts;
+                    let end = f.milestone_at(b, as_of).filter(|t| window.contains(*t))?;
+                    Some(days(end - f.milestone_at(a, as_of)?))
+                })
+                .collect(),
+        )
+    };
+    let (from, to) = window_fields(&window);
+    VelocityReport {
+        log: engine.head().into(),
+        as_of: format_rfc3339(as_of),
+        from,
+        to,
+        cycle_days: between(Milestone::Inquiry, Milestone::Won),
+        stages: PAIRS
+            .iter()
+            .map(|(a, b)| StageDurations {
+                from: a.as_str(),
+                to: b.as_str(),
+                days: between(*a, *b),
+            })
+            .collect(),
+    }
+}
+
+pub fn sla(engine: &Engine, window: Window, as_of: Micros) -> SlaReport {
+    let (from, to) = window_fields(&window);
+    let mut r = SlaReport {
+        log: engine.head().into(),
+        as_of: format_rfc3339(as_of),
+        from,
+        to,
+        handoffs: 0,
+        answered_in_sla: 0,
+        answered_late: 0,
+        open_overdue: 0,
+        open_in_sla: 0,
+        breached: 0,
+        response_hours_p50: None,
+        response_hours_p90: None,
+    };
+    let mut response_hours = Vec::new();
+    let handoffs = leads(engine).flat_map(|(_, s)| s.extra.iter().flat_map(|e| e.handoffs.iter()));
+    for h in handoffs.filter(|h| h.at <= as_of && window.contains(h.at)) {
+        r.handoffs += 1;
+        match h.answered_by(as_of) {
+            Some(answer) => {
+                response_hours.push((answer - h.at) as f64 / MICROS_PER_HOUR as f64);
+                if answer <= h.deadline {
+                    r.answered_in_sla += 1;
+                } else {
+                    r.answered_late += 1;
+                }
+            }
+            None if as_of > h.deadline => r.open_overdue += 1,
+            None => r.open_in_sla += 1,
+        }
+    }
+    r.breached = r.answered_late + r.open_overdue;
+    response_hours.sort_by(f64::total_cmp);
+    if !response_hours.is_empty() {
+        r.response_hours_p50 = Some(nearest_rank(&response_hours, 0.5));
+        r.response_hours_p90 = Some(nearest_rank(&response_hours, 0.9));
+    }
+    r
+}
+
+fn rejection_group(key: String) -> RejectionGroup {
+    RejectionGroup {
+        key,
+        count: 0,
+        by_reason: RejectionReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
+    }
+}
+
+fn reject(group: &mut RejectionGroup, reason: RejectionReason) {
+    group.count += 1;
+    *group.by_reason.entry(reason.as_str()).or_default() += 1;
+}
+
+pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros) -> RejectionsReport {
+    let dict = engine.dict();
+    let mut total = rejection_group("(all)".into());
+    let mut groups: BTreeMap<String, RejectionGroup> = BTreeMap::new();
+    let mut guaranteed: BTreeMap<(String, String), BTreeSet<LeadNo>> = BTreeMap::new();
+    for (no, slot) in leads(engine) {
+        let facts = &slot.facts;
+        let rejections = slot.extra.iter().flat_map(|e| e.rejections.iter());
+        for (_, reason) in rejections.filter(|(t, _)| *t <= as_of && window.contains(*t)) {
+            reject(&mut total, *reason);
+            if let Some(by) = by {
+                let key = dict.label(facts.key(by, as_of)).to_owned();
+                reject(
+                    groups.entry(key.clone()).or_insert_with(|| rejection_group(key)),
+                    *reason,
+                );
+            }
+            if *reason == RejectionReason::IcpMismatch {
+                let channel = dict.label(facts.key(By::Channel, as_of)).to_owned();
+                let campaign = dict.label(facts.key(By::Campaign, as_of)).to_owned();
+                guaranteed.entry((channel, campaign)).or_default().insert(no);
+            }
+        }
+    }
+    let (from, to) = window_fields(&window);
+    RejectionsReport {
+        log: engine.head().into(),
+        as_of: format_rfc3339(as_of),
+        from,
+        to,
+        by: by.map(By::as_str),
+        total,
+        groups: groups.into_values().collect(),
+        lead_guarantee: guaranteed
+            .into_iter()
+            .map(|((channel, campaign), leads)| GuaranteeCredit {
+                channel,
+                campaign,
+                credits: leads.len() as u64,
+            })
+            .collect(),
+    }
+}
+
+#[derive(Default)]
+struct Sums {
+    spend: i64,
+    revenue: i64,
+    customers: BTreeSet<LeadNo>,
+}
+
+pub fn cost(engine: &Engine, window: Window, by: By, as_of: Micros) -> CostReport {
+    let dict = engine.dict();
+    let counts = |t: Micros| t <= as_of && window.contains(t);
+    let mut sums: BTreeMap<(String, String), Sums> = BTreeMap::new();
+    for spend in engine.spends().iter().filter(|s| counts(s.at)) {
+        let key = match by {
+            By::Campaign => spend.campaign,
+            _ => spend.channel,
+        };
+        let s = sums
+            .entry((dict.label(key).to_owned(), dict.name(spend.currency).to_owned()))
+            .or_default();
+        s.spend = s.spend.saturating_add(spend.amount_minor);
+    }
+    for (no, deal) in deals_in(engine, &window, as_of) {
+        let Some(slot) = engine.lead(no) else { continue };
+        let key = dict.label(slot.facts.key(by, as_of)).to_owned();
+        let s = sums.entry((key, dict.name(deal.currency).to_owned())).or_default();
+        s.revenue = s.revenue.saturating_add(deal.amount_minor);
+        s.customers.insert(no);
+    }
+    let (from, to) = window_fields(&window);
+    CostReport {
+        log: engine.head().into(),
+        as_of: format_rfc3339(as_of),
+        from,
+        to,
+        by: by.as_str(),
+        rows: sums
+            .into_iter()
+            .map(|((key, currency), s)| {
+                let customers = s.customers.len() as i64;
+                CostRow {
+                    key,
+                    currency,
+                    spend_minor: s.spend,
+                    customers: customers as u64,
+                    cost_per_customer_minor: (customers > 0).then(|| (s.spend + customers / 2) / customers),
+                    revenue_minor: s.revenue,
+                    roi: (s.spend > 0).then(|| (s.revenue - s.spend) as f64 / s.spend as f64),
+                }
+            })
+            .collect(),
+    }
+}
+
+pub fn plan(engine: &Engine, target_minor: i64, currency: &str, window: Window, as_of: Micros) -> PlanReport {
+    let flow = crate::funnel::funnel(
+        engine,
+        &FunnelQuery {
+            window,
+            ..FunnelQuery::default()
+        },
+        as_of,
+    );
+    let sym = engine.dict().get(currency);
+    let (mut won_deals, mut won_revenue) = (0u64, 0i64);
+    for (_, deal) in deals_in(engine, &window, as_of) {
+        if Some(deal.currency) == sym {
+            won_deals += 1;
+            won_revenue = won_revenue.saturating_add(deal.amount_minor);
+        }
+    }
+    report::plan_from(
+        engine.head(),
+        target_minor,
+        currency,
+        window,
+        as_of,
+        flow.total.period,
+        won_deals,
+        won_revenue,
+    )
+}
+
+/// The Markov chain over every lead's path as of `as_of` ([`MarkovChain::build`] on compact
+/// records): won leads up to their first won close, others up to `as_of`, within lookback.
+pub fn markov(engine: &Engine, as_of: Micros) -> MarkovChain {
+    let dict = engine.dict();
+    let rules = engine.rules();
+    let mut paths: Vec<(Vec<&str>, bool)> = Vec::new();
+    for (_, slot) in leads(engine) {
+        let deal = slot
+            .extra
+            .iter()
+            .flat_map(|e| e.deals.iter())
+            .find(|d| d.close_at <= as_of);
+        let end = deal.map_or(as_of, |d| d.close_at);
+        let from = end.saturating_sub(lookback_micros(rules, end));
+        let channels: Vec<&str> = slot
+            .recs
+            .iter()
+            .filter(|r| r.kind == Kind::Touch && (from..=end).contains(&r.at))
+            .map(|r| dict.name(r.a))
+            .collect();
+        if !channels.is_empty() {
+            paths.push((channels, deal.is_some()));
+        }
+    }
+    MarkovChain::solve(&paths)
+}
+
+pub fn attribution(engine: &Engine, models: &[Model], window: Window, by: By, as_of: Micros) -> AttributionReport {
+    let dict = engine.dict();
+    let chain = if models.contains(&Model::Markov) {
+        markov(engine, as_of)
+    } else {
+        MarkovChain::solve(&[])
+    };
+    let mut rows: HashMap<(Sym, Sym), [i64; 12]> = HashMap::new();
+    let mut totals: BTreeMap<String, CurrencyTotal> = BTreeMap::new();
+    for (_, deal) in deals_in(engine, &window, as_of) {
+        let currency = dict.name(deal.currency);
+        let total = totals.entry(currency.to_owned()).or_insert_with(|| CurrencyTotal {
+            currency: currency.to_owned(),
+            deals: 0,
+            amount_minor: 0,
+        });
+        total.deals += 1;
+        total.amount_minor = total.amount_minor.saturating_add(deal.amount_minor);
+        let n = deal.touches.len();
+        let markov = (models.contains(&Model::Markov) && n > 0).then(|| {
+            let channels: Vec<&str> = deal.touches.iter().map(|(c, _)| dict.name(*c)).collect();
+            allocate(deal.amount_minor, &chain.weights_of(&channels))
+        });
+        for model in models {
+            if n == 0 {
+                rows.entry((NONE, deal.currency)).or_default()[*model as usize] += deal.amount_minor;
+                continue;
+            }
+            for (i, (channel, campaign)) in deal.touches.iter().enumerate() {
+                let key = if by == By::Campaign { *campaign } else { *channel };
+                let credit = match (model, &markov) {
+                    (Model::Markov, Some(shares)) => shares[i].credit_minor,
+                    _ => deal.credit(*model, i),
+                };
+                rows.entry((key, deal.currency)).or_default()[*model as usize] += credit;
+            }
+        }
+    }
+    let mut rows: Vec<AttributionRow> = rows
+        .into_iter()
+        .map(|((key, currency), credits)| AttributionRow {
+            key: dict.label(key).to_owned(),
+            currency: dict.name(currency).to_owned(),
+            credits_minor: models.iter().map(|m| (m.as_str(), credits[*m as usize])).collect(),
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.key, &a.currency).cmp(&(&b.key, &b.currency)));
+    let (from, to) = window_fields(&window);
+    AttributionReport {
+        log: engine.head().into(),
+        as_of: format_rfc3339(as_of),
+        from,
+        to,
+        by: by.as_str(),
+        models: models.iter().map(|m| m.as_str()).collect(),
+        totals: totals.into_values().collect(),
+        rows,
+    }
+}
+
+/// A lead's ledger timeline up to the engine's head, its live events in `(occurred_at, seq)`
+/// order, and who retracted what (the first retraction of a non-retraction event).
+pub struct Timeline {
+    pub entries: Vec<Entry>,
+    pub live: Vec<LeadEvent>,
+    pub retracted: HashMap<String, u64>,
+}
+
+impl Timeline {
+    /// From every ledger entry filed under the lead (its events and retractions of them).
+    pub fn of(mut entries: Vec<Entry>, upto: u64) -> Timeline {
+        entries.retain(|e| e.seq <= upto);
+        entries.sort_by_key(|e| e.seq);
+        let is_retract = |e: &Entry| matches!(e.event.data, funnel_core::event::Data::Retract { .. });
+        let retractable: BTreeSet<&str> = entries
+            .iter()
+            .filter(|e| !is_retract(e))
+            .map(|e| e.event.id.as_str())
+            .collect();
+        let mut retracted: HashMap<String, u64> = HashMap::new();
+        for e in &entries {
+            if let funnel_core::event::Data::Retract { target_id, .. } = &e.event.data {
+                if retractable.contains(target_id.as_str()) {
+                    retracted.entry(target_id.clone()).or_insert(e.seq);
+                }
+            }
+        }
+        let mut live: Vec<LeadEvent> = entries
+            .iter()
+            .filter(|e| !is_retract(e) && !retracted.contains_key(&e.event.id))
+            .map(|e| LeadEvent {
+                seq: e.seq,
+                event: e.event.clone(),
+            })
+            .collect();
+        live.sort_by_key(|e| e.order_key());
+        Timeline {
+            entries,
+            live,
+            retracted,
+        }
+    }
+}
+
+/// `GET /v1/leads/{id}`; `None` if the lead does not exist at the engine's head.
+pub fn lead(engine: &Engine, lead_id: &str, timeline: &Timeline, as_of: Micros) -> Option<LeadView> {
+    engine.lead_no(lead_id)?;
+    Some(report::lead_with(
+        engine.head(),
+        lead_id,
+        &timeline.live,
+        engine.rules(),
+        &timeline.entries,
+        |id| timeline.retracted.get(id).copied(),
+        as_of,
+    ))
+}
+
+/// `GET /v1/attribution/explain/{id}`; `None` if the lead does not exist at the engine's head.
+pub fn explain(
+    engine: &Engine,
+    lead_id: &str,
+    timeline: &Timeline,
+    models: &[Model],
+    as_of: Micros,
+) -> Option<ExplainReport> {
+    engine.lead_no(lead_id)?;
+    let facts = LeadFacts::derive(&timeline.live, engine.rules());
+    let chain = if models.contains(&Model::Markov) {
+        markov(engine, as_of)
+    } else {
+        MarkovChain::solve(&[])
+    };
+    Some(report::explain_with(
+        engine.head(),
+        lead_id,
+        facts.as_ref(),
+        models,
+        &chain,
+        as_of,
+    ))
+}
