@@ -56,7 +56,7 @@ impl<T: Clone> Pages<T> {
         &mut Arc::make_mut(&mut self.pages[i / PAGE_LEADS])[i % PAGE_LEADS]
     }
     fn push(&mut self, value: T) {
-        if self.len % PAGE_LEADS == 0 {
+        if self.len.is_multiple_of(PAGE_LEADS) {
             self.pages.push(Arc::new(Vec::with_capacity(PAGE_LEADS)));
         }
         let last = self.pages.len() - 1;
@@ -119,13 +119,18 @@ pub fn dim_key(d: usize, facts: &Facts, as_of: Micros) -> Sym {
     DIMS[d].map_or(0, |by| facts.key(by, as_of))
 }
 
-/// The index entries of one lead's final facts.
+/// Items to add to and remove from one index set.
+type Delta<T> = (Vec<T>, Vec<T>);
+/// An index set of the funnel: (dimension, group, milestone).
+type SetKey = (usize, Sym, usize);
+
+/// The index entries a batch adds and removes.
 #[derive(Default)]
 struct Changes {
-    period: HashMap<(usize, Sym, usize), (Vec<Micros>, Vec<Micros>)>,
-    cohort: HashMap<(usize, Sym, usize), (Vec<Point>, Vec<Point>)>,
-    settled: (Vec<(Micros, LeadNo)>, Vec<(Micros, LeadNo)>),
-    deals: (Vec<(Micros, LeadNo)>, Vec<(Micros, LeadNo)>),
+    period: HashMap<SetKey, Delta<Micros>>,
+    cohort: HashMap<SetKey, Delta<Point>>,
+    settled: Delta<(Micros, LeadNo)>,
+    deals: Delta<(Micros, LeadNo)>,
 }
 
 impl Changes {

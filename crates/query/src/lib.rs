@@ -152,9 +152,7 @@ fn engine_for(state: &AppState, travel: &TimeTravel) -> Result<Arc<Engine>, ApiE
     let seq = resolve_seq(ledger, travel)?;
     let live = state.live.snapshot();
     match seq {
-        Some(s) if s != live.head().seq => {
-            funnel_engine::replay(ledger, Some(s), |_| {}).map_err(|e| ApiError::store(e))
-        }
+        Some(s) if s != live.head().seq => funnel_engine::replay(ledger, Some(s), |_| {}).map_err(ApiError::store),
         _ => Ok(live),
     }
 }
