@@ -3,7 +3,7 @@
 //! Each set is a large immutable sorted `base` plus small sorted `added` and `removed` runs,
 //! all behind `Arc`s: a snapshot clones pointers, a batch of updates copies only the small
 //! runs of the sets it touches, and the runs are merged into a new base once they outgrow
-//! [`RUN_LEN_MIN`] or an eighth of the base (amortised O(1) copies per update).
+//! [`RUN_LEN_MIN`] or 8·√(base) (amortised O(√n) copies per update; bulk loads bypass this).
 
 use std::sync::Arc;
 
@@ -76,7 +76,7 @@ impl<T: Ord + Copy> Runs<T> {
         self.added = Arc::new(merge(&self.added, add));
         self.removed = Arc::new(merge(&self.removed, remove));
         let delta = self.added.len() + self.removed.len();
-        if delta > RUN_LEN_MIN.max(self.base.len() / 8) {
+        if delta > RUN_LEN_MIN.max(self.base.len().isqrt() * 8) {
             let merged = merge(&self.base, &self.added);
             self.base = Arc::new(subtract(&merged, &self.removed));
             self.added = Arc::default();

@@ -75,16 +75,17 @@ pub struct Live {
 }
 
 impl Live {
-    /// Builds the engine from the whole log.
+    /// Builds the engine from the whole log (a bulk load), then keeps it by differences.
     pub fn open(ledger: Ledger) -> Result<Live, EngineError> {
-        let live = Live {
-            ledger,
-            current: ArcSwap::from_pointee(Engine::default()),
-            writer: Mutex::new(Writer::default()),
-        };
-        let applied = live.catch_up()?;
+        let mut writer = Writer::bulk();
+        let applied = advance(&ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |_| {})?;
+        let current = ArcSwap::new(writer.snapshot());
         info!(applied, "engine built from the log");
-        Ok(live)
+        Ok(Live {
+            ledger,
+            current,
+            writer: Mutex::new(writer),
+        })
     }
 
     /// The latest published state: never waits for the writer.

@@ -285,6 +285,8 @@ pub fn target_of(event: &Event) -> Target {
 pub struct Writer {
     next: Engine,
     dict: Dict,
+    /// Bulk load: leads are derived but the indexes are built once, at [`Writer::snapshot`].
+    bulk: bool,
 }
 
 /// What a run of entries changed.
@@ -302,8 +304,32 @@ impl Writer {
         self.next.head
     }
 
+    /// A writer for loading a whole log: indexes are built once from every lead's facts when
+    /// the first snapshot is taken, instead of by differences per batch.
+    pub fn bulk() -> Writer {
+        Writer {
+            bulk: true,
+            ..Writer::default()
+        }
+    }
+
+    /// Ends a bulk load: builds the indexes from every lead's facts.
+    fn finish_bulk(&mut self) {
+        if !self.bulk {
+            return;
+        }
+        self.bulk = false;
+        let mut changes = Changes::default();
+        for (no, slot) in self.next.leads.iter().enumerate() {
+            changes.note(no as LeadNo, slot, true);
+        }
+        self.next.index = FunnelIndex::default();
+        self.apply_changes(changes);
+    }
+
     /// The state as of now, to publish to readers.
     pub fn snapshot(&mut self) -> Arc<Engine> {
+        self.finish_bulk();
         if self.dict.len() != self.next.dict.len() {
             self.next.dict = Arc::new(self.dict.clone());
         }
@@ -452,11 +478,15 @@ impl Writer {
         for (no, recs) in leads {
             let slot = derive(recs, &mut self.dict, &self.next.rules);
             let old = self.next.leads.get_mut(no as usize);
-            changes.note(no, old, false);
-            changes.note(no, &slot, true);
+            if !self.bulk {
+                changes.note(no, old, false);
+                changes.note(no, &slot, true);
+            }
             *old = slot;
         }
-        self.apply_changes(changes);
+        if !self.bulk {
+            self.apply_changes(changes);
+        }
     }
 
     fn apply_changes(&mut self, changes: Changes) {
