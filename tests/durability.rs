@@ -140,7 +140,7 @@ fn sigkill_mid_publish_of_50k_events_loses_and_duplicates_nothing() {
 
     let ids = exported_ids(data.path());
     assert_eq!(ids.iter().collect::<HashSet<_>>().len() as u64, total);
-    // The live projection (checkpoint + catch-up across a SIGKILL) equals a fresh rebuild.
+    // The live engine (rebuilt and caught up across a SIGKILL) equals a fresh offline rebuild.
     let rebuilt: Value =
         serde_json::from_slice(&replay_funnel(&["--data-dir", data.path().to_str().unwrap()], as_of)).unwrap();
     assert_eq!(live, rebuilt);
