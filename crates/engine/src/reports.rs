@@ -6,14 +6,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use funnel_core::attribution::{allocate, lookback_micros, MarkovChain, Model};
 use funnel_core::event::RejectionReason;
-use funnel_core::lead::{LeadEvent, LeadFacts, Milestone};
+use funnel_core::lead::{LeadEvent, LeadFacts};
 use funnel_core::projection::Entry;
 use funnel_core::report::{
-    self, days, nearest_rank, window_fields, AttributionReport, AttributionRow, By, CostReport, CostRow, CurrencyTotal,
+    self, days, window_fields, AttributionReport, AttributionRow, By, CostReport, CostRow, CurrencyTotal,
     ExplainReport, FunnelQuery, GuaranteeCredit, LeadView, PlanReport, RejectionGroup, RejectionsReport, SlaReport,
-    StageDurations, Stats, VelocityReport, Window,
+    VelocityReport, Window,
 };
-use funnel_core::time::{format_rfc3339, Micros, MICROS_PER_HOUR};
+use funnel_core::time::{format_rfc3339, Micros};
 
 use crate::dict::{Sym, NONE};
 use crate::facts::{Deal, LeadSlot};
@@ -50,115 +50,39 @@ fn deals_in<'a>(engine: &'a Engine, window: &Window, as_of: Micros) -> Vec<(Lead
         .collect()
 }
 
-const PAIRS: [(Milestone, Milestone); 5] = [
-    (Milestone::Inquiry, Milestone::Mql),
-    (Milestone::Mql, Milestone::Sal),
-    (Milestone::Sal, Milestone::Sql),
-    (Milestone::Sql, Milestone::Opportunity),
-    (Milestone::Opportunity, Milestone::Won),
-];
-
 pub fn velocity(engine: &Engine, window: Window, as_of: Micros) -> VelocityReport {
-    let between = |a: Milestone, b: Milestone| -> Stats {
-        Stats::of(
-            leads(engine)
-                .filter_map(|(_, s)| {
-                    let f = &s.facts;
-                    let end = f.milestone_at(b, as_of).filter(|t| window.contains(*t))?;
-                    Some(days(end - f.milestone_at(a, as_of)?))
-                })
-                .collect(),
-        )
-    };
-    let (from, to) = window_fields(&window);
-    VelocityReport {
-        log: engine.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        cycle_days: between(Milestone::Inquiry, Milestone::Won),
-        stages: PAIRS
-            .iter()
-            .map(|(a, b)| StageDurations {
-                from: a.as_str(),
-                to: b.as_str(),
-                days: between(*a, *b),
+    report::velocity_of(engine.head(), window, as_of, |a, b| {
+        leads(engine)
+            .filter_map(|(_, s)| {
+                let f = &s.facts;
+                let end = f.milestone_at(b, as_of).filter(|t| window.contains(*t))?;
+                Some(days(end - f.milestone_at(a, as_of)?))
             })
-            .collect(),
-    }
+            .collect()
+    })
 }
 
 pub fn sla(engine: &Engine, window: Window, as_of: Micros) -> SlaReport {
-    let (from, to) = window_fields(&window);
-    let mut r = SlaReport {
-        log: engine.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        handoffs: 0,
-        answered_in_sla: 0,
-        answered_late: 0,
-        open_overdue: 0,
-        open_in_sla: 0,
-        breached: 0,
-        response_hours_p50: None,
-        response_hours_p90: None,
-    };
-    let mut response_hours = Vec::new();
     let handoffs = leads(engine).flat_map(|(_, s)| s.extra.iter().flat_map(|e| e.handoffs.iter()));
-    for h in handoffs.filter(|h| h.at <= as_of && window.contains(h.at)) {
-        r.handoffs += 1;
-        match h.answered_by(as_of) {
-            Some(answer) => {
-                response_hours.push((answer - h.at) as f64 / MICROS_PER_HOUR as f64);
-                if answer <= h.deadline {
-                    r.answered_in_sla += 1;
-                } else {
-                    r.answered_late += 1;
-                }
-            }
-            None if as_of > h.deadline => r.open_overdue += 1,
-            None => r.open_in_sla += 1,
-        }
-    }
-    r.breached = r.answered_late + r.open_overdue;
-    response_hours.sort_by(f64::total_cmp);
-    if !response_hours.is_empty() {
-        r.response_hours_p50 = Some(nearest_rank(&response_hours, 0.5));
-        r.response_hours_p90 = Some(nearest_rank(&response_hours, 0.9));
-    }
-    r
-}
-
-fn rejection_group(key: String) -> RejectionGroup {
-    RejectionGroup {
-        key,
-        count: 0,
-        by_reason: RejectionReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
-    }
-}
-
-fn reject(group: &mut RejectionGroup, reason: RejectionReason) {
-    group.count += 1;
-    *group.by_reason.entry(reason.as_str()).or_default() += 1;
+    report::sla_of(engine.head(), handoffs, window, as_of)
 }
 
 pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros) -> RejectionsReport {
     let dict = engine.dict();
-    let mut total = rejection_group("(all)".into());
+    let mut total = RejectionGroup::new("(all)".into());
     let mut groups: BTreeMap<String, RejectionGroup> = BTreeMap::new();
     let mut guaranteed: BTreeMap<(String, String), BTreeSet<LeadNo>> = BTreeMap::new();
     for (no, slot) in leads(engine) {
         let facts = &slot.facts;
         let rejections = slot.extra.iter().flat_map(|e| e.rejections.iter());
         for (_, reason) in rejections.filter(|(t, _)| *t <= as_of && window.contains(*t)) {
-            reject(&mut total, *reason);
+            total.add(*reason);
             if let Some(by) = by {
                 let key = dict.label(facts.key(by, as_of)).to_owned();
-                reject(
-                    groups.entry(key.clone()).or_insert_with(|| rejection_group(key)),
-                    *reason,
-                );
+                groups
+                    .entry(key.clone())
+                    .or_insert_with(|| RejectionGroup::new(key))
+                    .add(*reason);
             }
             if *reason == RejectionReason::IcpMismatch {
                 let channel = dict.label(facts.key(By::Channel, as_of)).to_owned();
@@ -224,18 +148,7 @@ pub fn cost(engine: &Engine, window: Window, by: By, as_of: Micros) -> CostRepor
         by: by.as_str(),
         rows: sums
             .into_iter()
-            .map(|((key, currency), s)| {
-                let customers = s.customers.len() as i64;
-                CostRow {
-                    key,
-                    currency,
-                    spend_minor: s.spend,
-                    customers: customers as u64,
-                    cost_per_customer_minor: (customers > 0).then(|| (s.spend + customers / 2) / customers),
-                    revenue_minor: s.revenue,
-                    roi: (s.spend > 0).then(|| (s.revenue - s.spend) as f64 / s.spend as f64),
-                }
-            })
+            .map(|((key, currency), s)| CostRow::of(key, currency, s.spend, s.revenue, s.customers.len() as u64))
             .collect(),
     }
 }

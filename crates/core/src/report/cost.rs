@@ -84,18 +84,23 @@ pub fn cost(projection: &Projection, window: Window, by: By, as_of: Micros) -> C
         by: by.as_str(),
         rows: sums
             .into_iter()
-            .map(|((key, currency), s)| {
-                let customers = s.customers.len() as i64;
-                CostRow {
-                    key,
-                    currency,
-                    spend_minor: s.spend,
-                    customers: customers as u64,
-                    cost_per_customer_minor: (customers > 0).then(|| (s.spend + customers / 2) / customers),
-                    revenue_minor: s.revenue,
-                    roi: (s.spend > 0).then(|| (s.revenue - s.spend) as f64 / s.spend as f64),
-                }
-            })
+            .map(|((key, currency), s)| CostRow::of(key, currency, s.spend, s.revenue, s.customers.len() as u64))
             .collect(),
+    }
+}
+
+impl CostRow {
+    /// A row from its sums: cost per customer rounded half away from zero, ROI over spend.
+    pub fn of(key: String, currency: String, spend: i64, revenue: i64, customers: u64) -> CostRow {
+        let n = customers as i64;
+        CostRow {
+            key,
+            currency,
+            spend_minor: spend,
+            customers,
+            cost_per_customer_minor: (n > 0).then(|| (spend + n / 2) / n),
+            revenue_minor: revenue,
+            roi: (spend > 0).then(|| (revenue - spend) as f64 / spend as f64),
+        }
     }
 }

@@ -488,8 +488,8 @@ pub use attribution::{
 pub use cost::{cost, CostReport, CostRow};
 pub use plan::{plan, plan_from, Plan, PlanReport, PLAN_WON_DEALS_MIN};
 pub use rejections::{rejections, GuaranteeCredit, RejectionGroup, RejectionsReport};
-pub use sla::{sla, SlaReport};
-pub use velocity::{velocity, StageDurations, VelocityReport};
+pub use sla::{sla, sla_of, SlaReport};
+pub use velocity::{velocity, velocity_of, StageDurations, VelocityReport, PAIRS};
 
 /// Summary statistics of a sample: count, mean, median and p90.
 ///

@@ -19,14 +19,14 @@ pub struct RejectionGroup {
 }
 
 impl RejectionGroup {
-    fn new(key: String) -> RejectionGroup {
+    pub fn new(key: String) -> RejectionGroup {
         RejectionGroup {
             key,
             count: 0,
             by_reason: RejectionReason::ALL.iter().map(|r| (r.as_str(), 0)).collect(),
         }
     }
-    fn add(&mut self, reason: RejectionReason) {
+    pub fn add(&mut self, reason: RejectionReason) {
         self.count += 1;
         *self.by_reason.entry(reason.as_str()).or_default() += 1;
     }

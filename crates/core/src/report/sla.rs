@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use super::{nearest_rank, window_fields, Log, Window};
-use crate::projection::Projection;
+use crate::lead::Handoff;
+use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros, MICROS_PER_HOUR};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,9 +29,24 @@ pub struct SlaReport {
 }
 
 pub fn sla(projection: &Projection, window: Window, as_of: Micros) -> SlaReport {
+    let handoffs = projection
+        .leads()
+        .values()
+        .filter_map(|s| s.facts.as_ref())
+        .flat_map(|f| &f.handoffs);
+    sla_of(projection.head(), handoffs, window, as_of)
+}
+
+/// The SLA report over these handoffs (in any order): the fold and the engine share it.
+pub fn sla_of<'a>(
+    head: LogPosition,
+    handoffs: impl Iterator<Item = &'a Handoff>,
+    window: Window,
+    as_of: Micros,
+) -> SlaReport {
     let (from, to) = window_fields(&window);
     let mut r = SlaReport {
-        log: projection.head().into(),
+        log: head.into(),
         as_of: format_rfc3339(as_of),
         from,
         to,
@@ -44,11 +60,6 @@ pub fn sla(projection: &Projection, window: Window, as_of: Micros) -> SlaReport 
         response_hours_p90: None,
     };
     let mut response_hours = Vec::new();
-    let handoffs = projection
-        .leads()
-        .values()
-        .filter_map(|s| s.facts.as_ref())
-        .flat_map(|f| &f.handoffs);
     for h in handoffs.filter(|h| h.at <= as_of && window.contains(h.at)) {
         r.handoffs += 1;
         match h.answered_by(as_of) {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{days, window_fields, Log, Stats, Window};
 use crate::lead::Milestone;
-use crate::projection::Projection;
+use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
 /// Durations between two consecutive milestones.
@@ -28,7 +28,7 @@ pub struct VelocityReport {
 }
 
 /// The waterfall's consecutive pairs.
-const PAIRS: [(Milestone, Milestone); 5] = [
+pub const PAIRS: [(Milestone, Milestone); 5] = [
     (Milestone::Inquiry, Milestone::Mql),
     (Milestone::Mql, Milestone::Sal),
     (Milestone::Sal, Milestone::Sql),
@@ -38,20 +38,29 @@ const PAIRS: [(Milestone, Milestone); 5] = [
 
 pub fn velocity(projection: &Projection, window: Window, as_of: Micros) -> VelocityReport {
     let facts: Vec<_> = projection.leads().values().filter_map(|s| s.facts.as_ref()).collect();
-    let between = |a: Milestone, b: Milestone| -> Stats {
-        Stats::of(
-            facts
-                .iter()
-                .filter_map(|f| {
-                    let end = f.milestone_at(b, as_of).filter(|t| window.contains(*t))?;
-                    Some(days(end - f.milestone_at(a, as_of)?))
-                })
-                .collect(),
-        )
-    };
+    velocity_of(projection.head(), window, as_of, |a, b| {
+        facts
+            .iter()
+            .filter_map(|f| {
+                let end = f.milestone_at(b, as_of).filter(|t| window.contains(*t))?;
+                Some(days(end - f.milestone_at(a, as_of)?))
+            })
+            .collect()
+    })
+}
+
+/// The velocity report from `between(a, b)`: the sample of days from `a` to `b` over leads
+/// that reached `b` in the window (the fold and the engine share it).
+pub fn velocity_of(
+    head: LogPosition,
+    window: Window,
+    as_of: Micros,
+    between: impl Fn(Milestone, Milestone) -> Vec<f64>,
+) -> VelocityReport {
+    let between = |a, b| Stats::of(between(a, b));
     let (from, to) = window_fields(&window);
     VelocityReport {
-        log: projection.head().into(),
+        log: head.into(),
         as_of: format_rfc3339(as_of),
         from,
         to,
