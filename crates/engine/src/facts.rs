@@ -12,7 +12,7 @@ use funnel_core::rules::RulesTimeline;
 use funnel_core::time::Micros;
 
 use crate::dict::{Dict, Sym, NONE};
-use crate::record::Rec;
+use crate::record::{Kind, Rec};
 
 /// "Never reached".
 pub const NEVER: Micros = Micros::MAX;
@@ -59,19 +59,32 @@ pub struct Extra {
     pub deals: Box<[Deal]>,
 }
 
-/// One lead: its live records in `(at, seq)` order and what follows from them.
+/// A touch as the Markov chain reads it: when, and which channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Touch {
+    pub at: Micros,
+    pub channel: Sym,
+}
+
+/// One lead: what follows from its live events. The events themselves are not kept: when the
+/// lead changes, the writer reads them back from the ledger's lead index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeadSlot {
-    pub recs: Arc<[Rec]>,
     pub facts: Facts,
+    /// Time of the lead's latest live event ([`Micros::MIN`] with none): a rules change from
+    /// `T` can only change leads with an event at or after `T`.
+    pub last_at: Micros,
+    /// Live touches in `(at, seq)` order, for Markov paths.
+    pub touches: Box<[Touch]>,
     pub extra: Option<Arc<Extra>>,
 }
 
 impl Default for LeadSlot {
     fn default() -> LeadSlot {
         LeadSlot {
-            recs: Arc::from(Vec::new()),
             facts: Facts::EMPTY,
+            last_at: Micros::MIN,
+            touches: Box::default(),
             extra: None,
         }
     }
@@ -134,47 +147,49 @@ impl Facts {
     }
 }
 
-/// Derives a lead's slot from its live records.
-pub fn derive(recs: Vec<Rec>, dict: &mut Dict, rules: &RulesTimeline) -> LeadSlot {
+/// Derives a lead's slot from its live records, in `(at, seq)` order. Pure: every name the
+/// records hold is already in `dict`, so leads can be derived on several threads at once.
+pub fn derive(recs: &[Rec], dict: &Dict, rules: &RulesTimeline) -> LeadSlot {
+    let sym = |name: &str| dict.get(name).unwrap_or(NONE);
+    let sym_opt = |name: Option<&str>| name.map_or(NONE, sym);
     let events: Vec<_> = recs.iter().map(|r| r.to_lead_event(dict)).collect();
     let Some(full) = LeadFacts::derive(&events, rules) else {
-        return LeadSlot {
-            recs: Arc::from(recs),
-            ..LeadSlot::default()
-        };
+        return LeadSlot::default();
     };
     let facts = Facts {
         milestones: full.milestones.map(|t| t.unwrap_or(NEVER)),
         source_at: full.source.as_ref().map_or(NEVER, |s| s.at),
         score: full.score.unwrap_or(f64::NAN),
-        channel: full.source.as_ref().map_or(NONE, |s| dict.intern(&s.channel)),
-        campaign: full
-            .source
-            .as_ref()
-            .map_or(NONE, |s| dict.intern_opt(s.campaign.as_deref())),
-        producer: dict.intern_opt(full.first_producer.as_deref()),
-        owner: dict.intern_opt(full.owner.as_deref()),
+        channel: full.source.as_ref().map_or(NONE, |s| sym(&s.channel)),
+        campaign: full.source.as_ref().map_or(NONE, |s| sym_opt(s.campaign.as_deref())),
+        producer: sym_opt(full.first_producer.as_deref()),
+        owner: sym_opt(full.owner.as_deref()),
         stage: full.stage,
     };
     let extra = (!full.handoffs.is_empty() || !full.rejections.is_empty() || !full.deals.is_empty()).then(|| {
         Arc::new(Extra {
             handoffs: full.handoffs.into(),
             rejections: full.rejections.into(),
-            deals: full.deals.iter().map(|d| deal(d, dict)).collect(),
+            deals: full.deals.iter().map(|d| deal(d, &sym)).collect(),
         })
     });
     LeadSlot {
-        recs: Arc::from(recs),
         facts,
+        last_at: recs.iter().map(|r| r.at).max().unwrap_or(Micros::MIN),
+        touches: recs
+            .iter()
+            .filter(|r| r.kind == Kind::Touch)
+            .map(|r| Touch { at: r.at, channel: r.a })
+            .collect(),
         extra,
     }
 }
 
-fn deal(d: &DealCredits, dict: &mut Dict) -> Deal {
+fn deal(d: &DealCredits, sym: &impl Fn(&str) -> Sym) -> Deal {
     let touches: Box<[(Sym, Sym)]> = d
         .touches
         .iter()
-        .map(|t| (dict.intern(&t.channel), dict.intern_opt(t.campaign.as_deref())))
+        .map(|t| (sym(&t.channel), t.campaign.as_deref().map_or(NONE, sym)))
         .collect();
     let credits = d
         .shares
@@ -184,7 +199,7 @@ fn deal(d: &DealCredits, dict: &mut Dict) -> Deal {
     Deal {
         close_at: d.close_at,
         amount_minor: d.amount.amount_minor,
-        currency: dict.intern(&d.amount.currency),
+        currency: sym(&d.amount.currency),
         touches,
         credits,
     }

@@ -95,6 +95,7 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
                     t.period[m] = gi.period[m].count(&lo, &hi) as i64;
                     t.cohort[m] = gi.cohort[m].count(lo, hi, days) as i64;
                 }
+                t.cohort[0] = t.period[0];
                 (*g, t)
             })
             .collect()

@@ -23,7 +23,7 @@ pub mod state;
 
 pub use live::{replay, Live};
 pub use metrics::Metrics;
-pub use state::{Engine, Locate, Target, Writer};
+pub use state::{Engine, Target, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -7,19 +7,11 @@ use arc_swap::ArcSwap;
 use funnel_ledger::Ledger;
 use tracing::{info, info_span};
 
-use crate::state::{target_of, Engine, Locate, Target, Writer};
+use crate::state::{Engine, Writer};
 use crate::EngineError;
 
 /// Entries applied per chunk: a snapshot is published after each.
 pub const APPLY_CHUNK_ENTRIES: usize = 10_000;
-
-impl Locate for Ledger {
-    fn locate(&self, event_id: &str) -> Option<(u64, Target)> {
-        let seq = self.seq_of(event_id).ok()??;
-        let entry = self.get(seq).ok()??;
-        Some((seq, target_of(&entry.event)))
-    }
-}
 
 /// Applies ledger entries past the writer's head, up to `upto`, publishing after each chunk.
 fn advance(
@@ -56,7 +48,8 @@ fn advance(
 /// and answers for a log position other than the head.
 pub fn replay(ledger: &Ledger, at_seq: Option<u64>, mut progress: impl FnMut(u64)) -> Result<Arc<Engine>, EngineError> {
     let _span = info_span!("replay", at_seq).entered();
-    let mut writer = Writer::default();
+    let mut writer = Writer::bulk();
+    let started = std::time::Instant::now();
     advance(
         ledger,
         &mut writer,
@@ -64,7 +57,10 @@ pub fn replay(ledger: &Ledger, at_seq: Option<u64>, mut progress: impl FnMut(u64
         APPLY_CHUNK_ENTRIES,
         |w| progress(w.head().seq),
     )?;
-    Ok(writer.snapshot())
+    let read = started.elapsed();
+    let engine = writer.snapshot();
+    info!(read_secs = read.as_secs_f64(), derive_secs = (started.elapsed() - read).as_secs_f64(), "replayed");
+    Ok(engine)
 }
 
 /// The engine the query service reads, kept up with the ledger.
@@ -79,7 +75,12 @@ impl Live {
     pub fn open(ledger: Ledger) -> Result<Live, EngineError> {
         let mut writer = Writer::bulk();
         let applied = advance(&ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |_| {})?;
-        let current = ArcSwap::new(writer.snapshot());
+        let engine = writer.snapshot();
+        let leads = engine.leads().len().max(1);
+        for (part, bytes) in engine.footprint() {
+            info!(part, bytes, per_lead = bytes / leads, "engine memory");
+        }
+        let current = ArcSwap::new(engine);
         info!(applied, "engine built from the log");
         Ok(Live {
             ledger,

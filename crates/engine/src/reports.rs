@@ -17,7 +17,6 @@ use funnel_core::time::{format_rfc3339, Micros};
 
 use crate::dict::{Sym, NONE};
 use crate::facts::{Deal, LeadSlot};
-use crate::record::Kind;
 use crate::state::{Engine, LeadNo};
 
 /// Live lead slots with facts.
@@ -197,10 +196,10 @@ pub fn markov(engine: &Engine, as_of: Micros) -> MarkovChain {
         let end = deal.map_or(as_of, |d| d.close_at);
         let from = end.saturating_sub(lookback_micros(rules, end));
         let channels: Vec<&str> = slot
-            .recs
+            .touches
             .iter()
-            .filter(|r| r.kind == Kind::Touch && (from..=end).contains(&r.at))
-            .map(|r| dict.name(r.a))
+            .filter(|t| (from..=end).contains(&t.at))
+            .map(|t| dict.name(t.channel))
             .collect();
         if !channels.is_empty() {
             paths.push((channels, deal.is_some()));

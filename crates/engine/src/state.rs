@@ -6,6 +6,7 @@
 //! never wait for the writer.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, RwLock};
 
 use funnel_core::event::{Data, Event};
@@ -15,10 +16,13 @@ use funnel_core::report::By;
 use funnel_core::rules::{RulesEntry, RulesTimeline};
 use funnel_core::time::{Micros, MICROS_PER_DAY};
 
+use funnel_ledger::Ledger;
+
 use crate::dict::{Dict, Sym};
 use crate::facts::{derive, Facts, LeadSlot, NEVER};
 use crate::index::{Point, Points, Runs};
 use crate::record::Rec;
+use crate::EngineError;
 
 /// Leads per copy-on-write page.
 pub const PAGE_LEADS: usize = 256;
@@ -92,6 +96,7 @@ pub struct GroupIndex {
     /// Per milestone, the times it was reached.
     pub period: [Runs<Micros>; 7],
     /// Per milestone, `(inquiry time, whole days from inquiry to the milestone, rounded up)`.
+    /// Empty for the inquiry itself: its cohort count is its period count.
     pub cohort: [Points; 7],
 }
 
@@ -149,6 +154,9 @@ impl Changes {
                 };
                 let p = self.period.entry((d, g, m as usize)).or_default();
                 if add { &mut p.0 } else { &mut p.1 }.push(t);
+                if m == Milestone::Inquiry {
+                    continue; // the inquiry cohort is the inquiry period count
+                }
                 let c = self.cohort.entry((d, g, m as usize)).or_default();
                 if add { &mut c.0 } else { &mut c.1 }.push((inquiry, days_up(inquiry, t)));
             }
@@ -228,31 +236,147 @@ impl Engine {
     pub fn lead(&self, no: LeadNo) -> Option<&LeadSlot> {
         self.leads.get(no as usize)
     }
+
+    /// Approximate bytes held by each part (with 16 bytes of allocator overhead per
+    /// allocation): the memory breakdown per lead.
+    pub fn footprint(&self) -> Vec<(&'static str, usize)> {
+        const ALLOC: usize = 16;
+        let size = std::mem::size_of::<LeadSlot>();
+        let slots = self.leads.pages().iter().map(|p| p.capacity() * size + ALLOC).sum();
+        let mut touches = 0;
+        let mut extra = 0;
+        for slot in self.leads.iter() {
+            if !slot.touches.is_empty() {
+                touches += slot.touches.len() * std::mem::size_of::<crate::facts::Touch>() + ALLOC;
+            }
+            if let Some(e) = &slot.extra {
+                extra += std::mem::size_of::<crate::facts::Extra>() + 2 * ALLOC;
+                extra += e.handoffs.len() * std::mem::size_of::<funnel_core::lead::Handoff>();
+                extra += e.rejections.len() * 16;
+                for d in e.deals.iter() {
+                    extra += std::mem::size_of::<crate::facts::Deal>() + d.touches.len() * 8 + d.credits.len() * 8;
+                    extra += 2 * ALLOC;
+                }
+            }
+        }
+        let (mut period, mut cohort) = (0, 0);
+        for groups in &self.index.groups {
+            for g in groups.values() {
+                period += g.period.iter().map(Runs::bytes).sum::<usize>();
+                cohort += g.cohort.iter().map(Points::bytes).sum::<usize>();
+            }
+        }
+        vec![
+            ("lead slots (facts, last event, pointers)", slots),
+            ("touches (Markov paths)", touches),
+            ("handoffs, rejections, deals and credits", extra),
+            ("lead ids", self.names.bytes()),
+            ("period index (time per milestone and group)", period),
+            ("cohort index (inquiry time, days to milestone)", cohort),
+            ("settled and deals indexes", self.index.settled.bytes() + self.index.deals.bytes()),
+        ]
+    }
 }
 
-/// Lead id → dense id, shared by the writer and every snapshot: it only grows, and a snapshot
+/// Lead id ↔ dense id, shared by the writer and every snapshot: it only grows, and a snapshot
 /// ignores ids at or past its own lead count.
 #[derive(Debug, Default)]
 pub struct LeadNames {
-    ids: RwLock<HashMap<Box<str>, LeadNo>>,
+    table: RwLock<NameTable>,
+}
+
+/// Every lead id end to end in one buffer, found by a 64-bit hash: about 30 bytes per lead
+/// instead of a map of boxed strings' 70, and the id of a dense number for free.
+#[derive(Debug, Default)]
+struct NameTable {
+    bytes: String,
+    /// `ends[no]`: where lead `no`'s id ends in `bytes`.
+    ends: Vec<u64>,
+    /// Hash of an id → the first lead with that hash.
+    by_hash: HashMap<u64, LeadNo, BuildHasherDefault<Prehashed>>,
+    /// Ids whose hash an earlier id already had.
+    collided: HashMap<Box<str>, LeadNo>,
+}
+
+/// Keys of `by_hash` are hashes already.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+fn id_hash(lead_id: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    lead_id.hash(&mut h);
+    h.finish()
+}
+
+impl NameTable {
+    fn name(&self, no: LeadNo) -> Option<&str> {
+        let end = *self.ends.get(no as usize)? as usize;
+        let start = if no == 0 { 0 } else { self.ends[no as usize - 1] as usize };
+        self.bytes.get(start..end)
+    }
+    fn get(&self, lead_id: &str) -> Option<LeadNo> {
+        match self.by_hash.get(&id_hash(lead_id)) {
+            Some(&no) if self.name(no) == Some(lead_id) => Some(no),
+            Some(_) => self.collided.get(lead_id).copied(),
+            None => None,
+        }
+    }
 }
 
 impl LeadNames {
     pub fn get(&self, lead_id: &str) -> Option<LeadNo> {
-        self.ids.read().unwrap_or_else(|p| p.into_inner()).get(lead_id).copied()
+        self.table.read().unwrap_or_else(|p| p.into_inner()).get(lead_id)
     }
+    /// The id of lead `no`.
+    pub fn name(&self, no: LeadNo) -> Option<String> {
+        let table = self.table.read().unwrap_or_else(|p| p.into_inner());
+        table.name(no).map(str::to_owned)
+    }
+    /// Adds new leads, numbered in order from the current count.
     fn insert_all(&self, new: Vec<(Box<str>, LeadNo)>) {
         if new.is_empty() {
             return;
         }
-        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
-        ids.extend(new);
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        for (lead_id, no) in new {
+            debug_assert_eq!(no as usize, table.ends.len());
+            table.bytes.push_str(&lead_id);
+            let end = table.bytes.len() as u64;
+            table.ends.push(end);
+            match table.by_hash.entry(id_hash(&lead_id)) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(no);
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    table.collided.insert(lead_id, no);
+                }
+            }
+        }
     }
     pub fn len(&self) -> usize {
-        self.ids.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.table.read().unwrap_or_else(|p| p.into_inner()).ends.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// Heap bytes held.
+    pub fn bytes(&self) -> usize {
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        t.bytes.capacity() + t.ends.capacity() * 8 + t.by_hash.capacity() * 13 + t.collided.len() * 64
     }
 }
 
@@ -265,12 +389,14 @@ pub enum Target {
     Retract,
 }
 
-/// Finds an earlier event by id: the ledger's id index, or a map in tests.
-pub trait Locate {
-    fn locate(&self, event_id: &str) -> Option<(u64, Target)>;
+/// The seq and kind of the earlier event `event_id`, through the ledger's id index.
+fn locate(ledger: &Ledger, event_id: &str) -> Option<(u64, Target)> {
+    let seq = ledger.seq_of(event_id).ok()??;
+    let entry = ledger.get(seq).ok()??;
+    Some((seq, target_of(&entry.event)))
 }
 
-/// The target of an event, for [`Locate`] implementations.
+/// What kind of event a retraction targets.
 pub fn target_of(event: &Event) -> Target {
     match &event.data {
         Data::Rules(_) => Target::Rules,
@@ -285,8 +411,12 @@ pub fn target_of(event: &Event) -> Target {
 pub struct Writer {
     next: Engine,
     dict: Dict,
-    /// Bulk load: leads are derived but the indexes are built once, at [`Writer::snapshot`].
-    bulk: bool,
+    /// Bulk load: every lead's records by dense id, derived all at once (on every core) when
+    /// the first snapshot is taken; the indexes are then built once instead of by differences.
+    bulk: Option<Vec<Vec<Rec>>>,
+    /// Seqs of retracted lead events, per lead (rare): re-reading a lead from the ledger
+    /// leaves them out.
+    retracted: HashMap<LeadNo, Vec<u64>>,
 }
 
 /// What a run of entries changed.
@@ -299,29 +429,55 @@ struct Pending {
     new_leads: HashMap<String, LeadNo>,
 }
 
+/// Leads derived per thread before the work is split over every core.
+const PARALLEL_DERIVE_MIN: usize = 4_096;
+
+/// `f` over `items` on every core, in order: the result does not depend on the thread count.
+fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
+        return items.iter().map(f).collect();
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let parts: Vec<_> = items
+            .chunks(size)
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
 impl Writer {
     pub fn head(&self) -> LogPosition {
         self.next.head
     }
 
-    /// A writer for loading a whole log: indexes are built once from every lead's facts when
-    /// the first snapshot is taken, instead of by differences per batch.
+    /// A writer for loading a whole log: leads are derived once each, on every core, when the
+    /// first snapshot is taken, and the indexes are built once from their facts.
     pub fn bulk() -> Writer {
         Writer {
-            bulk: true,
+            bulk: Some(Vec::new()),
             ..Writer::default()
         }
     }
 
-    /// Ends a bulk load: builds the indexes from every lead's facts.
+    /// Ends a bulk load: derives every lead and builds the indexes from their facts.
     fn finish_bulk(&mut self) {
-        if !self.bulk {
+        let Some(all) = self.bulk.take() else {
             return;
-        }
-        self.bulk = false;
+        };
+        let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
+        let slots = par_map(&all, |recs| derive(recs, &self.dict, &self.next.rules));
+        drop(all);
         let mut changes = Changes::default();
-        for (no, slot) in self.next.leads.iter().enumerate() {
-            changes.note(no as LeadNo, slot, true);
+        for (no, slot) in slots.into_iter().enumerate() {
+            changes.note(no as LeadNo, &slot, true);
+            *self.next.leads.get_mut(no) = slot;
         }
         self.next.index = FunnelIndex::default();
         self.apply_changes(changes);
@@ -336,8 +492,9 @@ impl Writer {
         Arc::new(self.next.clone())
     }
 
-    /// Applies consecutive log entries and re-derives each lead they change once.
-    pub fn apply(&mut self, entries: &[Entry], log: &dyn Locate) -> Result<(), ProjectionError> {
+    /// Applies consecutive log entries and re-derives each lead they change once. A changed
+    /// lead's earlier events are read back from the ledger's lead index.
+    pub fn apply(&mut self, entries: &[Entry], ledger: &Ledger) -> Result<(), EngineError> {
         let mut pending = Pending::default();
         let mut result = Ok(());
         for entry in entries {
@@ -346,20 +503,24 @@ impl Writer {
                 result = Err(ProjectionError::Gap {
                     expected,
                     got: entry.seq,
-                });
+                }
+                .into());
+                break;
+            }
+            if let Err(e) = self.insert(entry, ledger, &mut pending) {
+                result = Err(e);
                 break;
             }
             self.next.head = LogPosition {
                 seq: entry.seq,
                 hash: entry.hash,
             };
-            self.insert(entry, log, &mut pending);
         }
-        self.settle(pending);
+        self.settle(pending, ledger)?;
         result
     }
 
-    fn lead_no(&mut self, lead_id: &str, pending: &mut Pending) -> LeadNo {
+    fn lead_no(&mut self, lead_id: &str, pending: &mut Pending, bulk: &mut Option<Vec<Vec<Rec>>>) -> LeadNo {
         if let Some(no) = self
             .next
             .names
@@ -370,22 +531,68 @@ impl Writer {
         }
         let no = LeadNo::try_from(self.next.leads.len()).expect("more than 2^32 leads");
         self.next.leads.push(LeadSlot::default());
+        if let Some(all) = bulk {
+            all.push(Vec::new());
+        }
         pending.new_leads.insert(lead_id.to_owned(), no);
         pending.new_names.push((lead_id.into(), no));
         no
     }
 
-    fn working<'a>(&self, pending: &'a mut Pending, no: LeadNo) -> &'a mut Vec<Rec> {
-        pending.leads.entry(no).or_insert_with(|| {
-            self.next
-                .leads
-                .get(no as usize)
-                .map_or_else(Vec::new, |slot| slot.recs.to_vec())
-        })
+    /// Lead `no`'s live records before `before`: in a bulk load, the ones gathered so far;
+    /// otherwise read back from the ledger (once per batch) without the retracted ones.
+    fn working<'a>(
+        &mut self,
+        pending: &'a mut Pending,
+        bulk: &'a mut Option<Vec<Vec<Rec>>>,
+        no: LeadNo,
+        lead_id: &str,
+        before: u64,
+        ledger: &Ledger,
+    ) -> Result<&'a mut Vec<Rec>, EngineError> {
+        if let Some(all) = bulk {
+            return Ok(&mut all[no as usize]);
+        }
+        match pending.leads.entry(no) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(self.read_lead(no, lead_id, before, ledger)?)),
+        }
     }
 
-    fn insert(&mut self, entry: &Entry, log: &dyn Locate, pending: &mut Pending) {
+    fn read_lead(&mut self, no: LeadNo, lead_id: &str, before: u64, ledger: &Ledger) -> Result<Vec<Rec>, EngineError> {
+        let gone = self.retracted.get(&no);
+        let mut recs = Vec::new();
+        for entry in ledger.lead_entries(lead_id)? {
+            if entry.seq >= before {
+                break;
+            }
+            if entry.event.lead_id.as_deref() != Some(lead_id) || gone.is_some_and(|g| g.contains(&entry.seq)) {
+                continue;
+            }
+            if let Some(rec) = Rec::of(entry.seq, &entry.event, &mut self.dict) {
+                recs.push(rec);
+            }
+        }
+        recs.sort_unstable_by_key(Rec::order_key);
+        Ok(recs)
+    }
+
+    fn insert(&mut self, entry: &Entry, ledger: &Ledger, pending: &mut Pending) -> Result<(), EngineError> {
         let event = &entry.event;
+        let mut bulk = self.bulk.take();
+        let result = self.insert_with(entry, event, ledger, pending, &mut bulk);
+        self.bulk = bulk;
+        result
+    }
+
+    fn insert_with(
+        &mut self,
+        entry: &Entry,
+        event: &Event,
+        ledger: &Ledger,
+        pending: &mut Pending,
+        bulk: &mut Option<Vec<Vec<Rec>>>,
+    ) -> Result<(), EngineError> {
         match &event.data {
             Data::Rules(change) => {
                 Arc::make_mut(&mut self.next.rules).insert(RulesEntry {
@@ -416,13 +623,15 @@ impl Writer {
                 Arc::make_mut(&mut self.next.spends).push(spend);
             }
             Data::Retract { target_id, .. } => {
-                let Some((seq, target)) = log.locate(target_id).filter(|(s, _)| *s < entry.seq) else {
-                    return;
+                let Some((seq, target)) = locate(ledger, target_id).filter(|(s, _)| *s < entry.seq) else {
+                    return Ok(());
                 };
                 match target {
                     Target::Lead(lead_id) => {
-                        let no = self.lead_no(&lead_id, pending);
-                        self.working(pending, no).retain(|r| r.seq != seq);
+                        let no = self.lead_no(&lead_id, pending, bulk);
+                        self.retracted.entry(no).or_default().push(seq);
+                        let recs = self.working(pending, bulk, no, &lead_id, entry.seq, ledger)?;
+                        recs.retain(|r| r.seq != seq);
                     }
                     Target::Rules => {
                         let rules = Arc::make_mut(&mut self.next.rules);
@@ -441,52 +650,50 @@ impl Writer {
             }
             _ => {
                 let Some(lead_id) = event.lead_id.as_deref() else {
-                    return;
+                    return Ok(());
                 };
                 let Some(rec) = Rec::of(entry.seq, event, &mut self.dict) else {
-                    return;
+                    return Ok(());
                 };
-                let no = self.lead_no(lead_id, pending);
-                let recs = self.working(pending, no);
+                let no = self.lead_no(lead_id, pending, bulk);
+                let recs = self.working(pending, bulk, no, lead_id, entry.seq, ledger)?;
                 let at = recs.partition_point(|r| r.order_key() < rec.order_key());
                 recs.insert(at, rec);
             }
         }
+        Ok(())
     }
 
     /// Re-derives the changed leads and applies the difference of their facts to the indexes.
-    fn settle(&mut self, mut pending: Pending) {
+    fn settle(&mut self, mut pending: Pending, ledger: &Ledger) -> Result<(), EngineError> {
         self.next.names.insert_all(std::mem::take(&mut pending.new_names));
+        if self.bulk.is_some() {
+            return Ok(());
+        }
         if let Some(from) = pending.rules_from {
             let stale: Vec<LeadNo> = (0..self.next.leads.len() as LeadNo)
                 .filter(|no| !pending.leads.contains_key(no))
-                .filter(|no| {
-                    self.next
-                        .leads
-                        .get(*no as usize)
-                        .and_then(|s| s.recs.last())
-                        .is_some_and(|r| r.at >= from)
-                })
+                .filter(|no| self.next.leads.get(*no as usize).is_some_and(|s| s.last_at >= from))
                 .collect();
+            let before = self.next.head.seq + 1;
             for no in stale {
-                self.working(&mut pending, no);
+                let lead_id = self.next.names.name(no).unwrap_or_default();
+                let recs = self.read_lead(no, &lead_id, before, ledger)?;
+                pending.leads.insert(no, recs);
             }
         }
-        let mut changes = Changes::default();
         let mut leads: Vec<(LeadNo, Vec<Rec>)> = pending.leads.into_iter().collect();
         leads.sort_unstable_by_key(|(no, _)| *no);
-        for (no, recs) in leads {
-            let slot = derive(recs, &mut self.dict, &self.next.rules);
-            let old = self.next.leads.get_mut(no as usize);
-            if !self.bulk {
-                changes.note(no, old, false);
-                changes.note(no, &slot, true);
-            }
+        let slots = par_map(&leads, |(_, recs)| derive(recs, &self.dict, &self.next.rules));
+        let mut changes = Changes::default();
+        for ((no, _), slot) in leads.iter().zip(slots) {
+            let old = self.next.leads.get_mut(*no as usize);
+            changes.note(*no, old, false);
+            changes.note(*no, &slot, true);
             *old = slot;
         }
-        if !self.bulk {
-            self.apply_changes(changes);
-        }
+        self.apply_changes(changes);
+        Ok(())
     }
 
     fn apply_changes(&mut self, changes: Changes) {
@@ -524,4 +731,31 @@ impl Writer {
 /// The final (as of forever) value of a lead's milestone, as the index holds it.
 pub fn final_time(facts: &Facts, m: Milestone) -> Micros {
     facts.milestone_at(m, Micros::MAX).unwrap_or(NEVER)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn par_map_keeps_order_whatever_the_split() {
+        let items: Vec<u64> = (0..(3 * PARALLEL_DERIVE_MIN as u64 + 7)).collect();
+        let f = |x: &u64| x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 3);
+        let sequential: Vec<u64> = items.iter().map(f).collect();
+        assert_eq!(par_map(&items, f), sequential);
+    }
+
+    #[test]
+    fn lead_names_find_every_id_and_name_every_number() {
+        let names = LeadNames::default();
+        let ids: Vec<String> = (0..5_000).map(|i| format!("L{i:05}")).collect();
+        names.insert_all(ids.iter().enumerate().map(|(i, id)| (id.as_str().into(), i as LeadNo)).collect());
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(names.get(id), Some(i as LeadNo));
+            assert_eq!(names.name(i as LeadNo).as_deref(), Some(id.as_str()));
+        }
+        assert_eq!(names.get("L99999"), None);
+        assert_eq!(names.get(""), None);
+        assert_eq!(names.len(), ids.len());
+    }
 }

@@ -26,6 +26,10 @@ pub use exchange::{export, import, ExportLine};
 pub const LOG_TREE: &str = "log";
 /// How many tail entries are re-hashed when the ledger opens.
 pub const OPEN_CHECK_ENTRIES: u64 = 64;
+/// sled's page cache. Its default (1 GiB) filled up on every full scan of the log and stayed
+/// resident; the projection engine keeps what it needs itself, so the ledger's cache only
+/// serves lead lookups and recent entries.
+pub const CACHE_BYTES: u64 = 64 << 20;
 
 /// Everything that can go wrong in the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -189,7 +193,7 @@ impl Ledger {
     /// Opens without checking anything beyond what sled checks: for auditing a ledger that
     /// may be damaged ([`Ledger::verify`] then walks the whole chain). Never serve from it unchecked.
     pub fn open_unchecked(dir: &std::path::Path) -> Result<Ledger> {
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open()?;
         let log = db.open_tree(LOG_TREE)?;
         let ledger = Ledger {
             db,
