@@ -54,6 +54,9 @@ impl Client {
     }
 }
 
+/// How long past the end of a load phase an unanswered request may still take.
+const UNANSWERED_GRACE: Duration = Duration::from_secs(2);
+
 /// Latencies (µs) and request count of `clients` tasks hitting `paths` (round robin) for `seconds`.
 pub async fn load(addr: &str, paths: Vec<String>, clients: usize, seconds: u64) -> (Vec<u64>, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -70,8 +73,16 @@ pub async fn load(addr: &str, paths: Vec<String>, clients: usize, seconds: u64) 
             let mut i = c;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                match client.get(&paths[i % paths.len()]).await {
-                    Ok((200, _)) => latencies.push(t.elapsed().as_micros() as u64),
+                // A request still unanswered past the deadline (plus grace) counts with the time
+                // it has waited so far (a lower bound) and is abandoned: the server sees the
+                // hang-up and stops computing it, so one phase cannot spill into the next.
+                let limit = deadline.saturating_duration_since(t) + UNANSWERED_GRACE;
+                match tokio::time::timeout(limit, client.get(&paths[i % paths.len()])).await {
+                    Ok(Ok((200, _))) => latencies.push(t.elapsed().as_micros() as u64),
+                    Err(_) => {
+                        latencies.push(t.elapsed().as_micros() as u64);
+                        break;
+                    }
                     _ => break,
                 }
                 i += clients;

@@ -391,6 +391,18 @@ impl MarkovChain {
                 .entry((from, if *converted { conversion } else { null }))
                 .or_insert(0) += 1;
         }
+        let conversions = paths.iter().filter(|(_, c)| *c).count() as u64;
+        MarkovChain::from_counts(channels, counts, paths.len() as u64, conversions)
+    }
+
+    /// Solves the chain from its transition counts: `channels` sorted by name, states numbered
+    /// `0` start, `1..=n` the channels in that order, `n + 1` conversion, `n + 2` null.
+    pub fn from_counts(
+        channels: Vec<String>,
+        counts: BTreeMap<(usize, usize), u64>,
+        paths: u64,
+        conversions: u64,
+    ) -> MarkovChain {
         let transitions = Transitions { channels, counts };
         let base = transitions.conversion_probability(None);
         let removal_effects = transitions
@@ -407,8 +419,8 @@ impl MarkovChain {
             })
             .collect();
         MarkovChain {
-            paths: paths.len() as u64,
-            conversions: paths.iter().filter(|(_, c)| *c).count() as u64,
+            paths,
+            conversions,
             conversion_probability: base,
             removal_effects,
         }

@@ -10,6 +10,7 @@ use funnel_core::lead::{Handoff, LeadFacts, Milestone, Stage};
 use funnel_core::report::By;
 use funnel_core::rules::RulesTimeline;
 use funnel_core::time::Micros;
+use serde::{Deserialize, Serialize};
 
 use crate::dict::{Dict, Sym, NONE};
 use crate::record::{Kind, Rec};
@@ -18,7 +19,7 @@ use crate::record::{Kind, Rec};
 pub const NEVER: Micros = Micros::MAX;
 
 /// The fixed-size facts of one lead.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Facts {
     /// First time each milestone was reached ([`NEVER`] if not).
     pub milestones: [Micros; 7],
@@ -34,7 +35,7 @@ pub struct Facts {
 }
 
 /// A won deal: its touches' dimensions and their credits under the lead-local models.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deal {
     pub close_at: Micros,
     pub amount_minor: i64,
@@ -52,7 +53,7 @@ impl Deal {
 }
 
 /// The variable-length facts, shared between snapshots until the lead changes.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Extra {
     pub handoffs: Box<[Handoff]>,
     pub rejections: Box<[(Micros, RejectionReason)]>,
@@ -60,7 +61,7 @@ pub struct Extra {
 }
 
 /// A touch as the Markov chain reads it: when, and which channel.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Touch {
     pub at: Micros,
     pub channel: Sym,

@@ -11,6 +11,7 @@
 //!
 //! No tokio, no NATS, no HTTP: this crate is what both the service and offline replay run.
 
+pub mod checkpoint;
 pub mod dict;
 pub mod facts;
 pub mod funnel;
@@ -21,7 +22,7 @@ pub mod record;
 pub mod reports;
 pub mod state;
 
-pub use live::{replay, Live};
+pub use live::{replay, replay_unless, Live};
 pub use metrics::Metrics;
 pub use state::{Engine, Target, Writer};
 
@@ -33,6 +34,12 @@ pub enum EngineError {
     /// The log fed to the engine has a gap: an invariant broke; stop loudly and rebuild.
     #[error(transparent)]
     Projection(#[from] funnel_core::projection::ProjectionError),
+    /// The engine's checkpoint is damaged or does not match the ledger: rebuild from the log.
+    #[error("engine checkpoint: {0}")]
+    Checkpoint(String),
+    /// A replay was stopped because nobody waits for its answer any more.
+    #[error("replay cancelled: the request is gone")]
+    Cancelled,
 }
 
 /// Wall-clock time in microseconds since the epoch (recording time, and `as_of` by default).

@@ -1,12 +1,15 @@
 //! The engine kept up with the ledger: one writer applies new entries and publishes an
 //! immutable snapshot after every chunk; readers load the latest snapshot without locking.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use funnel_ledger::Ledger;
-use tracing::{info, info_span};
+use tracing::{info, info_span, warn};
 
+use crate::checkpoint;
 use crate::state::{Engine, Writer};
 use crate::EngineError;
 
@@ -19,7 +22,7 @@ fn advance(
     writer: &mut Writer,
     upto: u64,
     chunk: usize,
-    mut publish: impl FnMut(&mut Writer),
+    mut publish: impl FnMut(&mut Writer) -> bool,
 ) -> Result<u64, EngineError> {
     let mut applied = 0u64;
     let mut entries = Vec::with_capacity(chunk);
@@ -33,7 +36,9 @@ fn advance(
             writer.apply(&entries, ledger)?;
             applied += entries.len() as u64;
             entries.clear();
-            publish(writer);
+            if !publish(writer) {
+                return Ok(applied);
+            }
         }
     }
     if !entries.is_empty() {
@@ -46,46 +51,119 @@ fn advance(
 
 /// The engine at ledger entries `1..=at_seq` (the whole log when `None`): offline replay,
 /// and answers for a log position other than the head.
-pub fn replay(ledger: &Ledger, at_seq: Option<u64>, mut progress: impl FnMut(u64)) -> Result<Arc<Engine>, EngineError> {
+pub fn replay(ledger: &Ledger, at_seq: Option<u64>, progress: impl FnMut(u64)) -> Result<Arc<Engine>, EngineError> {
+    replay_unless(ledger, at_seq, &AtomicBool::new(false), progress)
+}
+
+/// [`replay`] that stops with [`EngineError::Cancelled`] at the next chunk once `cancelled`
+/// is set: the asker has gone, and the cores are worth more to the ones still waiting.
+pub fn replay_unless(
+    ledger: &Ledger,
+    at_seq: Option<u64>,
+    cancelled: &AtomicBool,
+    mut progress: impl FnMut(u64),
+) -> Result<Arc<Engine>, EngineError> {
     let _span = info_span!("replay", at_seq).entered();
     let mut writer = Writer::bulk();
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let mut gone = false;
     advance(
         ledger,
         &mut writer,
         at_seq.unwrap_or(u64::MAX),
         APPLY_CHUNK_ENTRIES,
-        |w| progress(w.head().seq),
+        |w| {
+            gone = gone || cancelled.load(Ordering::Relaxed);
+            progress(w.head().seq);
+            !gone
+        },
     )?;
+    if gone {
+        return Err(EngineError::Cancelled);
+    }
     let read = started.elapsed();
     let engine = writer.snapshot();
-    info!(read_secs = read.as_secs_f64(), derive_secs = (started.elapsed() - read).as_secs_f64(), "replayed");
+    info!(
+        read_secs = read.as_secs_f64(),
+        derive_secs = (started.elapsed() - read).as_secs_f64(),
+        "replayed"
+    );
     Ok(engine)
 }
+
+/// Least time between two checkpoints while events arrive.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
 
 /// The engine the query service reads, kept up with the ledger.
 pub struct Live {
     ledger: Ledger,
     current: ArcSwap<Engine>,
-    writer: Mutex<Writer>,
+    writer: Mutex<Keeper>,
+}
+
+/// The writer and its checkpoint.
+struct Keeper {
+    writer: Writer,
+    tree: sled::Tree,
+    checkpointed: Instant,
+}
+
+impl Keeper {
+    fn checkpoint(&mut self) -> Result<(), EngineError> {
+        let _span = info_span!("checkpoint").entered();
+        let leads = self.writer.checkpoint(&self.tree)?;
+        self.checkpointed = Instant::now();
+        info!(leads, seq = self.writer.head().seq, "checkpoint written");
+        Ok(())
+    }
 }
 
 impl Live {
-    /// Builds the engine from the whole log (a bulk load), then keeps it by differences.
+    /// Loads the engine from its checkpoint and applies the log past it; with no usable
+    /// checkpoint, builds it from the whole log (a bulk load) and writes one. A damaged or
+    /// mismatched checkpoint is reported and rebuilt: it is derived data, the ledger is the truth.
     pub fn open(ledger: Ledger) -> Result<Live, EngineError> {
-        let mut writer = Writer::bulk();
-        let applied = advance(&ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |_| {})?;
+        let started = Instant::now();
+        let tree = ledger.derived_tree(checkpoint::TREE)?;
+        let restored = match Writer::restore(&tree, &ledger) {
+            Ok(restored) => restored,
+            Err(e) => {
+                warn!(error = %e, "engine checkpoint unusable: rebuilding the engine from the log");
+                tree.clear()
+                    .map_err(|e| EngineError::Checkpoint(format!("clear: {e}")))?;
+                None
+            }
+        };
+        let from_checkpoint = restored.is_some();
+        let mut writer = restored.unwrap_or_else(Writer::bulk);
+        let checkpoint_seq = writer.head().seq;
+        let applied = advance(&ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |_| true)?;
         let engine = writer.snapshot();
         let leads = engine.leads().len().max(1);
         for (part, bytes) in engine.footprint() {
             info!(part, bytes, per_lead = bytes / leads, "engine memory");
         }
-        let current = ArcSwap::new(engine);
-        info!(applied, "engine built from the log");
+        info!(
+            from_checkpoint,
+            checkpoint_seq,
+            applied,
+            secs = started.elapsed().as_secs_f64(),
+            "engine ready"
+        );
+        let mut keeper = Keeper {
+            writer,
+            tree,
+            checkpointed: Instant::now(),
+        };
+        if applied > 0 || !from_checkpoint {
+            keeper.checkpoint()?;
+            // Durable now, so a crash soon after start does not cost the next start a rebuild.
+            ledger.flush()?;
+        }
         Ok(Live {
             ledger,
-            current,
-            writer: Mutex::new(writer),
+            current: ArcSwap::new(engine),
+            writer: Mutex::new(keeper),
         })
     }
 
@@ -98,12 +176,23 @@ impl Live {
         &self.ledger
     }
 
-    /// Applies every ledger entry past the engine's head, publishing a snapshot per chunk.
+    /// Applies every ledger entry past the engine's head, publishing a snapshot per chunk, and
+    /// checkpoints what changed at most every [`CHECKPOINT_EVERY`].
     pub fn catch_up(&self) -> Result<u64, EngineError> {
         let _span = info_span!("project").entered();
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        advance(&self.ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |w| {
-            self.current.store(w.snapshot())
-        })
+        let mut keeper = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = advance(&self.ledger, &mut keeper.writer, u64::MAX, APPLY_CHUNK_ENTRIES, |w| {
+            self.current.store(w.snapshot());
+            true
+        })?;
+        if keeper.checkpointed.elapsed() >= CHECKPOINT_EVERY {
+            keeper.checkpoint()?;
+        }
+        Ok(applied)
+    }
+
+    /// Checkpoints what changed since the last checkpoint (on shutdown).
+    pub fn checkpoint(&self) -> Result<(), EngineError> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).checkpoint()
     }
 }

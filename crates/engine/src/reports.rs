@@ -181,13 +181,24 @@ pub fn plan(engine: &Engine, target_minor: i64, currency: &str, window: Window, 
     )
 }
 
-/// The Markov chain over every lead's path as of `as_of` ([`MarkovChain::build`] on compact
-/// records): won leads up to their first won close, others up to `as_of`, within lookback.
+/// The Markov chain over every lead's path as of `as_of` ([`MarkovChain::solve`]'s counts,
+/// taken over interned channels without building the paths): won leads up to their first won
+/// close, others up to `as_of`, within lookback.
 pub fn markov(engine: &Engine, as_of: Micros) -> MarkovChain {
     let dict = engine.dict();
     let rules = engine.rules();
-    let mut paths: Vec<(Vec<&str>, bool)> = Vec::new();
+    // Channel symbol → its state number in order of first sight (u32::MAX: not seen).
+    let mut state_of: Vec<u32> = vec![u32::MAX; dict.len()];
+    let mut seen: Vec<Sym> = Vec::new();
+    let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
+    let (mut paths, mut conversions) = (0u64, 0u64);
+    const START: u32 = u32::MAX - 2;
+    const CONVERSION: u32 = u32::MAX - 1;
+    const NULL: u32 = u32::MAX;
     for (_, slot) in leads(engine) {
+        if slot.touches.is_empty() {
+            continue;
+        }
         let deal = slot
             .extra
             .iter()
@@ -195,17 +206,45 @@ pub fn markov(engine: &Engine, as_of: Micros) -> MarkovChain {
             .find(|d| d.close_at <= as_of);
         let end = deal.map_or(as_of, |d| d.close_at);
         let from = end.saturating_sub(lookback_micros(rules, end));
-        let channels: Vec<&str> = slot
-            .touches
-            .iter()
-            .filter(|t| (from..=end).contains(&t.at))
-            .map(|t| dict.name(t.channel))
-            .collect();
-        if !channels.is_empty() {
-            paths.push((channels, deal.is_some()));
+        let mut state = START;
+        for touch in slot.touches.iter().filter(|t| (from..=end).contains(&t.at)) {
+            let s = &mut state_of[touch.channel as usize];
+            if *s == u32::MAX {
+                *s = seen.len() as u32;
+                seen.push(touch.channel);
+            }
+            *counts.entry((state, *s)).or_insert(0) += 1;
+            state = *s;
         }
+        if state == START {
+            continue;
+        }
+        paths += 1;
+        conversions += u64::from(deal.is_some());
+        *counts
+            .entry((state, if deal.is_some() { CONVERSION } else { NULL }))
+            .or_insert(0) += 1;
     }
-    MarkovChain::solve(&paths)
+    // Renumber: channels sorted by name, as the fold numbers them.
+    let mut by_name: Vec<(usize, Sym)> = seen.iter().copied().enumerate().collect();
+    by_name.sort_by(|a, b| dict.name(a.1).cmp(dict.name(b.1)));
+    let n = by_name.len();
+    let mut renumber = vec![0usize; n];
+    for (rank, (first_seen, _)) in by_name.iter().enumerate() {
+        renumber[*first_seen] = rank + 1;
+    }
+    let number = |s: u32| match s {
+        START => 0,
+        CONVERSION => n + 1,
+        NULL => n + 2,
+        s => renumber[s as usize],
+    };
+    let counts: BTreeMap<(usize, usize), u64> = counts
+        .into_iter()
+        .map(|((a, b), c)| ((number(a), number(b)), c))
+        .collect();
+    let channels = by_name.iter().map(|(_, sym)| dict.name(*sym).to_owned()).collect();
+    MarkovChain::from_counts(channels, counts, paths, conversions)
 }
 
 pub fn attribution(engine: &Engine, models: &[Model], window: Window, by: By, as_of: Micros) -> AttributionReport {

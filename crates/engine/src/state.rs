@@ -18,6 +18,7 @@ use funnel_core::time::{Micros, MICROS_PER_DAY};
 
 use funnel_ledger::Ledger;
 
+use crate::checkpoint;
 use crate::dict::{Dict, Sym};
 use crate::facts::{derive, Facts, LeadSlot, NEVER};
 use crate::index::{Point, Points, Runs};
@@ -77,7 +78,7 @@ impl<T: Clone> Pages<T> {
 }
 
 /// A live spend event.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Spend {
     pub seq: u64,
     pub at: Micros,
@@ -273,7 +274,10 @@ impl Engine {
             ("lead ids", self.names.bytes()),
             ("period index (time per milestone and group)", period),
             ("cohort index (inquiry time, days to milestone)", cohort),
-            ("settled and deals indexes", self.index.settled.bytes() + self.index.deals.bytes()),
+            (
+                "settled and deals indexes",
+                self.index.settled.bytes() + self.index.deals.bytes(),
+            ),
         ]
     }
 }
@@ -325,7 +329,11 @@ fn id_hash(lead_id: &str) -> u64 {
 impl NameTable {
     fn name(&self, no: LeadNo) -> Option<&str> {
         let end = *self.ends.get(no as usize)? as usize;
-        let start = if no == 0 { 0 } else { self.ends[no as usize - 1] as usize };
+        let start = if no == 0 {
+            0
+        } else {
+            self.ends[no as usize - 1] as usize
+        };
         self.bytes.get(start..end)
     }
     fn get(&self, lead_id: &str) -> Option<LeadNo> {
@@ -417,6 +425,11 @@ pub struct Writer {
     /// Seqs of retracted lead events, per lead (rare): re-reading a lead from the ledger
     /// leaves them out.
     retracted: HashMap<LeadNo, Vec<u64>>,
+    /// Leads re-derived since the last checkpoint (every lead after a bulk load: `all_dirty`).
+    dirty: HashSet<LeadNo>,
+    all_dirty: bool,
+    /// Dictionary symbols already in the checkpoint.
+    saved_syms: usize,
 }
 
 /// What a run of entries changed.
@@ -481,6 +494,7 @@ impl Writer {
         }
         self.next.index = FunnelIndex::default();
         self.apply_changes(changes);
+        self.all_dirty = true;
     }
 
     /// The state as of now, to publish to readers.
@@ -687,6 +701,7 @@ impl Writer {
         let slots = par_map(&leads, |(_, recs)| derive(recs, &self.dict, &self.next.rules));
         let mut changes = Changes::default();
         for ((no, _), slot) in leads.iter().zip(slots) {
+            self.dirty.insert(*no);
             let old = self.next.leads.get_mut(*no as usize);
             changes.note(*no, old, false);
             changes.note(*no, &slot, true);
@@ -694,6 +709,95 @@ impl Writer {
         }
         self.apply_changes(changes);
         Ok(())
+    }
+
+    /// Writes what changed since the last checkpoint (leads, new symbols) and the position, in
+    /// one atomic batch. After a bulk load every lead changed: the header is removed first and
+    /// the leads go in batches of [`checkpoint::LEADS_PER_BATCH`] (a crash part-way leaves no
+    /// header, so no checkpoint), then the header. Returns the number of leads written.
+    pub fn checkpoint(&mut self, tree: &sled::Tree) -> Result<usize, EngineError> {
+        let failed = |e: sled::Error| EngineError::Checkpoint(format!("write: {e}"));
+        self.finish_bulk();
+        let mut leads: Vec<LeadNo> = if self.all_dirty {
+            tree.remove(checkpoint::HEADER_KEY).map_err(failed)?;
+            (0..self.next.leads.len() as LeadNo).collect()
+        } else {
+            self.dirty.iter().copied().collect()
+        };
+        leads.sort_unstable();
+        let mut parts: Vec<&[LeadNo]> = leads.chunks(checkpoint::LEADS_PER_BATCH.max(1)).collect();
+        if !self.all_dirty || parts.is_empty() {
+            parts = vec![&leads[..]];
+        }
+        let last = parts.len().saturating_sub(1);
+        for (i, part) in parts.iter().enumerate() {
+            let mut batch = sled::Batch::default();
+            for no in *part {
+                let (Some(slot), Some(id)) = (self.next.leads.get(*no as usize), self.next.names.name(*no)) else {
+                    continue;
+                };
+                batch.insert(&checkpoint::lead_key(*no), checkpoint::encode_lead(&id, slot)?);
+            }
+            if i == last {
+                for sym in self.saved_syms.max(1)..self.dict.len() {
+                    batch.insert(&checkpoint::sym_key(sym as u32), self.dict.name(sym as Sym).as_bytes());
+                }
+                batch.insert(
+                    checkpoint::HEADER_KEY,
+                    checkpoint::encode_header(&self.checkpoint_header())?,
+                );
+            }
+            tree.apply_batch(batch).map_err(failed)?;
+        }
+        self.dirty.clear();
+        self.all_dirty = false;
+        self.saved_syms = self.dict.len();
+        Ok(leads.len())
+    }
+
+    fn checkpoint_header(&self) -> checkpoint::Header {
+        let mut retracted: Vec<(LeadNo, Vec<u64>)> = self.retracted.iter().map(|(k, v)| (*k, v.clone())).collect();
+        retracted.sort_unstable();
+        checkpoint::Header {
+            format: checkpoint::FORMAT,
+            position: self.next.head,
+            leads: self.next.leads.len() as u32,
+            syms: self.dict.len().saturating_sub(1) as u32,
+            rules: (*self.next.rules).clone(),
+            spends: self.next.spends.to_vec(),
+            retracted,
+        }
+    }
+
+    /// A writer at the checkpoint's position, if `tree` holds one that matches `ledger`:
+    /// slots loaded, indexes built from their facts.
+    pub fn restore(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Writer>, EngineError> {
+        let Some(loaded) = checkpoint::load(tree, ledger)? else {
+            return Ok(None);
+        };
+        let mut writer = Writer::default();
+        for (i, name) in loaded.names.iter().enumerate() {
+            if writer.dict.intern(name) as usize != i + 1 {
+                return Err(EngineError::Checkpoint(format!("dictionary: `{name}` stored twice")));
+            }
+        }
+        let header = loaded.header;
+        let mut names = Vec::with_capacity(loaded.leads.len());
+        let mut changes = Changes::default();
+        for (no, stored) in loaded.leads.into_iter().enumerate() {
+            names.push((Box::<str>::from(stored.id.as_str()), no as LeadNo));
+            let slot = stored.into_slot();
+            changes.note(no as LeadNo, &slot, true);
+            writer.next.leads.push(slot);
+        }
+        writer.next.names.insert_all(names);
+        writer.next.head = header.position;
+        writer.next.rules = Arc::new(header.rules);
+        writer.next.spends = Arc::new(header.spends);
+        writer.retracted = header.retracted.into_iter().collect();
+        writer.apply_changes(changes);
+        writer.saved_syms = writer.dict.len();
+        Ok(Some(writer))
     }
 
     fn apply_changes(&mut self, changes: Changes) {
@@ -749,7 +853,12 @@ mod tests {
     fn lead_names_find_every_id_and_name_every_number() {
         let names = LeadNames::default();
         let ids: Vec<String> = (0..5_000).map(|i| format!("L{i:05}")).collect();
-        names.insert_all(ids.iter().enumerate().map(|(i, id)| (id.as_str().into(), i as LeadNo)).collect());
+        names.insert_all(
+            ids.iter()
+                .enumerate()
+                .map(|(i, id)| (id.as_str().into(), i as LeadNo))
+                .collect(),
+        );
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(names.get(id), Some(i as LeadNo));
             assert_eq!(names.name(i as LeadNo).as_deref(), Some(id.as_str()));

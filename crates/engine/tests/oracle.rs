@@ -10,7 +10,7 @@ use funnel_core::event::{AcceptStage, Data, Money, Outcome, RejectionReason, Rul
 use funnel_core::report::{self, By, FunnelQuery, Interval, Window};
 use funnel_core::{Entry, Event, Projection};
 use funnel_engine::reports::{self as engine_reports, Timeline};
-use funnel_engine::{funnel, replay, Writer};
+use funnel_engine::{funnel, replay, Live, Writer};
 use funnel_ledger::{Candidate, Ledger};
 use proptest::prelude::*;
 
@@ -137,7 +137,13 @@ fn history() -> impl Strategy<Value = Vec<Event>> {
 /// recording time that grows by an hour per event.
 fn ledger_of(dir: &std::path::Path, events: &[Event]) -> Ledger {
     let ledger = Ledger::open(dir).expect("open scratch ledger");
-    for (i, event) in events.iter().enumerate() {
+    append(&ledger, events, 0);
+    ledger
+}
+
+/// Appends `events` as [`ledger_of`] does, the first being the `first`-th of the history.
+fn append(ledger: &Ledger, events: &[Event], first: usize) {
+    for (i, event) in events.iter().enumerate().map(|(i, e)| (i + first, e)) {
         let lead = ledger.retraction_lead(event);
         let candidate = Candidate {
             event,
@@ -148,7 +154,6 @@ fn ledger_of(dir: &std::path::Path, events: &[Event]) -> Ledger {
             .append_batch(&[candidate], BASE + i as i64 * HOUR)
             .expect("append");
     }
-    ledger
 }
 
 fn oracle(ledger: &Ledger, upto: u64) -> Projection {
@@ -310,6 +315,66 @@ proptest! {
             json(&engine_reports::attribution(&batch, &Model::ALL, w, By::Channel, q.as_of))
         );
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// A service that checkpoints, keeps up, checkpoints again and restarts on a longer log
+    /// answers exactly as the fold over the whole log (and so as a fresh replay).
+    #[test]
+    fn restart_from_checkpoint_equals_the_fold(
+        events in history(),
+        cuts in (0.0f64..1.0, 0.0f64..1.0),
+        questions in prop::collection::vec(question(), 3),
+    ) {
+        let dir = Scratch::new();
+        let (a, b) = (cuts.0.min(cuts.1), cuts.0.max(cuts.1));
+        let (a, b) = ((events.len() as f64 * a) as usize, (events.len() as f64 * b) as usize);
+        let ledger = ledger_of(&dir.0, &events[..a]);
+        {
+            let live = Live::open(ledger.clone()).expect("first start: bulk load, full checkpoint");
+            append(&ledger, &events[a..b], a);
+            live.catch_up().expect("keep up");
+            live.checkpoint().expect("checkpoint what changed");
+        }
+        append(&ledger, &events[b..], b);
+        let restarted = Live::open(ledger.clone()).expect("restart from the checkpoint").snapshot();
+        prop_assert_eq!(restarted.head(), ledger.head());
+        let projection = oracle(&ledger, ledger.head().seq);
+        for q in &questions {
+            assert_same(&ledger, &restarted, &projection, q);
+        }
+    }
+}
+
+/// A checkpoint that does not match the ledger is reported and rebuilt, never trusted.
+#[test]
+fn a_checkpoint_of_another_log_is_rebuilt() {
+    let events: Vec<Event> = (0..40)
+        .map(|i| make_event(i, ((i % 5) as u8, (i % 8) as u8, i as u8, i as u16), &[]))
+        .collect();
+    let (one, other) = (Scratch::new(), Scratch::new());
+    let ledger = ledger_of(&one.0, &events[..30]);
+    drop(Live::open(ledger.clone()).expect("start"));
+    // The same directory's checkpoint, copied beside a different log of the same length.
+    let foreign = ledger_of(&other.0, &events[10..40]);
+    let tree = ledger.derived_tree(funnel_engine::checkpoint::TREE).expect("tree");
+    let copy = foreign.derived_tree(funnel_engine::checkpoint::TREE).expect("tree");
+    for item in tree.iter() {
+        let (k, v) = item.expect("read");
+        copy.insert(k, v).expect("copy");
+    }
+    let engine = Live::open(foreign.clone()).expect("rebuilt from the log").snapshot();
+    let projection = oracle(&foreign, foreign.head().seq);
+    let q = Question {
+        window: Window::default(),
+        by: Some(By::Channel),
+        within_days: None,
+        interval: None,
+        as_of: BASE + 3_000 * HOUR,
+    };
+    assert_same(&foreign, &engine, &projection, &q);
 }
 
 /// A hand-worked funnel with a conversion window and a weekly trend, independent of both codes.

@@ -16,7 +16,13 @@ pub async fn run(
 ) -> Result<(), ProjectorError> {
     loop {
         tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                let live = live.clone();
+                return tokio::task::spawn_blocking(move || live.checkpoint())
+                    .await
+                    .map_err(|e| ProjectorError::Nats(format!("projector task: {e}")))?
+                    .map_err(Into::into);
+            }
             changed = head.changed() => {
                 if changed.is_err() {
                     return Ok(());

@@ -6,6 +6,7 @@
 mod params;
 mod request;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,12 +148,14 @@ pub fn resolve_seq(ledger: &funnel_ledger::Ledger, travel: &TimeTravel) -> Resul
 
 /// The engine the time-travel parameters ask for: the live snapshot, or one built from the
 /// log prefix `1..=seq`.
-fn engine_for(state: &AppState, travel: &TimeTravel) -> Result<Arc<Engine>, ApiError> {
+fn engine_for(state: &AppState, travel: &TimeTravel, hung_up: &AtomicBool) -> Result<Arc<Engine>, ApiError> {
     let ledger = state.live.ledger();
     let seq = resolve_seq(ledger, travel)?;
     let live = state.live.snapshot();
     match seq {
-        Some(s) if s != live.head().seq => funnel_engine::replay(ledger, Some(s), |_| {}).map_err(ApiError::store),
+        Some(s) if s != live.head().seq => {
+            funnel_engine::replay_unless(ledger, Some(s), hung_up, |_| {}).map_err(ApiError::store)
+        }
         _ => Ok(live),
     }
 }
@@ -235,7 +238,7 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
         Ok(request) => request,
         Err(e) => return answered(&state, name, || Err(e)),
     };
-    let _permit = if request.is_expensive() {
+    let permit = if request.is_expensive() {
         match state.reports.clone().acquire_owned().await {
             Ok(permit) => Some(permit),
             Err(_) => return ApiError::store("report pool closed").into_response(),
@@ -244,15 +247,29 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
         None
     };
     let worker = state.clone();
+    let hung_up = Arc::new(AtomicBool::new(false));
+    let _hang_up = HangUp(hung_up.clone());
     let computed = tokio::task::spawn_blocking(move || {
+        // The permit is held for as long as the work runs, even if the asker is gone.
+        let _permit = permit;
         answered(&worker, name, || {
-            let engine = engine_for(&worker, &request.travel)?;
+            let engine = engine_for(&worker, &request.travel, &hung_up)?;
             let body = request.answer(&engine, worker.live.ledger())?;
             Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         })
     })
     .await;
     computed.unwrap_or_else(|e| ApiError::store(format!("report task: {e}")).into_response())
+}
+
+/// Sets its flag when dropped before the answer is ready: the client hung up, so a replay
+/// computing for it stops at its next chunk.
+struct HangUp(Arc<AtomicBool>);
+
+impl Drop for HangUp {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
