@@ -9,11 +9,10 @@ use funnel_core::event::RejectionReason;
 use funnel_core::lead::{LeadEvent, LeadFacts};
 use funnel_core::projection::Entry;
 use funnel_core::report::{
-    self, days, window_fields, AttributionReport, AttributionRow, By, CostReport, CostRow, CurrencyTotal,
-    ExplainReport, FunnelQuery, GuaranteeCredit, LeadView, PlanReport, RejectionGroup, RejectionsReport, SlaReport,
-    VelocityReport, Window,
+    self, days, AttributionReport, AttributionRow, By, CostReport, CurrencyTotal, ExplainReport, FunnelQuery, LeadView,
+    PlanReport, RejectionGroup, RejectionsReport, SlaReport, VelocityReport, Window,
 };
-use funnel_core::time::{format_rfc3339, Micros};
+use funnel_core::time::Micros;
 
 use crate::dict::{Sym, NONE};
 use crate::facts::{Deal, LeadSlot};
@@ -90,24 +89,16 @@ pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros
             }
         }
     }
-    let (from, to) = window_fields(&window);
-    RejectionsReport {
-        log: engine.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        by: by.map(By::as_str),
+    let credits = guaranteed.into_iter().map(|(key, leads)| (key, leads.len() as u64));
+    RejectionsReport::assemble(
+        engine.head(),
+        &window,
+        by,
+        as_of,
         total,
-        groups: groups.into_values().collect(),
-        lead_guarantee: guaranteed
-            .into_iter()
-            .map(|((channel, campaign), leads)| GuaranteeCredit {
-                channel,
-                campaign,
-                credits: leads.len() as u64,
-            })
-            .collect(),
-    }
+        groups.into_values().collect(),
+        credits,
+    )
 }
 
 #[derive(Default)]
@@ -138,18 +129,10 @@ pub fn cost(engine: &Engine, window: Window, by: By, as_of: Micros) -> CostRepor
         s.revenue = s.revenue.saturating_add(deal.amount_minor);
         s.customers.insert(no);
     }
-    let (from, to) = window_fields(&window);
-    CostReport {
-        log: engine.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        by: by.as_str(),
-        rows: sums
-            .into_iter()
-            .map(|((key, currency), s)| CostRow::of(key, currency, s.spend, s.revenue, s.customers.len() as u64))
-            .collect(),
-    }
+    let sums = sums
+        .into_iter()
+        .map(|(key, s)| (key, s.spend, s.revenue, s.customers.len() as u64));
+    CostReport::assemble(engine.head(), &window, by, as_of, sums)
 }
 
 pub fn plan(engine: &Engine, target_minor: i64, currency: &str, window: Window, as_of: Micros) -> PlanReport {
@@ -294,17 +277,15 @@ pub fn attribution(engine: &Engine, models: &[Model], window: Window, by: By, as
         })
         .collect();
     rows.sort_by(|a, b| (&a.key, &a.currency).cmp(&(&b.key, &b.currency)));
-    let (from, to) = window_fields(&window);
-    AttributionReport {
-        log: engine.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        by: by.as_str(),
-        models: models.iter().map(|m| m.as_str()).collect(),
-        totals: totals.into_values().collect(),
+    AttributionReport::assemble(
+        engine.head(),
+        &window,
+        by,
+        models,
+        as_of,
+        totals.into_values().collect(),
         rows,
-    }
+    )
 }
 
 /// A lead's ledger timeline up to the engine's head, its live events in `(occurred_at, seq)`

@@ -593,6 +593,8 @@ impl Writer {
 
     fn insert(&mut self, entry: &Entry, ledger: &Ledger, pending: &mut Pending) -> Result<(), EngineError> {
         let event = &entry.event;
+        // The bulk records are lent out beside `self`, so `working` can hand back a record
+        // list while the writer interns into its dictionary.
         let mut bulk = self.bulk.take();
         let result = self.insert_with(entry, event, ledger, pending, &mut bulk);
         self.bulk = bulk;

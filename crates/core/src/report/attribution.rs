@@ -97,23 +97,48 @@ pub fn attribution(
             }
         }
     }
-    let (from, to) = window_fields(&window);
-    AttributionReport {
-        log: projection.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        by: by.as_str(),
-        models: models.iter().map(|m| m.as_str()).collect(),
-        totals: totals.into_values().collect(),
-        rows: rows
-            .into_iter()
-            .map(|((key, currency), credits_minor)| AttributionRow {
-                key,
-                currency,
-                credits_minor,
-            })
-            .collect(),
+    let rows = rows
+        .into_iter()
+        .map(|((key, currency), credits_minor)| AttributionRow {
+            key,
+            currency,
+            credits_minor,
+        })
+        .collect();
+    AttributionReport::assemble(
+        projection.head(),
+        &window,
+        by,
+        models,
+        as_of,
+        totals.into_values().collect(),
+        rows,
+    )
+}
+
+impl AttributionReport {
+    /// The report from its totals and rows (rows ordered by `(key, currency)`). Shared by the
+    /// fold and the projection engine.
+    pub fn assemble(
+        head: LogPosition,
+        window: &Window,
+        by: By,
+        models: &[Model],
+        as_of: Micros,
+        totals: Vec<CurrencyTotal>,
+        rows: Vec<AttributionRow>,
+    ) -> AttributionReport {
+        let (from, to) = window_fields(window);
+        AttributionReport {
+            log: head.into(),
+            as_of: format_rfc3339(as_of),
+            from,
+            to,
+            by: by.as_str(),
+            models: models.iter().map(|m| m.as_str()).collect(),
+            totals,
+            rows,
+        }
     }
 }
 

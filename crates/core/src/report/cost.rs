@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{window_fields, By, Log, Window, NONE_KEY};
 use crate::event::Data;
-use crate::projection::Projection;
+use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
 /// One channel (or campaign) in one currency. Money is integer minor units.
@@ -75,17 +75,36 @@ pub fn cost(projection: &Projection, window: Window, by: By, as_of: Micros) -> C
             s.customers.insert(lead_id);
         }
     }
-    let (from, to) = window_fields(&window);
-    CostReport {
-        log: projection.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        by: by.as_str(),
-        rows: sums
-            .into_iter()
-            .map(|((key, currency), s)| CostRow::of(key, currency, s.spend, s.revenue, s.customers.len() as u64))
-            .collect(),
+    let sums = sums
+        .into_iter()
+        .map(|(key, s)| (key, s.spend, s.revenue, s.customers.len() as u64));
+    CostReport::assemble(projection.head(), &window, by, as_of, sums)
+}
+
+impl CostReport {
+    /// The report from its sums per `(key, currency)` in that order: `(spend, revenue,
+    /// customers)`. Shared by the fold and the projection engine.
+    pub fn assemble(
+        head: LogPosition,
+        window: &Window,
+        by: By,
+        as_of: Micros,
+        sums: impl IntoIterator<Item = ((String, String), i64, i64, u64)>,
+    ) -> CostReport {
+        let (from, to) = window_fields(window);
+        CostReport {
+            log: head.into(),
+            as_of: format_rfc3339(as_of),
+            from,
+            to,
+            by: by.as_str(),
+            rows: sums
+                .into_iter()
+                .map(|((key, currency), spend, revenue, customers)| {
+                    CostRow::of(key, currency, spend, revenue, customers)
+                })
+                .collect(),
+        }
     }
 }
 

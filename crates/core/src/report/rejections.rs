@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{window_fields, By, Log, Window, NONE_KEY};
 use crate::event::RejectionReason;
-use crate::projection::Projection;
+use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
 /// Rejections of one group of leads.
@@ -85,22 +85,47 @@ pub fn rejections(projection: &Projection, window: Window, by: Option<By>, as_of
             }
         }
     }
-    let (from, to) = window_fields(&window);
-    RejectionsReport {
-        log: projection.head().into(),
-        as_of: format_rfc3339(as_of),
-        from,
-        to,
-        by: by.map(By::as_str),
+    let credits = guaranteed.into_iter().map(|(key, leads)| (key, leads.len() as u64));
+    RejectionsReport::assemble(
+        projection.head(),
+        &window,
+        by,
+        as_of,
         total,
-        groups: groups.into_values().collect(),
-        lead_guarantee: guaranteed
-            .into_iter()
-            .map(|((channel, campaign), leads)| GuaranteeCredit {
-                channel,
-                campaign,
-                credits: leads.len() as u64,
-            })
-            .collect(),
+        groups.into_values().collect(),
+        credits,
+    )
+}
+
+impl RejectionsReport {
+    /// The report from its tallies; `credits`: lead-guarantee credits per `(channel, campaign)`,
+    /// in that order. Shared by the fold and the projection engine.
+    pub fn assemble(
+        head: LogPosition,
+        window: &Window,
+        by: Option<By>,
+        as_of: Micros,
+        total: RejectionGroup,
+        groups: Vec<RejectionGroup>,
+        credits: impl IntoIterator<Item = ((String, String), u64)>,
+    ) -> RejectionsReport {
+        let (from, to) = window_fields(window);
+        RejectionsReport {
+            log: head.into(),
+            as_of: format_rfc3339(as_of),
+            from,
+            to,
+            by: by.map(By::as_str),
+            total,
+            groups,
+            lead_guarantee: credits
+                .into_iter()
+                .map(|((channel, campaign), credits)| GuaranteeCredit {
+                    channel,
+                    campaign,
+                    credits,
+                })
+                .collect(),
+        }
     }
 }
