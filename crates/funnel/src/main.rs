@@ -121,6 +121,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upgrade a format-1 ledger to format 2 (schemas/chain.md), keeping the old store as ledger.v1.
+    Migrate {
+        #[command(flatten)]
+        data: DataDir,
+        #[arg(long)]
+        json: bool,
+    },
     /// Compute a report offline from a data directory or an export file, at any log prefix.
     Replay(offline::ReplayArgs),
     /// Revenue credited per channel or campaign under one or every attribution model
@@ -217,6 +224,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             json,
         } => offline::export(&data.data_dir, out, at_seq, json),
         Command::Import { data, file, json } => offline::import(&data.data_dir, file, json),
+        Command::Migrate { data, json } => offline::migrate(&data.data_dir, json),
         Command::Replay(args) => offline::replay(args),
         Command::Attribution(audit) => audit.run("attribution", None).await,
         Command::Explain { lead, audit } => audit.run("explain", Some(lead)).await,

@@ -48,6 +48,32 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<(), CliError> {
     }
 }
 
+pub fn migrate(data_dir: &Path, json: bool) -> Result<(), CliError> {
+    let m = funnel_ledger::migrate(&data_dir.join("ledger"), progress(json, "migrated"))
+        .map_err(|e| CliError::Failed(format!("migrate: {e}")))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "migrated": m.entries,
+                "v1_log": report::Log::from(m.v1_head),
+                "log": report::Log::from(m.head),
+                "kept": m.kept.display().to_string(),
+            })
+        );
+    } else {
+        eprintln!(
+            "\rmigrated {} entries to chain format {}\n  format-1 head {} (recorded in the new chain's genesis)\n  format-2 head {}\n  old store kept in {}",
+            m.entries,
+            funnel_ledger::CHAIN_FORMAT,
+            m.v1_head.hash_hex(),
+            m.head.hash_hex(),
+            m.kept.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn export(data_dir: &Path, out: Option<PathBuf>, at_seq: Option<u64>, json: bool) -> Result<(), CliError> {
     let ledger = open_ledger(data_dir)?;
     let mut writer: Box<dyn Write> = match &out {

@@ -21,6 +21,12 @@ pub fn open_ledger_with(data_dir: &Path, open: fn(&Path) -> Result<Ledger, Ledge
     std::fs::create_dir_all(data_dir).map_err(|e| CliError::Failed(format!("create {}: {e}", data_dir.display())))?;
     match open(&data_dir.join("ledger")) {
         Ok(ledger) => Ok(ledger),
+        Err(LedgerError::NeedsMigration(_)) => Err(CliError::Failed(format!(
+            "the ledger in {dir} is format 1, which this version only migrates: run \
+             `funnel migrate --data-dir {dir}` (it re-chains every entry under format 2, records the \
+             old head hash in the new chain and keeps the old store as ledger.v1)",
+            dir = data_dir.display()
+        ))),
         Err(e @ LedgerError::Damaged { .. }) => Err(CliError::Damaged(format!(
             "LEDGER DAMAGED in {}: {e}. Refusing to serve wrong numbers. Restore from an export \
              (`funnel import`) or rebuild the data dir from what JetStream still retains.",

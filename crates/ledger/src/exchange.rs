@@ -1,17 +1,36 @@
-//! NDJSON export and import: one line per entry, ids, seqs, recorded_at and hashes preserved,
-//! so an import into an empty ledger reproduces the same chain head.
+//! NDJSON export and import (`schemas/chain.md` §Export): a header line, then one line per
+//! entry with ids, seqs, recorded_at and hashes preserved, so an import into an empty ledger
+//! reproduces the same chain head, and anyone can verify an export from the specification alone.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
-use funnel_core::projection::hex;
 use funnel_core::time::{format_rfc3339, parse_rfc3339};
 use funnel_core::{Entry, Event, LogPosition};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::{Ledger, LedgerError, Result};
+use crate::block::BlockWriter;
+use crate::canonical::{genesis, hex};
+use crate::{block_key, id_key, lead_prefix, unhex, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
 
 /// Entries imported per sled batch.
 const IMPORT_BATCH_ENTRIES: usize = 1_000;
+
+/// What the first line of an export names.
+pub const EXPORT_FORMAT: &str = "funnel-ledger-export";
+
+/// The first line of an export.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportHeader {
+    pub format: String,
+    pub version: u32,
+    /// The prev_hash of seq 1.
+    pub genesis: String,
+    /// Set when the chain was migrated from format 1: `{"format": 1, "seq", "hash"}`.
+    pub migrated_from: Option<Value>,
+}
 
 /// One exported entry.
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,24 +68,23 @@ impl ExportLine {
     }
 }
 
-fn unhex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Writes entries `1..=upto` (the whole log when `None`) as NDJSON; returns the last position written.
+/// Writes the header and entries `1..=upto` (the whole log when `None`) as NDJSON; returns the
+/// last position written.
 pub fn export(
     ledger: &Ledger,
     out: &mut impl Write,
     upto: Option<u64>,
     mut progress: impl FnMut(u64),
 ) -> Result<LogPosition> {
+    let meta = ledger.meta()?.unwrap_or_else(|| Meta::new(None));
+    let header = ExportHeader {
+        format: EXPORT_FORMAT.into(),
+        version: CHAIN_FORMAT,
+        genesis: meta.genesis,
+        migrated_from: meta.migrated_from,
+    };
+    serde_json::to_writer(&mut *out, &header).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")?;
     let mut last = LogPosition::default();
     for entry in ledger.entries(1) {
         let entry = entry?;
@@ -87,36 +105,164 @@ pub fn export(
     Ok(last)
 }
 
-/// Reads an export into an empty ledger, checking every link of the chain; durable on return.
+/// Reads an export into an empty ledger, checking the header, every link of the chain, that
+/// no event id appears twice and that `recorded_at` never goes back; durable on return.
+/// A retraction without a lead is filed under its target's lead, looked up in the entries
+/// imported so far, this batch's included.
 pub fn import(ledger: &Ledger, input: impl BufRead, mut progress: impl FnMut(u64)) -> Result<LogPosition> {
-    let mut head = *ledger.lock_head();
-    if head.position.seq != 0 {
-        return Err(LedgerError::NotEmpty(head.position.seq));
+    let head = ledger.head();
+    if head.seq != 0 {
+        return Err(LedgerError::NotEmpty(head.seq));
     }
-    let mut batch = sled::Batch::default();
-    let mut staged = 0;
-    for (n, line) in input.lines().enumerate() {
+    let mut lines = input.lines().enumerate().filter(|(_, line)| !line.as_ref().is_ok_and(|l| l.trim().is_empty()));
+    let Some((n, first)) = lines.next() else {
+        return Ok(head);
+    };
+    let header_line = n as u64 + 1;
+    let first = first?;
+    let refuse_header = |reason: String| LedgerError::Import {
+        line: header_line,
+        reason,
+    };
+    let header: ExportHeader = serde_json::from_str(&first).map_err(|e| {
+        refuse_header(if first.contains("\"seq\"") {
+            "this export has no header line: it was written by format 1 of the ledger, whose hashes \
+             cannot be checked any more; import it into a format-1 data dir and run `funnel migrate`"
+                .into()
+        } else {
+            format!("not an export header: {e}")
+        })
+    })?;
+    if header.format != EXPORT_FORMAT || header.version != CHAIN_FORMAT {
+        return Err(refuse_header(format!(
+            "export format `{}` version {} is not `{EXPORT_FORMAT}` version {CHAIN_FORMAT}",
+            header.format, header.version
+        )));
+    }
+    let expected = genesis(header.migrated_from.as_ref());
+    if unhex(&header.genesis) != Some(expected) {
+        return Err(refuse_header("genesis does not match migrated_from".into()));
+    }
+    let mut loader = Loader::start(ledger, header.migrated_from)?;
+    for (n, line) in lines {
         let line_no = n as u64 + 1;
         let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
         let refuse = |reason: String| LedgerError::Import { line: line_no, reason };
         let parsed: ExportLine = serde_json::from_str(&line).map_err(|e| refuse(e.to_string()))?;
         let entry = parsed.into_entry().map_err(refuse)?;
-        if ledger.seq_of(&entry.event.id)?.is_some() {
-            return Err(refuse(format!("event id `{}` appears twice", entry.event.id)));
-        }
-        ledger.append_entry(&mut batch, &entry, &mut head).map_err(refuse)?;
-        staged += 1;
-        if staged == IMPORT_BATCH_ENTRIES {
-            ledger.log.apply_batch(std::mem::take(&mut batch))?;
-            staged = 0;
-            progress(head.position.seq);
+        loader.add(&entry)?.map_err(refuse)?;
+        if loader.staged() == IMPORT_BATCH_ENTRIES {
+            loader.apply()?;
+            progress(entry.seq);
         }
     }
-    ledger.log.apply_batch(batch)?;
-    ledger.flush()?;
-    *ledger.lock_head() = head;
-    Ok(head.position)
+    loader.finish()
+}
+
+/// Loads whole entries into an empty ledger in batches: what import and migration share.
+pub(crate) struct Loader<'a> {
+    ledger: &'a Ledger,
+    head: crate::Head,
+    blocks: BlockWriter,
+    batch: sled::Batch,
+    /// This batch's ids and their leads: not in the tree yet, so checked here.
+    pending: HashMap<String, Option<String>>,
+    /// This batch's id index values (an 8-byte prefix may be shared).
+    ids: HashMap<[u8; 9], Vec<u8>>,
+}
+
+impl<'a> Loader<'a> {
+    /// Writes the chain's metadata; the ledger must be empty.
+    pub(crate) fn start(ledger: &'a Ledger, migrated_from: Option<Value>) -> Result<Loader<'a>> {
+        let mut head = *ledger.lock_head();
+        if head.position.seq != 0 {
+            return Err(LedgerError::NotEmpty(head.position.seq));
+        }
+        let meta = Meta::new(migrated_from);
+        ledger.write_meta(&meta)?;
+        head.genesis = genesis(meta.migrated_from.as_ref());
+        head.position.hash = head.genesis;
+        Ok(Loader {
+            ledger,
+            head,
+            blocks: BlockWriter::default(),
+            batch: sled::Batch::default(),
+            pending: HashMap::new(),
+            ids: HashMap::new(),
+        })
+    }
+
+    /// The chain position so far.
+    pub(crate) fn head(&self) -> LogPosition {
+        self.head.position
+    }
+
+    pub(crate) fn staged(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Stages one entry, or says why it cannot follow the ones before it.
+    pub(crate) fn add(&mut self, entry: &Entry) -> Result<std::result::Result<(), String>> {
+        let id = &entry.event.id;
+        if self.pending.contains_key(id) || self.ledger.find(id)?.is_some() {
+            return Ok(Err(format!("event id `{id}` appears twice")));
+        }
+        if let Err(reason) = crate::check_link(&self.head.position, entry) {
+            return Ok(Err(reason));
+        }
+        if entry.recorded_at < self.head.recorded_at {
+            return Ok(Err("recorded_at goes backwards".to_owned()));
+        }
+        let lead = match (&entry.event.lead_id, &entry.event.data) {
+            (Some(lead), _) => Some(lead.clone()),
+            (None, funnel_core::event::Data::Retract { target_id, .. }) => match self.pending.get(target_id) {
+                Some(lead) => lead.clone(),
+                None => self.ledger.find(target_id)?.and_then(|t| t.event.lead_id),
+            },
+            _ => None,
+        };
+        if let Some(lead) = &lead {
+            let mut key = lead_prefix(lead);
+            key.extend_from_slice(&entry.seq.to_be_bytes());
+            self.batch.insert(key, &[]);
+        }
+        let key = id_key(id);
+        let seqs = match self.ids.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.ledger.log.get(key)?.map(|v| v.to_vec()).unwrap_or_default())
+            }
+        };
+        seqs.extend_from_slice(&entry.seq.to_be_bytes());
+        self.blocks.push(entry);
+        self.pending.insert(id.clone(), lead);
+        self.head.position = LogPosition {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
+        self.head.recorded_at = entry.recorded_at;
+        Ok(Ok(()))
+    }
+
+    /// Writes what is staged (not flushed).
+    pub(crate) fn apply(&mut self) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.batch);
+        for (first, value) in std::mem::take(&mut self.blocks).finish() {
+            batch.insert(&block_key(first), value);
+        }
+        for (key, value) in self.ids.drain() {
+            batch.insert(&key, value);
+        }
+        self.ledger.log.apply_batch(batch)?;
+        self.pending.clear();
+        *self.ledger.lock_head() = self.head;
+        Ok(())
+    }
+
+    /// Writes the rest and flushes; the head.
+    pub(crate) fn finish(mut self) -> Result<LogPosition> {
+        self.apply()?;
+        self.ledger.flush()?;
+        Ok(self.head.position)
+    }
 }

@@ -1,35 +1,51 @@
 //! The ledger: the append-only, hash-chained log of every accepted event, in sled.
 //!
-//! Ground truth of the whole system; everything else is derived from it. One tree (`log`)
-//! holds three key spaces so that a batch of entries and their indexes land atomically:
+//! Ground truth of the whole system; everything else is derived from it. One tree (`ledger`)
+//! holds four key spaces so that a batch of entries and their indexes land atomically:
 //!
 //! | key | value |
 //! |---|---|
-//! | `e` ‖ seq (u64 BE) | bincode [`Entry`] |
-//! | `i` ‖ event id | seq (u64 BE) — permanent dedup index |
-//! | `l` ‖ lead id ‖ `0x00` ‖ seq | empty — a lead's entries, retractions included |
+//! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
+//! | `b` ‖ first seq (u64 BE) | a [`block`] of consecutive entries (one per append batch, ≤ 64 KiB) |
+//! | `i` ‖ SHA-256(event id)[..8] | seqs (u64 BE) of the ids with that prefix: the permanent dedup index |
+//! | `l` ‖ lead id ‖ `0x00` ‖ seq | empty: a lead's entries, retractions included |
 //!
-//! `hash = SHA-256(prev_hash ‖ seq BE ‖ recorded_at BE ‖ bincode(event))`, starting from 32 zero
-//! bytes. Writes become durable only at [`Ledger::flush`]; callers ack after it, never before.
+//! What each entry's hash covers is the chain specification, `schemas/chain.md` (format 2):
+//! SHA-256 of the RFC 8785 canonical JSON of `{event, prev_hash, recorded_at, seq}`.
+//! Writes become durable only at [`Ledger::flush`]; callers ack after it, never before.
 
+mod block;
+pub mod canonical;
 mod exchange;
+mod migrate;
+mod v1;
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use funnel_core::time::Micros;
 use funnel_core::{Entry, Event, LogPosition};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use exchange::{export, import, ExportLine};
+use block::{Block, BlockWriter};
+pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
+pub use exchange::{export, import, ExportHeader, ExportLine};
+pub use migrate::{migrate, Migration};
 
 /// Name of the sled tree holding the log and its indexes.
-pub const LOG_TREE: &str = "log";
+pub const LOG_TREE: &str = "ledger";
 /// How many tail entries are re-hashed when the ledger opens.
 pub const OPEN_CHECK_ENTRIES: u64 = 64;
 /// sled's page cache. Its default (1 GiB) filled up on every full scan of the log and stayed
 /// resident; the projection engine keeps what it needs itself, so the ledger's cache only
 /// serves lead lookups and recent entries.
 pub const CACHE_BYTES: u64 = 64 << 20;
+/// sled's segment size: a page write above a quarter of it goes to a blob file. 8 MiB keeps a
+/// leaf of blocks inline (see `block::BLOCK_BYTES`). Format 1 used sled's default, 512 KiB,
+/// which is how an old store is recognised.
+pub const SEGMENT_BYTES: usize = 8 << 20;
 
 /// Everything that can go wrong in the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +62,13 @@ pub enum LedgerError {
     /// Import needs an empty ledger.
     #[error("import needs an empty ledger; this one has {0} entries")]
     NotEmpty(u64),
+    /// The directory holds a format-1 ledger, which this version reads only to migrate it.
+    #[error(
+        "{0} holds a format-1 ledger; upgrade it with `funnel migrate --data-dir <data dir>` \
+         (it re-chains every entry under format 2, records the old head in the new chain and keeps \
+         the old store beside it)"
+    )]
+    NeedsMigration(String),
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -84,9 +107,31 @@ impl<'a> Candidate<'a> {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-struct Head {
+pub(crate) struct Head {
     position: LogPosition,
     recorded_at: Micros,
+    /// The prev_hash of seq 1.
+    genesis: [u8; 32],
+}
+
+/// The chain's metadata, stored under `m` as JSON.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    /// The prev_hash of seq 1, hex.
+    pub genesis: String,
+    /// `{"format": 1, "seq": N, "hash": "…"}` when this chain was migrated from format 1.
+    pub migrated_from: Option<Value>,
+}
+
+impl Meta {
+    fn new(migrated_from: Option<Value>) -> Meta {
+        Meta {
+            format: CHAIN_FORMAT,
+            genesis: canonical::hex(&canonical::genesis(migrated_from.as_ref())),
+            migrated_from,
+        }
+    }
 }
 
 /// A handle on the ledger; cheap to clone, safe to share. Appends are serialised internally,
@@ -100,16 +145,18 @@ pub struct Ledger {
 
 pub(crate) const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
-fn entry_key(seq: u64) -> [u8; 9] {
-    let mut key = [b'e'; 9];
-    key[1..].copy_from_slice(&seq.to_be_bytes());
+const META_KEY: &[u8] = b"m";
+
+fn block_key(first_seq: u64) -> [u8; 9] {
+    let mut key = [b'b'; 9];
+    key[1..].copy_from_slice(&first_seq.to_be_bytes());
     key
 }
 
-fn id_key(id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + id.len());
-    key.push(b'i');
-    key.extend_from_slice(id.as_bytes());
+fn id_key(id: &str) -> [u8; 9] {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut key = [b'i'; 9];
+    key[1..].copy_from_slice(&digest[..8]);
     key
 }
 
@@ -125,20 +172,8 @@ fn seq_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
-/// The canonical bytes of an event: what its hash covers and what equality of content means.
-pub fn canonical_bytes(event: &Event) -> Vec<u8> {
-    // Encoding a plain data struct into a Vec cannot fail.
-    bincode::serde::encode_to_vec(event, BINCODE).unwrap_or_default()
-}
-
-/// The chain hash of an entry.
-pub fn entry_hash(prev_hash: &[u8; 32], seq: u64, recorded_at: Micros, event: &Event) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev_hash);
-    h.update(seq.to_be_bytes());
-    h.update(recorded_at.to_be_bytes());
-    h.update(canonical_bytes(event));
-    h.finalize().into()
+fn seqs_in(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    value.chunks_exact(8).filter_map(seq_from)
 }
 
 /// Checks one entry against its predecessor's position; the reason if it does not hold.
@@ -168,16 +203,12 @@ pub struct Verification {
 impl Ledger {
     /// Opens (or creates) the ledger under `dir` and re-checks its last [`OPEN_CHECK_ENTRIES`]
     /// entries. A damaged tail is [`LedgerError::Damaged`]: the caller must not serve from it.
-    pub fn open(dir: &std::path::Path) -> Result<Ledger> {
+    pub fn open(dir: &Path) -> Result<Ledger> {
         let ledger = Ledger::open_unchecked(dir)?;
         let last_seq = ledger.head().seq;
         if last_seq > 0 {
             let from = last_seq.saturating_sub(OPEN_CHECK_ENTRIES).max(1);
-            let mut prev = if from == 1 {
-                LogPosition::default()
-            } else {
-                ledger.position_of(from - 1)?
-            };
+            let mut prev = ledger.position_of(from - 1)?;
             for seq in from..=last_seq {
                 let entry = ledger.get(seq)?.ok_or_else(|| LedgerError::Damaged {
                     seq,
@@ -192,32 +223,72 @@ impl Ledger {
 
     /// Opens without checking anything beyond what sled checks: for auditing a ledger that
     /// may be damaged ([`Ledger::verify`] then walks the whole chain). Never serve from it unchecked.
-    pub fn open_unchecked(dir: &std::path::Path) -> Result<Ledger> {
-        let db = sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open()?;
+    /// A format-1 store is refused with [`LedgerError::NeedsMigration`].
+    pub fn open_unchecked(dir: &Path) -> Result<Ledger> {
+        if v1::is_v1(dir) {
+            return Err(LedgerError::NeedsMigration(dir.display().to_string()));
+        }
+        Ledger::open_store(dir)
+    }
+
+    fn open_store(dir: &Path) -> Result<Ledger> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .segment_size(SEGMENT_BYTES)
+            .open()?;
         let log = db.open_tree(LOG_TREE)?;
         let ledger = Ledger {
             db,
             log,
             head: Arc::default(),
         };
-        if let Some((key, bytes)) = ledger.log.scan_prefix(b"e").next_back().transpose()? {
-            let seq = seq_from(&key[1..]).ok_or_else(|| LedgerError::Damaged {
-                seq: 0,
-                reason: "bad entry key".into(),
-            })?;
-            let head = match decode(seq, &bytes) {
-                Ok(entry) => Head {
-                    position: LogPosition { seq, hash: entry.hash },
-                    recorded_at: entry.recorded_at,
-                },
-                Err(_) => Head {
-                    position: LogPosition { seq, hash: [0; 32] },
-                    recorded_at: 0,
-                },
+        let meta = match ledger.meta()? {
+            Some(meta) => meta,
+            None => {
+                let meta = Meta::new(None);
+                ledger.write_meta(&meta)?;
+                meta
+            }
+        };
+        let genesis = unhex(&meta.genesis).ok_or_else(|| LedgerError::Damaged {
+            seq: 0,
+            reason: "the chain metadata's genesis is not 64 hex digits".into(),
+        })?;
+        let mut head = Head {
+            position: LogPosition { seq: 0, hash: genesis },
+            recorded_at: 0,
+            genesis,
+        };
+        if let Some((key, bytes)) = ledger.log.scan_prefix(b"b").next_back().transpose()? {
+            let first = seq_from(&key[1..]).unwrap_or(0);
+            let block = Block::parse(first, &bytes)?;
+            let last = block.entry(block.len() - 1)?;
+            head.position = LogPosition {
+                seq: last.seq,
+                hash: last.hash,
             };
-            *ledger.lock_head() = head;
+            head.recorded_at = last.recorded_at;
         }
+        *ledger.lock_head() = head;
         Ok(ledger)
+    }
+
+    /// The chain's metadata, if written.
+    pub fn meta(&self) -> Result<Option<Meta>> {
+        match self.log.get(META_KEY)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LedgerError::Damaged {
+                seq: 0,
+                reason: format!("the chain metadata does not parse: {e}"),
+            }),
+        }
+    }
+
+    fn write_meta(&self, meta: &Meta) -> Result<()> {
+        let bytes = serde_json::to_vec(meta).map_err(std::io::Error::from)?;
+        self.log.insert(META_KEY, bytes)?;
+        Ok(())
     }
 
     fn lock_head(&self) -> MutexGuard<'_, Head> {
@@ -226,6 +297,10 @@ impl Ledger {
     }
 
     fn position_of(&self, seq: u64) -> Result<LogPosition> {
+        if seq == 0 {
+            let genesis = self.lock_head().genesis;
+            return Ok(LogPosition { seq: 0, hash: genesis });
+        }
         let entry = self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
             seq,
             reason: "missing".into(),
@@ -233,73 +308,147 @@ impl Ledger {
         Ok(LogPosition { seq, hash: entry.hash })
     }
 
-    /// The last entry's seq and hash.
+    /// The last entry's seq and hash (seq 0 and the genesis hash when empty).
     pub fn head(&self) -> LogPosition {
         self.lock_head().position
     }
 
+    /// The block holding `seq`, as (first seq, bytes).
+    fn block_of(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>> {
+        match self.log.range(block_key(0)..=block_key(seq)).next_back().transpose()? {
+            None => Ok(None),
+            Some((key, bytes)) => Ok(seq_from(&key[1..]).map(|first| (first, bytes))),
+        }
+    }
+
     /// The entry at `seq`, if the log is that long.
     pub fn get(&self, seq: u64) -> Result<Option<Entry>> {
-        match self.log.get(entry_key(seq))? {
-            None => Ok(None),
-            Some(bytes) => decode(seq, &bytes).map(Some),
+        if seq == 0 {
+            return Ok(None);
         }
+        let Some((first, bytes)) = self.block_of(seq)? else {
+            return Ok(None);
+        };
+        let block = Block::parse(first, &bytes)?;
+        if seq > block.last_seq() {
+            return Ok(None);
+        }
+        block.entry((seq - first) as usize).map(Some)
     }
 
     /// The seq of the event with this id.
     pub fn seq_of(&self, id: &str) -> Result<Option<u64>> {
-        Ok(self.log.get(id_key(id))?.and_then(|v| seq_from(&v)))
+        Ok(self.find(id)?.map(|entry| entry.seq))
     }
 
     /// The entry of the event with this id.
     pub fn find(&self, id: &str) -> Result<Option<Entry>> {
-        match self.seq_of(id)? {
-            Some(seq) => self.get(seq),
-            None => Ok(None),
+        let Some(seqs) = self.log.get(id_key(id))? else {
+            return Ok(None);
+        };
+        for seq in seqs_in(&seqs) {
+            let entry = self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
+                seq,
+                reason: "indexed but missing".into(),
+            })?;
+            if entry.event.id == id {
+                return Ok(Some(entry));
+            }
         }
+        Ok(None)
     }
 
     /// Entries from `from` (inclusive) to the head, in seq order.
     pub fn entries(&self, from: u64) -> impl Iterator<Item = Result<Entry>> + '_ {
-        self.log.range(entry_key(from.max(1))..entry_key(u64::MAX)).map(|item| {
-            let (key, bytes) = item?;
-            let seq = seq_from(&key[1..]).unwrap_or(0);
-            decode(seq, &bytes)
-        })
+        let from = from.max(1);
+        let start = match self.block_of(from) {
+            Ok(Some((first, _))) => first,
+            _ => from,
+        };
+        self.log
+            .range(block_key(start)..=block_key(u64::MAX))
+            .flat_map(move |item| -> Vec<Result<Entry>> {
+                let (key, bytes) = match item {
+                    Ok(kv) => kv,
+                    Err(e) => return vec![Err(e.into())],
+                };
+                let first = seq_from(&key[1..]).unwrap_or(0);
+                let block = match Block::parse(first, &bytes) {
+                    Ok(block) => block,
+                    Err(e) => return vec![Err(e)],
+                };
+                let skip = from.saturating_sub(first) as usize;
+                (skip..block.len()).map(|i| block.entry(i)).collect()
+            })
     }
 
     /// Every entry filed under a lead, in seq order.
     pub fn lead_entries(&self, lead_id: &str) -> Result<Vec<Entry>> {
         let prefix = lead_prefix(lead_id);
         let mut out = Vec::new();
+        let mut cached: Option<(u64, sled::IVec)> = None;
         for item in self.log.scan_prefix(&prefix) {
             let (key, _) = item?;
             let seq = seq_from(&key[prefix.len()..]).unwrap_or(0);
-            out.push(self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
+            let missing = || LedgerError::Damaged {
                 seq,
                 reason: "indexed but missing".into(),
-            })?);
+            };
+            let hit = cached.as_ref().is_some_and(|(first, bytes)| {
+                seq >= *first && Block::parse(*first, bytes).is_ok_and(|b| seq <= b.last_seq())
+            });
+            if !hit {
+                cached = self.block_of(seq)?;
+            }
+            let (first, bytes) = cached.as_ref().ok_or_else(missing)?;
+            let block = Block::parse(*first, bytes)?;
+            if seq > block.last_seq() {
+                return Err(missing());
+            }
+            out.push(block.entry((seq - first) as usize)?);
         }
         Ok(out)
     }
 
     /// Appends a batch: every new event gets the next seq; exact duplicates (stored earlier or
-    /// earlier in this batch) and id conflicts are reported, not written. Not durable until [`Ledger::flush`].
+    /// earlier in this batch) and id conflicts are reported, not written. The new entries go
+    /// into one block (more if it outgrows `block::BLOCK_BYTES`) with their index keys, in one
+    /// atomic sled batch. Not durable until [`Ledger::flush`].
     pub fn append_batch(&self, candidates: &[Candidate<'_>], now: Micros) -> Result<Vec<Appended>> {
         let mut head = self.lock_head();
         let mut next = *head;
         next.recorded_at = next.recorded_at.max(now);
+        let mut blocks = BlockWriter::default();
         let mut batch = sled::Batch::default();
-        let mut pending: std::collections::HashMap<&str, (u64, &Event)> = std::collections::HashMap::new();
+        let mut pending: HashMap<&str, (u64, &Event)> = HashMap::new();
+        let mut ids: HashMap<[u8; 9], Vec<u8>> = HashMap::new();
         let mut outcomes = Vec::with_capacity(candidates.len());
         for c in candidates {
             let id = c.event.id.as_str();
+            let key = id_key(id);
             let earlier = match pending.get(id) {
                 Some(&(seq, event)) => Some((seq, event == c.event)),
-                None => match self.find(id)? {
-                    Some(stored) => Some((stored.seq, stored.event == *c.event)),
-                    None => None,
-                },
+                None => {
+                    let stored = match ids.get(&key) {
+                        Some(_) => None,
+                        None => self.log.get(key)?,
+                    };
+                    let mut found = None;
+                    if let Some(seqs) = &stored {
+                        for seq in seqs_in(seqs) {
+                            if let Some(entry) = self.get(seq)? {
+                                if entry.event.id == id {
+                                    found = Some((seq, entry.event == *c.event));
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if found.is_none() && !ids.contains_key(&key) {
+                        ids.insert(key, stored.map(|v| v.to_vec()).unwrap_or_default());
+                    }
+                    found
+                }
             };
             match earlier {
                 Some((seq, true)) => outcomes.push(Appended::Duplicate(seq)),
@@ -307,15 +456,15 @@ impl Ledger {
                 None => {
                     let seq = next.position.seq + 1;
                     let hash = entry_hash(&next.position.hash, seq, next.recorded_at, c.event);
-                    let entry = Entry {
-                        seq,
-                        recorded_at: next.recorded_at,
-                        stream_seq: c.stream_seq,
-                        prev_hash: next.position.hash,
-                        hash,
-                        event: c.event.clone(),
-                    };
-                    stage(&mut batch, &entry, c.lead_id);
+                    blocks.push_parts(seq, next.position.hash, hash, next.recorded_at, c.stream_seq, c.event);
+                    if let Some(value) = ids.get_mut(&key) {
+                        value.extend_from_slice(&seq.to_be_bytes());
+                    }
+                    if let Some(lead) = c.lead_id {
+                        let mut key = lead_prefix(lead);
+                        key.extend_from_slice(&seq.to_be_bytes());
+                        batch.insert(key, &[]);
+                    }
                     pending.insert(id, (seq, c.event));
                     next.position = LogPosition { seq, hash };
                     outcomes.push(Appended::Stored(seq));
@@ -323,6 +472,14 @@ impl Ledger {
             }
         }
         if next.position.seq != head.position.seq {
+            for (first, value) in blocks.finish() {
+                batch.insert(&block_key(first), value);
+            }
+            for (key, value) in ids {
+                if !value.is_empty() {
+                    batch.insert(&key, value);
+                }
+            }
             self.log.apply_batch(batch)?;
             *head = next;
         }
@@ -335,33 +492,88 @@ impl Ledger {
         Ok(())
     }
 
-    /// Walks the whole chain, calling `progress(checked)` now and then; stops at the first bad entry.
+    /// Walks the whole chain on every core, calling `progress(checked)` now and then; stops at
+    /// the first bad entry. Blocks are checked in parallel (each entry's hash against its
+    /// content and its predecessor's stored hash), and the links between blocks in order.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Verification {
-        let mut prev = LogPosition::default();
-        for item in self.log.scan_prefix(b"e") {
-            let seq = prev.seq + 1;
-            let bad = |reason: String| Verification {
-                checked: prev.seq,
-                head: prev,
-                first_bad: Some((seq, reason)),
+        let genesis = self.lock_head().genesis;
+        let mut prev = LogPosition { seq: 0, hash: genesis };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+        let mut chunk: Vec<(u64, sled::IVec)> = Vec::new();
+        let mut last_progress = 0;
+        let mut iter = self.log.scan_prefix(b"b");
+        loop {
+            let item = iter.next();
+            let store_error = match &item {
+                Some(Err(e)) => Some(format!("store error: {e}")),
+                _ => None,
             };
-            let (key, bytes) = match item {
-                Ok(kv) => kv,
-                Err(e) => return bad(format!("store error: {e}")),
-            };
-            if seq_from(&key[1..]) != Some(seq) {
-                return bad(format!("entry key is {:?}, expected seq {seq}", seq_from(&key[1..])));
+            let end = item.is_none() || store_error.is_some();
+            if let Some(Ok((key, bytes))) = item {
+                chunk.push((seq_from(&key[1..]).unwrap_or(0), bytes));
             }
-            let entry = match decode(seq, &bytes) {
-                Ok(entry) => entry,
-                Err(e) => return bad(e.to_string()),
-            };
-            if let Err(reason) = check_link(&prev, &entry) {
-                return bad(reason);
+            if chunk.len() >= 16 * threads || (end && !chunk.is_empty()) {
+                let results = verify_blocks(&chunk, threads);
+                if results.len() != chunk.len() {
+                    return Verification {
+                        checked: prev.seq,
+                        head: prev,
+                        first_bad: Some((prev.seq + 1, "a verification thread failed".into())),
+                    };
+                }
+                for ((first, bytes), result) in chunk.iter().zip(results) {
+                    let bad = |seq: u64, reason: String| Verification {
+                        checked: prev.seq,
+                        head: prev,
+                        first_bad: Some((seq, reason)),
+                    };
+                    if *first != prev.seq + 1 {
+                        return bad(prev.seq + 1, format!("block starts at seq {first}, expected {}", prev.seq + 1));
+                    }
+                    match result {
+                        Err((seq, reason)) => {
+                            // The entries before the bad one in this block checked out.
+                            let checked = LogPosition {
+                                seq: seq - 1,
+                                hash: if seq - 1 == prev.seq {
+                                    prev.hash
+                                } else {
+                                    self.get(seq - 1).ok().flatten().map_or([0; 32], |e| e.hash)
+                                },
+                            };
+                            let block_prev = Block::parse(*first, bytes).map(|b| b.prev_hash);
+                            if block_prev.is_ok_and(|h| h != prev.hash) {
+                                return bad(*first, "prev_hash does not match the previous entry's hash".into());
+                            }
+                            return Verification {
+                                checked: checked.seq,
+                                head: checked,
+                                first_bad: Some((seq, reason)),
+                            };
+                        }
+                        Ok((block_prev, last)) => {
+                            if block_prev != prev.hash {
+                                return bad(*first, "prev_hash does not match the previous entry's hash".into());
+                            }
+                            prev = last;
+                        }
+                    }
+                }
+                chunk.clear();
+                if prev.seq - last_progress >= 100_000 {
+                    last_progress = prev.seq;
+                    progress(prev.seq);
+                }
             }
-            prev = LogPosition { seq, hash: entry.hash };
-            if seq.is_multiple_of(100_000) {
-                progress(seq);
+            if let Some(reason) = store_error {
+                return Verification {
+                    checked: prev.seq,
+                    head: prev,
+                    first_bad: Some((prev.seq + 1, reason)),
+                };
+            }
+            if end {
+                break;
             }
         }
         Verification {
@@ -369,28 +581,6 @@ impl Ledger {
             head: prev,
             first_bad: None,
         }
-    }
-
-    /// Stores a fully formed entry that must link onto the head (import).
-    fn append_entry(&self, batch: &mut sled::Batch, entry: &Entry, head: &mut Head) -> std::result::Result<(), String> {
-        check_link(&head.position, entry)?;
-        if entry.recorded_at < head.recorded_at {
-            return Err("recorded_at goes backwards".to_owned());
-        }
-        let lead = entry
-            .event
-            .lead_id
-            .clone()
-            .or_else(|| self.retraction_lead(&entry.event));
-        stage(batch, entry, lead.as_deref());
-        *head = Head {
-            position: LogPosition {
-                seq: entry.seq,
-                hash: entry.hash,
-            },
-            recorded_at: entry.recorded_at,
-        };
-        Ok(())
     }
 
     /// The lead a retraction without a lead_id is filed under: its target's lead, if stored.
@@ -402,36 +592,53 @@ impl Ledger {
             _ => None,
         }
     }
-}
 
-fn stage(batch: &mut sled::Batch, entry: &Entry, lead_id: Option<&str>) {
-    batch.insert(
-        &entry_key(entry.seq),
-        bincode::serde::encode_to_vec(entry, BINCODE).unwrap_or_default(),
-    );
-    batch.insert(id_key(&entry.event.id), &entry.seq.to_be_bytes());
-    if let Some(lead) = lead_id {
-        let mut key = lead_prefix(lead);
-        key.extend_from_slice(&entry.seq.to_be_bytes());
-        batch.insert(key, &[]);
-    }
-}
-
-fn decode(seq: u64, bytes: &[u8]) -> Result<Entry> {
-    bincode::serde::decode_from_slice(bytes, BINCODE)
-        .map(|(entry, _)| entry)
-        .map_err(|e| LedgerError::Damaged {
-            seq,
-            reason: format!("entry does not decode: {e}"),
-        })
-}
-
-#[cfg(test)]
-mod tests;
-
-impl Ledger {
     /// Another tree in the same store, for state derived from the log (the projection checkpoint).
     pub fn derived_tree(&self, name: &str) -> Result<sled::Tree> {
         Ok(self.db.open_tree(name)?)
     }
 }
+
+/// Checks each block on its own: every entry's hash against its content and the stored hash
+/// before it. Per block: `(prev_hash of its first entry, position of its last)`, or the first
+/// bad seq and why. Blocks are split between `threads` scoped threads; results keep block order.
+fn verify_blocks(blocks: &[(u64, sled::IVec)], threads: usize) -> Vec<std::result::Result<([u8; 32], LogPosition), (u64, String)>> {
+    let check = |(first, bytes): &(u64, sled::IVec)| {
+        let block = Block::parse(*first, bytes).map_err(|e| (*first, e.to_string()))?;
+        let mut prev = block.prev_hash;
+        for i in 0..block.len() {
+            let seq = first + i as u64;
+            let entry = block.entry(i).map_err(|e| (seq, e.to_string()))?;
+            if entry.hash != entry_hash(&prev, seq, entry.recorded_at, &entry.event) {
+                return Err((seq, "hash does not match the entry's content".to_owned()));
+            }
+            prev = entry.hash;
+        }
+        Ok((block.prev_hash, LogPosition { seq: block.last_seq(), hash: prev }))
+    };
+    let part = blocks.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = blocks
+            .chunks(part)
+            .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+pub(crate) fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

@@ -71,3 +71,81 @@ fn chain_links_and_recorded_at_never_goes_back() {
     assert_eq!(reopened.head(), LogPosition { seq: 2, hash: e2.hash });
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Enough events that one batch fills several blocks.
+fn many(n: usize, leads: usize) -> Vec<Event> {
+    (0..n)
+        .map(|i| touch(&format!("evt-{i:06}"), &format!("L{}", i % leads), i as Micros))
+        .collect()
+}
+
+#[test]
+fn a_batch_larger_than_a_block_reads_back_whole() {
+    let (dir, ledger) = temp();
+    let events = many(5_000, 37);
+    offer(&ledger, &events[..10], 1);
+    offer(&ledger, &events[10..], 2);
+    let blocks = ledger.log.scan_prefix(b"b").count();
+    assert!(blocks >= 3, "5,000 entries of ~70 bytes should span several 64 KiB blocks, got {blocks}");
+    let all: Vec<Entry> = ledger.entries(1).map(|e| e.unwrap()).collect();
+    assert_eq!(all.len(), 5_000);
+    for (i, entry) in all.iter().enumerate() {
+        assert_eq!(entry.seq, i as u64 + 1);
+        assert_eq!(entry.event, events[i]);
+        let prev = if i == 0 { [0; 32] } else { all[i - 1].hash };
+        assert_eq!(entry.prev_hash, prev);
+        assert_eq!(entry.hash, entry_hash(&prev, entry.seq, entry.recorded_at, &entry.event));
+    }
+    let tail: Vec<u64> = ledger.entries(4_321).map(|e| e.unwrap().seq).collect();
+    assert_eq!(tail, (4_321..=5_000).collect::<Vec<_>>());
+    for seq in [1, 10, 11, 2_500, 5_000] {
+        assert_eq!(ledger.get(seq).unwrap().as_ref(), Some(&all[seq as usize - 1]));
+    }
+    assert_eq!(ledger.get(5_001).unwrap(), None);
+    let lead = ledger.lead_entries("L5").unwrap();
+    let expected: Vec<&Entry> = all.iter().filter(|e| e.event.lead_id.as_deref() == Some("L5")).collect();
+    assert_eq!(lead.iter().collect::<Vec<_>>(), expected);
+    assert_eq!(ledger.find("evt-004999").unwrap().map(|e| e.seq), Some(5_000));
+    let v = ledger.verify(|_| {});
+    assert_eq!((v.checked, v.first_bad, v.head), (5_000, None, ledger.head()));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_flipped_byte_in_any_block_is_found_and_located() {
+    let (dir, ledger) = temp();
+    offer(&ledger, &many(3_000, 11), 1);
+    let blocks: Vec<(sled::IVec, sled::IVec)> = ledger.log.scan_prefix(b"b").map(|kv| kv.unwrap()).collect();
+    let (key, value) = &blocks[1];
+    let first = seq_from(&key[1..]).unwrap();
+    let block = Block::parse(first, value).unwrap();
+    // Flip a byte in the event part of the block's 8th entry: its hash no longer matches.
+    let eighth = block.entry(7).unwrap();
+    let needle = eighth.event.id.as_bytes();
+    let at = value.windows(needle.len()).position(|w| w == needle).unwrap();
+    let mut damaged = value.to_vec();
+    damaged[at + needle.len() - 1] ^= 0x01;
+    ledger.log.insert(key, damaged).unwrap();
+    let v = ledger.verify(|_| {});
+    assert_eq!(v.first_bad.as_ref().map(|b| b.0), Some(first + 7));
+    assert_eq!(v.checked, first + 6);
+    assert_eq!(v.head.hash, block.entry(6).unwrap().hash);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn ids_sharing_an_index_prefix_are_told_apart() {
+    let (dir, ledger) = temp();
+    offer(&ledger, &[touch("a", "L1", 1)], 1);
+    // Pretend "b" hashes to the same 8-byte prefix as "a": file its seq under a's key too.
+    let b = touch("b", "L1", 2);
+    offer(&ledger, &[b.clone()], 2);
+    let mut both = 1u64.to_be_bytes().to_vec();
+    both.extend_from_slice(&2u64.to_be_bytes());
+    ledger.log.insert(id_key("a"), both.clone()).unwrap();
+    ledger.log.insert(id_key("b"), both).unwrap();
+    assert_eq!(ledger.seq_of("a").unwrap(), Some(1));
+    assert_eq!(ledger.seq_of("b").unwrap(), Some(2));
+    assert_eq!(offer(&ledger, &[b, touch("a", "L1", 1)], 3), [Appended::Duplicate(2), Appended::Duplicate(1)]);
+    let _ = std::fs::remove_dir_all(dir);
+}

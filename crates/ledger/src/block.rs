@@ -1,0 +1,208 @@
+//! A block: consecutive entries stored in one sled value, written once per append batch.
+//!
+//! ```text
+//! u8      BLOCK_VERSION
+//! u32 LE  count
+//! [u8;32] prev_hash of the first entry
+//! u32 LE  × count: end offset of each entry in the body
+//! body:   per entry [u8;32] hash, then bincode { recorded_at, stream_seq, event }
+//! ```
+//!
+//! The offsets let one entry be decoded without the others (a lead lookup reads one entry per
+//! block), and the hash comes first so an entry's prev_hash is read without decoding anything. The seq of entry `i` is the block key's first seq plus `i`; its prev_hash is the
+//! previous entry's hash (the block's `prev_hash` for the first). The storage layout is ours to
+//! change (`BLOCK_VERSION`); what the chain hashes is fixed by `schemas/chain.md`.
+
+use funnel_core::time::Micros;
+use funnel_core::{Entry, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::{LedgerError, Result, BINCODE};
+
+const BLOCK_VERSION: u8 = 1;
+const HEADER: usize = 1 + 4 + 32;
+
+/// Largest body a block gets before the batch opens another one. sled keeps a leaf of up to 17
+/// values in one page write; with [`crate::SEGMENT_BYTES`] of 8 MiB a page may reach 2 MiB
+/// before sled moves it to a blob file, so 17 blocks of 64 KiB stay inline.
+pub const BLOCK_BYTES: usize = 64 << 10;
+
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    recorded_at: Micros,
+    stream_seq: u64,
+    event: &'a Event,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    recorded_at: Micros,
+    stream_seq: u64,
+    event: Event,
+}
+
+/// Builds blocks from entries in seq order.
+#[derive(Default)]
+pub struct BlockWriter {
+    blocks: Vec<(u64, Vec<u8>)>,
+    first_seq: u64,
+    prev_hash: [u8; 32],
+    ends: Vec<u32>,
+    body: Vec<u8>,
+}
+
+impl BlockWriter {
+    pub fn push(&mut self, entry: &Entry) {
+        self.push_parts(entry.seq, entry.prev_hash, entry.hash, entry.recorded_at, entry.stream_seq, &entry.event);
+    }
+
+    /// [`BlockWriter::push`] without an `Entry` to hand.
+    pub fn push_parts(
+        &mut self,
+        seq: u64,
+        prev_hash: [u8; 32],
+        hash: [u8; 32],
+        recorded_at: Micros,
+        stream_seq: u64,
+        event: &Event,
+    ) {
+        if self.ends.is_empty() {
+            self.first_seq = seq;
+            self.prev_hash = prev_hash;
+        }
+        let stored = StoredRef {
+            recorded_at,
+            stream_seq,
+            event,
+        };
+        self.body.extend_from_slice(&hash);
+        // Encoding plain data into a Vec cannot fail.
+        let _ = bincode::serde::encode_into_std_write(&stored, &mut self.body, BINCODE);
+        self.ends.push(self.body.len() as u32);
+        if self.body.len() >= BLOCK_BYTES {
+            self.seal();
+        }
+    }
+
+    fn seal(&mut self) {
+        if self.ends.is_empty() {
+            return;
+        }
+        let mut value = Vec::with_capacity(HEADER + 4 * self.ends.len() + self.body.len());
+        value.push(BLOCK_VERSION);
+        value.extend_from_slice(&(self.ends.len() as u32).to_le_bytes());
+        value.extend_from_slice(&self.prev_hash);
+        for end in &self.ends {
+            value.extend_from_slice(&end.to_le_bytes());
+        }
+        value.extend_from_slice(&self.body);
+        self.blocks.push((self.first_seq, value));
+        self.ends.clear();
+        self.body.clear();
+    }
+
+    /// Every block as `(first seq, value)`.
+    pub fn finish(mut self) -> Vec<(u64, Vec<u8>)> {
+        self.seal();
+        self.blocks
+    }
+}
+
+/// A stored block, read in place.
+pub struct Block<'a> {
+    pub first_seq: u64,
+    pub prev_hash: [u8; 32],
+    count: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Block<'a> {
+    pub fn parse(first_seq: u64, bytes: &'a [u8]) -> Result<Block<'a>> {
+        let damaged = |reason: &str| LedgerError::Damaged {
+            seq: first_seq,
+            reason: format!("block: {reason}"),
+        };
+        if bytes.len() < HEADER || bytes[0] != BLOCK_VERSION {
+            return Err(damaged("unknown version or truncated header"));
+        }
+        let count = u32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        let mut prev_hash = [0; 32];
+        prev_hash.copy_from_slice(&bytes[5..HEADER]);
+        let block = Block {
+            first_seq,
+            prev_hash,
+            count,
+            bytes,
+        };
+        if count == 0 || bytes.len() < HEADER + 4 * count || block.end(count - 1) != bytes.len() - block.body_start() {
+            return Err(damaged("offsets do not match its length"));
+        }
+        Ok(block)
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.first_seq + self.count as u64 - 1
+    }
+
+    fn body_start(&self) -> usize {
+        HEADER + 4 * self.count
+    }
+
+    fn end(&self, i: usize) -> usize {
+        let at = HEADER + 4 * i;
+        u32::from_le_bytes([self.bytes[at], self.bytes[at + 1], self.bytes[at + 2], self.bytes[at + 3]]) as usize
+    }
+
+    fn slice(&self, i: usize) -> Result<&'a [u8]> {
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        let end = self.end(i);
+        let body = &self.bytes[self.body_start()..];
+        body.get(start..end)
+            .filter(|s| s.len() > 32)
+            .ok_or_else(|| LedgerError::Damaged {
+                seq: self.first_seq + i as u64,
+                reason: "entry offsets out of order".into(),
+            })
+    }
+
+    /// The stored hash of entry `i`.
+    pub fn hash(&self, i: usize) -> Result<[u8; 32]> {
+        let mut hash = [0; 32];
+        hash.copy_from_slice(&self.slice(i)?[..32]);
+        Ok(hash)
+    }
+
+    /// The prev_hash of entry `i`.
+    pub fn prev_hash(&self, i: usize) -> Result<[u8; 32]> {
+        if i == 0 {
+            Ok(self.prev_hash)
+        } else {
+            self.hash(i - 1)
+        }
+    }
+
+    /// Entry `i` of the block.
+    pub fn entry(&self, i: usize) -> Result<Entry> {
+        let seq = self.first_seq + i as u64;
+        let slice = self.slice(i)?;
+        let (stored, _): (Stored, usize) =
+            bincode::serde::decode_from_slice(&slice[32..], BINCODE).map_err(|e| LedgerError::Damaged {
+                seq,
+                reason: format!("entry does not decode: {e}"),
+            })?;
+        let mut hash = [0; 32];
+        hash.copy_from_slice(&slice[..32]);
+        Ok(Entry {
+            seq,
+            recorded_at: stored.recorded_at,
+            stream_seq: stored.stream_seq,
+            prev_hash: self.prev_hash(i)?,
+            hash,
+            event: stored.event,
+        })
+    }
+}

@@ -1,0 +1,100 @@
+//! Upgrading a format-1 ledger to format 2.
+//!
+//! The old store is read and its format-1 chain verified end to end; every entry is then
+//! re-chained under format 2 into a new store beside it, whose genesis commits to the old head
+//! (`migrated_from`), and the directories are swapped by rename: `ledger` becomes
+//! `ledger.v1` (kept, never deleted by us) and the new store becomes `ledger`. A crash before
+//! the swap leaves the old store untouched and a partial new one that the next run discards.
+
+use std::path::{Path, PathBuf};
+
+use funnel_core::{Entry, LogPosition};
+use serde_json::json;
+
+use crate::canonical::{entry_hash, hex};
+use crate::exchange::Loader;
+use crate::v1::{is_v1, V1};
+use crate::{Ledger, LedgerError, Result};
+
+/// Entries per sled batch while migrating.
+const MIGRATE_BATCH_ENTRIES: usize = 4_096;
+
+/// What a migration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub entries: u64,
+    /// The format-1 head, recorded in the new chain's genesis.
+    pub v1_head: LogPosition,
+    /// The format-2 head.
+    pub head: LogPosition,
+    /// Where the format-1 store was kept.
+    pub kept: PathBuf,
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(suffix);
+    dir.with_file_name(name)
+}
+
+/// Migrates the format-1 ledger in `dir` (see the module docs), calling `progress(seq)` now and then.
+pub fn migrate(dir: &Path, mut progress: impl FnMut(u64)) -> Result<Migration> {
+    if !is_v1(dir) {
+        return Err(LedgerError::Import {
+            line: 0,
+            reason: format!("{} is not a format-1 ledger; nothing to migrate", dir.display()),
+        });
+    }
+    let kept = sibling(dir, ".v1");
+    if kept.exists() {
+        return Err(LedgerError::Import {
+            line: 0,
+            reason: format!("{} exists already; move it away first", kept.display()),
+        });
+    }
+    let partial = sibling(dir, ".v2-partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    let old = V1::open(dir)?;
+    let mut v1_head = LogPosition::default();
+    for entry in old.entries() {
+        let entry = entry?;
+        v1_head = LogPosition {
+            seq: entry.seq,
+            hash: entry.hash,
+        };
+    }
+    let from = json!({"format": 1, "seq": v1_head.seq, "hash": hex(&v1_head.hash)});
+    let head = {
+        let ledger = Ledger::open_store(&partial)?;
+        let mut loader = Loader::start(&ledger, Some(from))?;
+        for entry in old.entries() {
+            let entry = entry?;
+            let prev = loader.head();
+            let rechained = Entry {
+                prev_hash: prev.hash,
+                hash: entry_hash(&prev.hash, entry.seq, entry.recorded_at, &entry.event),
+                ..entry
+            };
+            loader.add(&rechained)?.map_err(|reason| LedgerError::Damaged {
+                seq: rechained.seq,
+                reason,
+            })?;
+            if loader.staged() == MIGRATE_BATCH_ENTRIES {
+                loader.apply()?;
+                progress(rechained.seq);
+            }
+        }
+        loader.finish()?
+    };
+    drop(old);
+    std::fs::rename(dir, &kept)?;
+    std::fs::rename(&partial, dir)?;
+    Ok(Migration {
+        entries: head.seq,
+        v1_head,
+        head,
+        kept,
+    })
+}
