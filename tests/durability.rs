@@ -18,6 +18,7 @@ fn exported_ids(data_dir: &Path) -> Vec<String> {
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
+        .skip(1) // the header
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["event"]["id"]
                 .as_str()
@@ -161,14 +162,22 @@ fn a_flipped_byte_is_located_by_verify_and_refused_by_serve() {
     let dir = data.path().to_str().unwrap();
     assert!(funnel(&["verify", "--data-dir", dir]).status.success());
 
+    // Damage the stored event of seq 7 (id `f6`) in place, as a bad disk would: its id becomes `f7`.
     {
-        let db = sled::open(data.path().join("ledger")).unwrap();
-        let log = db.open_tree("log").unwrap();
-        let mut key = vec![b'e'];
-        key.extend_from_slice(&7u64.to_be_bytes());
-        let mut value = log.get(&key).unwrap().expect("entry 7").to_vec();
-        let last = value.len() - 1;
-        value[last] ^= 0x01;
+        let db = sled::Config::new()
+            .path(data.path().join("ledger"))
+            .segment_size(funnel_ledger::SEGMENT_BYTES)
+            .open()
+            .unwrap();
+        let log = db.open_tree(funnel_ledger::LOG_TREE).unwrap();
+        let (key, value) = log
+            .scan_prefix(b"b")
+            .map(|kv| kv.unwrap())
+            .find(|(_, v)| v.windows(3).any(|w| w == [2, b'f', b'6']))
+            .expect("the block holding f6");
+        let mut value = value.to_vec();
+        let at = value.windows(3).position(|w| w == [2, b'f', b'6']).unwrap();
+        value[at + 2] ^= 0x01;
         log.insert(key, value).unwrap();
         db.flush().unwrap();
     }

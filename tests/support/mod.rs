@@ -373,3 +373,18 @@ pub fn subject_of(event: &Value) -> String {
     };
     format!("funnel.events.{kind}.{last}")
 }
+
+/// Runs `scripts/verify_export.py` (the independent verifier) on an export: (ok, its stdout line).
+pub fn independent_verify(export: &Path) -> (bool, String) {
+    let python = std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/verify_export.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(export)
+        .output()
+        .expect("run scripts/verify_export.py");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
+}

@@ -53,7 +53,14 @@ pub struct BlockWriter {
 
 impl BlockWriter {
     pub fn push(&mut self, entry: &Entry) {
-        self.push_parts(entry.seq, entry.prev_hash, entry.hash, entry.recorded_at, entry.stream_seq, &entry.event);
+        self.push_parts(
+            entry.seq,
+            entry.prev_hash,
+            entry.hash,
+            entry.recorded_at,
+            entry.stream_seq,
+            &entry.event,
+        );
     }
 
     /// [`BlockWriter::push`] without an `Entry` to hand.
@@ -154,7 +161,12 @@ impl<'a> Block<'a> {
 
     fn end(&self, i: usize) -> usize {
         let at = HEADER + 4 * i;
-        u32::from_le_bytes([self.bytes[at], self.bytes[at + 1], self.bytes[at + 2], self.bytes[at + 3]]) as usize
+        u32::from_le_bytes([
+            self.bytes[at],
+            self.bytes[at + 1],
+            self.bytes[at + 2],
+            self.bytes[at + 3],
+        ]) as usize
     }
 
     fn slice(&self, i: usize) -> Result<&'a [u8]> {

@@ -210,7 +210,10 @@ mod tests {
     fn strings_escape_only_what_jcs_escapes() {
         let mut out = Vec::new();
         write_string(&mut out, "a\"b\\c\u{1}\u{7f}é€😀\n</");
-        assert_eq!(String::from_utf8(out).unwrap_or_default(), "\"a\\\"b\\\\c\\u0001\u{7f}é€😀\\n</\"");
+        assert_eq!(
+            String::from_utf8(out).unwrap_or_default(),
+            "\"a\\\"b\\\\c\\u0001\u{7f}é€😀\\n</\""
+        );
     }
 
     #[test]

@@ -114,7 +114,10 @@ pub fn import(ledger: &Ledger, input: impl BufRead, mut progress: impl FnMut(u64
     if head.seq != 0 {
         return Err(LedgerError::NotEmpty(head.seq));
     }
-    let mut lines = input.lines().enumerate().filter(|(_, line)| !line.as_ref().is_ok_and(|l| l.trim().is_empty()));
+    let mut lines = input
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| !line.as_ref().is_ok_and(|l| l.trim().is_empty()));
     let Some((n, first)) = lines.next() else {
         return Ok(head);
     };

@@ -278,10 +278,12 @@ impl Ledger {
     pub fn meta(&self) -> Result<Option<Meta>> {
         match self.log.get(META_KEY)? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LedgerError::Damaged {
-                seq: 0,
-                reason: format!("the chain metadata does not parse: {e}"),
-            }),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| LedgerError::Damaged {
+                    seq: 0,
+                    reason: format!("the chain metadata does not parse: {e}"),
+                }),
         }
     }
 
@@ -528,7 +530,10 @@ impl Ledger {
                         first_bad: Some((seq, reason)),
                     };
                     if *first != prev.seq + 1 {
-                        return bad(prev.seq + 1, format!("block starts at seq {first}, expected {}", prev.seq + 1));
+                        return bad(
+                            prev.seq + 1,
+                            format!("block starts at seq {first}, expected {}", prev.seq + 1),
+                        );
                     }
                     match result {
                         Err((seq, reason)) => {
@@ -602,7 +607,10 @@ impl Ledger {
 /// Checks each block on its own: every entry's hash against its content and the stored hash
 /// before it. Per block: `(prev_hash of its first entry, position of its last)`, or the first
 /// bad seq and why. Blocks are split between `threads` scoped threads; results keep block order.
-fn verify_blocks(blocks: &[(u64, sled::IVec)], threads: usize) -> Vec<std::result::Result<([u8; 32], LogPosition), (u64, String)>> {
+fn verify_blocks(
+    blocks: &[(u64, sled::IVec)],
+    threads: usize,
+) -> Vec<std::result::Result<([u8; 32], LogPosition), (u64, String)>> {
     let check = |(first, bytes): &(u64, sled::IVec)| {
         let block = Block::parse(*first, bytes).map_err(|e| (*first, e.to_string()))?;
         let mut prev = block.prev_hash;
@@ -614,7 +622,13 @@ fn verify_blocks(blocks: &[(u64, sled::IVec)], threads: usize) -> Vec<std::resul
             }
             prev = entry.hash;
         }
-        Ok((block.prev_hash, LogPosition { seq: block.last_seq(), hash: prev }))
+        Ok((
+            block.prev_hash,
+            LogPosition {
+                seq: block.last_seq(),
+                hash: prev,
+            },
+        ))
     };
     let part = blocks.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
@@ -622,10 +636,7 @@ fn verify_blocks(blocks: &[(u64, sled::IVec)], threads: usize) -> Vec<std::resul
             .chunks(part)
             .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
     })
 }
 

@@ -86,7 +86,10 @@ fn a_batch_larger_than_a_block_reads_back_whole() {
     offer(&ledger, &events[..10], 1);
     offer(&ledger, &events[10..], 2);
     let blocks = ledger.log.scan_prefix(b"b").count();
-    assert!(blocks >= 3, "5,000 entries of ~70 bytes should span several 64 KiB blocks, got {blocks}");
+    assert!(
+        blocks >= 3,
+        "5,000 entries of ~70 bytes should span several 64 KiB blocks, got {blocks}"
+    );
     let all: Vec<Entry> = ledger.entries(1).map(|e| e.unwrap()).collect();
     assert_eq!(all.len(), 5_000);
     for (i, entry) in all.iter().enumerate() {
@@ -94,7 +97,10 @@ fn a_batch_larger_than_a_block_reads_back_whole() {
         assert_eq!(entry.event, events[i]);
         let prev = if i == 0 { [0; 32] } else { all[i - 1].hash };
         assert_eq!(entry.prev_hash, prev);
-        assert_eq!(entry.hash, entry_hash(&prev, entry.seq, entry.recorded_at, &entry.event));
+        assert_eq!(
+            entry.hash,
+            entry_hash(&prev, entry.seq, entry.recorded_at, &entry.event)
+        );
     }
     let tail: Vec<u64> = ledger.entries(4_321).map(|e| e.unwrap().seq).collect();
     assert_eq!(tail, (4_321..=5_000).collect::<Vec<_>>());
@@ -103,7 +109,10 @@ fn a_batch_larger_than_a_block_reads_back_whole() {
     }
     assert_eq!(ledger.get(5_001).unwrap(), None);
     let lead = ledger.lead_entries("L5").unwrap();
-    let expected: Vec<&Entry> = all.iter().filter(|e| e.event.lead_id.as_deref() == Some("L5")).collect();
+    let expected: Vec<&Entry> = all
+        .iter()
+        .filter(|e| e.event.lead_id.as_deref() == Some("L5"))
+        .collect();
     assert_eq!(lead.iter().collect::<Vec<_>>(), expected);
     assert_eq!(ledger.find("evt-004999").unwrap().map(|e| e.seq), Some(5_000));
     let v = ledger.verify(|_| {});
@@ -146,6 +155,9 @@ fn ids_sharing_an_index_prefix_are_told_apart() {
     ledger.log.insert(id_key("b"), both).unwrap();
     assert_eq!(ledger.seq_of("a").unwrap(), Some(1));
     assert_eq!(ledger.seq_of("b").unwrap(), Some(2));
-    assert_eq!(offer(&ledger, &[b, touch("a", "L1", 1)], 3), [Appended::Duplicate(2), Appended::Duplicate(1)]);
+    assert_eq!(
+        offer(&ledger, &[b, touch("a", "L1", 1)], 3),
+        [Appended::Duplicate(2), Appended::Duplicate(1)]
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -17,9 +17,9 @@ pub fn is_v1(dir: &Path) -> bool {
     let Ok(conf) = std::fs::read(dir.join("conf")) else {
         return false;
     };
-    String::from_utf8_lossy(&conf)
-        .lines()
-        .any(|line| line.starts_with("segment_size:") && line.trim_end() != format!("segment_size: {}", crate::SEGMENT_BYTES))
+    String::from_utf8_lossy(&conf).lines().any(|line| {
+        line.starts_with("segment_size:") && line.trim_end() != format!("segment_size: {}", crate::SEGMENT_BYTES)
+    })
 }
 
 fn hash(entry: &Entry) -> [u8; 32] {
@@ -39,7 +39,10 @@ pub struct V1 {
 
 impl V1 {
     pub fn open(dir: &Path) -> Result<V1> {
-        let db = sled::Config::new().path(dir).cache_capacity(crate::CACHE_BYTES).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(crate::CACHE_BYTES)
+            .open()?;
         let log = db.open_tree(TREE)?;
         Ok(V1 { _db: db, log })
     }
