@@ -170,7 +170,7 @@ fn write_f64(out: &mut Vec<u8>, x: f64) {
             out.extend_from_slice(&digits.as_bytes()[1..]);
         }
         out.push(b'e');
-        out.push(if n - 1 >= 0 { b'+' } else { b'-' });
+        out.push(if n > 0 { b'+' } else { b'-' });
         out.extend_from_slice((n - 1).abs().to_string().as_bytes());
     }
 }

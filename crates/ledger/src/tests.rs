@@ -148,7 +148,7 @@ fn ids_sharing_an_index_prefix_are_told_apart() {
     offer(&ledger, &[touch("a", "L1", 1)], 1);
     // Pretend "b" hashes to the same 8-byte prefix as "a": file its seq under a's key too.
     let b = touch("b", "L1", 2);
-    offer(&ledger, &[b.clone()], 2);
+    offer(&ledger, std::slice::from_ref(&b), 2);
     let mut both = 1u64.to_be_bytes().to_vec();
     both.extend_from_slice(&2u64.to_be_bytes());
     ledger.log.insert(id_key("a"), both.clone()).unwrap();
