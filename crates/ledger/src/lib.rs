@@ -607,10 +607,10 @@ impl Ledger {
 /// Checks each block on its own: every entry's hash against its content and the stored hash
 /// before it. Per block: `(prev_hash of its first entry, position of its last)`, or the first
 /// bad seq and why. Blocks are split between `threads` scoped threads; results keep block order.
-fn verify_blocks(
-    blocks: &[(u64, sled::IVec)],
-    threads: usize,
-) -> Vec<std::result::Result<([u8; 32], LogPosition), (u64, String)>> {
+/// A block's `(prev_hash of its first entry, position of its last)`, or its first bad seq and why.
+type BlockCheck = std::result::Result<([u8; 32], LogPosition), (u64, String)>;
+
+fn verify_blocks(blocks: &[(u64, sled::IVec)], threads: usize) -> Vec<BlockCheck> {
     let check = |(first, bytes): &(u64, sled::IVec)| {
         let block = Block::parse(*first, bytes).map_err(|e| (*first, e.to_string()))?;
         let mut prev = block.prev_hash;
