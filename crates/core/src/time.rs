@@ -39,6 +39,62 @@ pub fn parse_bound(text: &str) -> Result<Micros, String> {
 
 /// Formats as RFC 3339 in UTC: `2026-03-01T09:30:00Z`, with fractional seconds only when present.
 pub fn format_rfc3339(micros: Micros) -> String {
+    if !(TIME_MIN..=TIME_MAX).contains(&micros) {
+        return format_rfc3339_slow(micros);
+    }
+    // Hinnant's civil-from-days, digits written by hand: this runs twice per hashed entry.
+    let (year, month, day) = civil(micros.div_euclid(MICROS_PER_DAY));
+    let secs = micros.rem_euclid(MICROS_PER_DAY) / MICROS_PER_SECOND;
+    let frac = micros.rem_euclid(MICROS_PER_SECOND);
+    let mut out = [0u8; 27];
+    let two = |out: &mut [u8], at: usize, v: i64| {
+        out[at] = b'0' + (v / 10) as u8;
+        out[at + 1] = b'0' + (v % 10) as u8;
+    };
+    two(&mut out, 0, year / 100);
+    two(&mut out, 2, year % 100);
+    out[4] = b'-';
+    two(&mut out, 5, month);
+    out[7] = b'-';
+    two(&mut out, 8, day);
+    out[10] = b'T';
+    two(&mut out, 11, secs / 3_600);
+    out[13] = b':';
+    two(&mut out, 14, secs / 60 % 60);
+    out[16] = b':';
+    two(&mut out, 17, secs % 60);
+    let mut len = 19;
+    if frac != 0 {
+        out[19] = b'.';
+        let mut f = frac;
+        for i in (20..26).rev() {
+            out[i] = b'0' + (f % 10) as u8;
+            f /= 10;
+        }
+        len = 26;
+        while out[len - 1] == b'0' {
+            len -= 1;
+        }
+    }
+    out[len] = b'Z';
+    String::from_utf8_lossy(&out[..=len]).into_owned()
+}
+
+/// (year, month, day) of a day number since 1970-01-01 (Hinnant's civil-from-days).
+fn civil(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// The `time` crate's formatting, for values outside the accepted range (and the tests).
+fn format_rfc3339_slow(micros: Micros) -> String {
     let nanos = i128::from(micros) * 1_000;
     match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
         Ok(t) => {
@@ -80,6 +136,33 @@ pub fn month_start(year: i64, month: u32) -> Micros {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     (era * 146_097 + doe - 719_468) * MICROS_PER_DAY
+}
+
+#[cfg(test)]
+mod fast_format_tests {
+    use super::*;
+
+    #[test]
+    fn fast_formatting_equals_the_time_crate() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut samples = vec![
+            TIME_MIN,
+            TIME_MAX,
+            951_782_400_000_000,
+            1_709_164_800_000_001,
+            1_000_000,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x % (TIME_MAX as u64 + 1)) as i64);
+            samples.push(((x % 400_000) as i64) * MICROS_PER_DAY + (x % 7) as i64 * 100_000);
+        }
+        for t in samples {
+            assert_eq!(format_rfc3339(t), format_rfc3339_slow(t), "{t}");
+        }
+    }
 }
 
 #[cfg(test)]

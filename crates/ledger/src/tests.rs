@@ -161,3 +161,27 @@ fn ids_sharing_an_index_prefix_are_told_apart() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn direct_writer_equals_jcs_of_the_contract_json() {
+    let mut events = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
+        leads: 400,
+        seed: 5,
+        start: 1_780_272_000_000_000,
+        days: 60,
+    });
+    let vectors: serde_json::Value = serde_json::from_str(include_str!("../../../schemas/chain-vectors.json")).unwrap();
+    for v in vectors["entries"].as_array().unwrap() {
+        events.push(Event::from_value(&v["event"]).unwrap());
+    }
+    let kinds: std::collections::HashSet<&str> = events.iter().map(|e| e.kind()).collect();
+    assert_eq!(kinds.len(), 9, "every event type is covered");
+    for event in &events {
+        let mut generic = Vec::new();
+        canonical::write_value(&mut generic, &event.to_json());
+        assert_eq!(
+            String::from_utf8(canonical_bytes(event)).unwrap(),
+            String::from_utf8(generic).unwrap()
+        );
+    }
+}
