@@ -31,7 +31,7 @@ enum Field<'a> {
 /// `direct_writer_equals_jcs_of_the_contract_json` holds it equal to [`write_value`] of `to_json`.
 pub fn write_event(out: &mut Vec<u8>, event: &Event) {
     use funnel_core::event::{AcceptStage, Data, Outcome, Side, Team};
-    use Field::{Float, Int, Str};
+    use Field::{Float, Str};
     let occurred_at = format_rfc3339(event.occurred_at);
     let mut data: Vec<(&'static str, Field)> = Vec::with_capacity(6);
     fn put<'a>(data: &mut Vec<(&'static str, Field<'a>)>, name: &'static str, value: &'a Option<String>) {
