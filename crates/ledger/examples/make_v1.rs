@@ -1,9 +1,14 @@
+//! Writes a format-1 store of N simulated events (entries only, as format 1 laid them out), for
+//! measuring `funnel migrate` at sizes the fixture does not have.
+//!
+//! `cargo run --release -p funnel-ledger --example make_v1 -- DIR N`
 use funnel_core::simulate::{funnel, Plan};
 use funnel_core::Entry;
 use sha2::{Digest, Sha256};
 fn main() {
-    let dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap());
-    let n: usize = std::env::args().nth(2).unwrap().parse().unwrap();
+    let usage = "usage: make_v1 DIR N";
+    let dir = std::path::PathBuf::from(std::env::args().nth(1).expect(usage));
+    let n: usize = std::env::args().nth(2).and_then(|n| n.parse().ok()).expect(usage);
     let cfg = bincode::config::standard();
     let db = sled::open(&dir).unwrap();
     let log = db.open_tree("log").unwrap();

@@ -83,7 +83,9 @@ pub fn migrate(dir: &Path, mut progress: impl FnMut(u64)) -> Result<Migration> {
             })?;
             if loader.staged() == MIGRATE_BATCH_ENTRIES {
                 loader.apply()?;
-                progress(rechained.seq);
+                if rechained.seq % (25 * MIGRATE_BATCH_ENTRIES as u64) < MIGRATE_BATCH_ENTRIES as u64 {
+                    progress(rechained.seq);
+                }
             }
         }
         loader.finish()?
