@@ -41,7 +41,7 @@ fn main() {
         key.extend_from_slice(&seq.to_be_bytes());
         batch.insert(key, bincode::serde::encode_to_vec(&e, cfg).unwrap());
         prev = hash;
-        if seq % 1000 == 0 {
+        if seq.is_multiple_of(1000) {
             log.apply_batch(std::mem::take(&mut batch)).unwrap();
         }
     }
