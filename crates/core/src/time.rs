@@ -39,8 +39,16 @@ pub fn parse_bound(text: &str) -> Result<Micros, String> {
 
 /// Formats as RFC 3339 in UTC: `2026-03-01T09:30:00Z`, with fractional seconds only when present.
 pub fn format_rfc3339(micros: Micros) -> String {
+    let mut out = Vec::with_capacity(27);
+    write_rfc3339(&mut out, micros);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_rfc3339`] appended to a byte buffer (ASCII), without allocating.
+pub fn write_rfc3339(buf: &mut Vec<u8>, micros: Micros) {
     if !(TIME_MIN..=TIME_MAX).contains(&micros) {
-        return format_rfc3339_slow(micros);
+        buf.extend_from_slice(format_rfc3339_slow(micros).as_bytes());
+        return;
     }
     // Hinnant's civil-from-days, digits written by hand: this runs twice per hashed entry.
     let (year, month, day) = civil(micros.div_euclid(MICROS_PER_DAY));
@@ -77,7 +85,7 @@ pub fn format_rfc3339(micros: Micros) -> String {
         }
     }
     out[len] = b'Z';
-    String::from_utf8_lossy(&out[..=len]).into_owned()
+    buf.extend_from_slice(&out[..=len]);
 }
 
 /// (year, month, day) of a day number since 1970-01-01 (Hinnant's civil-from-days).

@@ -3,7 +3,7 @@
 //! this module and `scripts/verify_export.py` are two implementations of it, and the pinned
 //! vectors in `schemas/chain-vectors.json` hold both to it.
 
-use funnel_core::time::{format_rfc3339, Micros};
+use funnel_core::time::Micros;
 use funnel_core::Event;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -23,6 +23,7 @@ enum Field<'a> {
     Str(&'a str),
     Int(i64),
     Float(f64),
+    Time(Micros),
     Data(Vec<(&'static str, Field<'a>)>),
 }
 
@@ -32,7 +33,6 @@ enum Field<'a> {
 pub fn write_event(out: &mut Vec<u8>, event: &Event) {
     use funnel_core::event::{AcceptStage, Data, Outcome, Side, Team};
     use Field::{Float, Str};
-    let occurred_at = format_rfc3339(event.occurred_at);
     let mut data: Vec<(&'static str, Field)> = Vec::with_capacity(6);
     fn put<'a>(data: &mut Vec<(&'static str, Field<'a>)>, name: &'static str, value: &'a Option<String>) {
         if let Some(v) = value {
@@ -130,7 +130,7 @@ pub fn write_event(out: &mut Vec<u8>, event: &Event) {
     top.push(("data", Field::Data(data)));
     top.push(("id", Str(&event.id)));
     put(&mut top, "lead_id", &event.lead_id);
-    top.push(("occurred_at", Str(&occurred_at)));
+    top.push(("occurred_at", Field::Time(event.occurred_at)));
     put(&mut top, "producer", &event.producer);
     top.push(("type", Str(event.kind())));
     write_fields(out, top);
@@ -149,6 +149,7 @@ fn write_fields(out: &mut Vec<u8>, mut fields: Vec<(&'static str, Field<'_>)>) {
             Field::Str(s) => write_string(out, s),
             Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
             Field::Float(x) => write_f64(out, x),
+            Field::Time(t) => write_time(out, t),
             Field::Data(inner) => write_fields(out, inner),
         }
     }
@@ -163,7 +164,7 @@ pub fn hashed_bytes(prev_hash: &[u8; 32], seq: u64, recorded_at: Micros, event: 
     out.extend_from_slice(b",\"prev_hash\":\"");
     push_hex(&mut out, prev_hash);
     out.extend_from_slice(b"\",\"recorded_at\":");
-    write_string(&mut out, &format_rfc3339(recorded_at));
+    write_time(&mut out, recorded_at);
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(seq.to_string().as_bytes());
     out.push(b'}');
@@ -253,30 +254,30 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
 /// A JSON string as JCS writes it: only `"`, `\` and control characters are escaped.
 fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        // Multi-byte UTF-8 never contains bytes below 0x80, so escaping bytewise is escaping by char.
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            0x0c => b"\\f",
-            b'\r' => b"\\r",
-            0..=0x1f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[run..i]);
-        run = i + 1;
-        if escape.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
-        } else {
-            out.extend_from_slice(escape);
+    let mut rest = s.as_bytes();
+    // Multi-byte UTF-8 never contains bytes below 0x80, so escaping bytewise is escaping by char.
+    while let Some(at) = rest.iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(&rest[..at]);
+        match rest[at] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            0x08 => out.extend_from_slice(b"\\b"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            0x0c => out.extend_from_slice(b"\\f"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b => out.extend_from_slice(format!("\\u{b:04x}").as_bytes()),
         }
+        rest = &rest[at + 1..];
     }
-    out.extend_from_slice(&bytes[run..]);
+    out.extend_from_slice(rest);
+    out.push(b'"');
+}
+
+/// A timestamp as a JSON string: RFC 3339 needs no escaping.
+fn write_time(out: &mut Vec<u8>, micros: Micros) {
+    out.push(b'"');
+    funnel_core::time::write_rfc3339(out, micros);
     out.push(b'"');
 }
 

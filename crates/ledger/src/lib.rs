@@ -499,30 +499,80 @@ impl Ledger {
     /// content and its predecessor's stored hash), and the links between blocks in order.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Verification {
         let genesis = self.lock_head().genesis;
-        let mut prev = LogPosition { seq: 0, hash: genesis };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
-        let mut chunk: Vec<(u64, sled::IVec)> = Vec::new();
-        let mut last_progress = 0;
-        let mut iter = self.log.scan_prefix(b"b");
-        loop {
-            let item = iter.next();
-            let store_error = match &item {
-                Some(Err(e)) => Some(format!("store error: {e}")),
-                _ => None,
-            };
-            let end = item.is_none() || store_error.is_some();
-            if let Some(Ok((key, bytes))) = item {
-                chunk.push((seq_from(&key[1..]).unwrap_or(0), bytes));
-            }
-            if chunk.len() >= 16 * threads || (end && !chunk.is_empty()) {
-                let results = verify_blocks(&chunk, threads);
-                if results.len() != chunk.len() {
-                    return Verification {
-                        checked: prev.seq,
-                        head: prev,
-                        first_bad: Some((prev.seq + 1, "a verification thread failed".into())),
-                    };
+        let chunk_blocks = 16 * threads;
+        // One thread reads chunks of blocks from sled; `threads` workers check whole chunks as
+        // they come (no barrier between chunks); this thread puts the results back in order and
+        // checks the links between blocks.
+        type Chunk = (usize, std::result::Result<Vec<(u64, sled::IVec)>, String>);
+        type Checked = (
+            usize,
+            std::result::Result<(Vec<(u64, sled::IVec)>, Vec<BlockCheck>), String>,
+        );
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Chunk>(2 * threads);
+        let work_rx = std::sync::Mutex::new(work_rx);
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Checked>();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut chunk = Vec::with_capacity(chunk_blocks);
+                let mut n = 0;
+                for item in self.log.scan_prefix(b"b") {
+                    match item {
+                        Ok((key, bytes)) => chunk.push((seq_from(&key[1..]).unwrap_or(0), bytes)),
+                        Err(e) => {
+                            let _ = work_tx.send((n, Ok(std::mem::take(&mut chunk))));
+                            let _ = work_tx.send((n + 1, Err(format!("store error: {e}"))));
+                            return;
+                        }
+                    }
+                    if chunk.len() == chunk_blocks {
+                        if work_tx.send((n, Ok(std::mem::take(&mut chunk)))).is_err() {
+                            return;
+                        }
+                        n += 1;
+                    }
                 }
+                let _ = work_tx.send((n, Ok(chunk)));
+            });
+            for _ in 0..threads {
+                let (work_rx, done_tx) = (&work_rx, done_tx.clone());
+                scope.spawn(move || loop {
+                    let next = work_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok((n, chunk))) = next else { return };
+                    let checked = chunk.map(|blocks| {
+                        let results = blocks.iter().map(check_block).collect();
+                        (blocks, results)
+                    });
+                    if done_tx.send((n, checked)).is_err() {
+                        return;
+                    }
+                });
+            }
+            drop(done_tx);
+            // Results arrive out of order; hand them on in chunk order.
+            let mut waiting = std::collections::BTreeMap::new();
+            let mut next_chunk = 0;
+            let rx = std::iter::from_fn(|| loop {
+                if let Some(ready) = waiting.remove(&next_chunk) {
+                    next_chunk += 1;
+                    return Some(ready);
+                }
+                let (n, checked) = done_rx.recv().ok()?;
+                waiting.insert(n, checked);
+            });
+            let mut prev = LogPosition { seq: 0, hash: genesis };
+            let mut last_progress = 0;
+            for message in rx {
+                let (chunk, results) = match message {
+                    Ok(checked) => checked,
+                    Err(reason) => {
+                        return Verification {
+                            checked: prev.seq,
+                            head: prev,
+                            first_bad: Some((prev.seq + 1, reason)),
+                        }
+                    }
+                };
                 for ((first, bytes), result) in chunk.iter().zip(results) {
                     let bad = |seq: u64, reason: String| Verification {
                         checked: prev.seq,
@@ -537,19 +587,19 @@ impl Ledger {
                     }
                     match result {
                         Err((seq, reason)) => {
-                            // The entries before the bad one in this block checked out.
-                            let checked = LogPosition {
-                                seq: seq - 1,
-                                hash: if seq - 1 == prev.seq {
-                                    prev.hash
-                                } else {
-                                    self.get(seq - 1).ok().flatten().map_or([0; 32], |e| e.hash)
-                                },
-                            };
                             let block_prev = Block::parse(*first, bytes).map(|b| b.prev_hash);
                             if block_prev.is_ok_and(|h| h != prev.hash) {
                                 return bad(*first, "prev_hash does not match the previous entry's hash".into());
                             }
+                            // The entries before the bad one in this block checked out.
+                            let hash = if seq - 1 == prev.seq {
+                                prev.hash
+                            } else {
+                                Block::parse(*first, bytes)
+                                    .and_then(|b| b.hash((seq - 1 - first) as usize))
+                                    .unwrap_or([0; 32])
+                            };
+                            let checked = LogPosition { seq: seq - 1, hash };
                             return Verification {
                                 checked: checked.seq,
                                 head: checked,
@@ -564,28 +614,17 @@ impl Ledger {
                         }
                     }
                 }
-                chunk.clear();
                 if prev.seq - last_progress >= 100_000 {
                     last_progress = prev.seq;
                     progress(prev.seq);
                 }
             }
-            if let Some(reason) = store_error {
-                return Verification {
-                    checked: prev.seq,
-                    head: prev,
-                    first_bad: Some((prev.seq + 1, reason)),
-                };
+            Verification {
+                checked: prev.seq,
+                head: prev,
+                first_bad: None,
             }
-            if end {
-                break;
-            }
-        }
-        Verification {
-            checked: prev.seq,
-            head: prev,
-            first_bad: None,
-        }
+        })
     }
 
     /// The lead a retraction without a lead_id is filed under: its target's lead, if stored.
@@ -604,40 +643,29 @@ impl Ledger {
     }
 }
 
-/// Checks each block on its own: every entry's hash against its content and the stored hash
-/// before it. Per block: `(prev_hash of its first entry, position of its last)`, or the first
-/// bad seq and why. Blocks are split between `threads` scoped threads; results keep block order.
+/// Checks one block on its own: every entry's hash against its content and the stored hash
+/// before it.
 /// A block's `(prev_hash of its first entry, position of its last)`, or its first bad seq and why.
 type BlockCheck = std::result::Result<([u8; 32], LogPosition), (u64, String)>;
 
-fn verify_blocks(blocks: &[(u64, sled::IVec)], threads: usize) -> Vec<BlockCheck> {
-    let check = |(first, bytes): &(u64, sled::IVec)| {
-        let block = Block::parse(*first, bytes).map_err(|e| (*first, e.to_string()))?;
-        let mut prev = block.prev_hash;
-        for i in 0..block.len() {
-            let seq = first + i as u64;
-            let entry = block.entry(i).map_err(|e| (seq, e.to_string()))?;
-            if entry.hash != entry_hash(&prev, seq, entry.recorded_at, &entry.event) {
-                return Err((seq, "hash does not match the entry's content".to_owned()));
-            }
-            prev = entry.hash;
+fn check_block((first, bytes): &(u64, sled::IVec)) -> BlockCheck {
+    let block = Block::parse(*first, bytes).map_err(|e| (*first, e.to_string()))?;
+    let mut prev = block.prev_hash;
+    for i in 0..block.len() {
+        let seq = first + i as u64;
+        let entry = block.entry(i).map_err(|e| (seq, e.to_string()))?;
+        if entry.hash != entry_hash(&prev, seq, entry.recorded_at, &entry.event) {
+            return Err((seq, "hash does not match the entry's content".to_owned()));
         }
-        Ok((
-            block.prev_hash,
-            LogPosition {
-                seq: block.last_seq(),
-                hash: prev,
-            },
-        ))
-    };
-    let part = blocks.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = blocks
-            .chunks(part)
-            .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
-    })
+        prev = entry.hash;
+    }
+    Ok((
+        block.prev_hash,
+        LogPosition {
+            seq: block.last_seq(),
+            hash: prev,
+        },
+    ))
 }
 
 pub(crate) fn unhex(text: &str) -> Option<[u8; 32]> {

@@ -52,11 +52,13 @@ pub fn migrate(dir: &Path, mut progress: impl FnMut(u64)) -> Result<Migration> {
             reason: format!("{} exists already; move it away first", kept.display()),
         });
     }
+    // Opening the old store takes sled's lock on it first, so a second migration started at the
+    // same time fails here instead of deleting the first one's partial store below.
+    let old = V1::open(dir)?;
     let partial = sibling(dir, ".v2-partial");
     if partial.exists() {
         std::fs::remove_dir_all(&partial)?;
     }
-    let old = V1::open(dir)?;
     let mut v1_head = LogPosition::default();
     for entry in old.entries() {
         let entry = entry?;
