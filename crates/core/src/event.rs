@@ -200,6 +200,20 @@ pub struct Event {
     pub data: Data,
 }
 
+/// One member value of an event's contract JSON, borrowed from the event ([`Event::members`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Member<'a> {
+    Str(&'a str),
+    /// Money in minor units.
+    Int(i64),
+    /// A finite number (scores, rule values).
+    Float(f64),
+    /// A time, written as RFC 3339 UTC ([`format_rfc3339`]).
+    Time(Micros),
+    /// The `data` object.
+    Object(Vec<(&'static str, Member<'a>)>),
+}
+
 /// Every event type name, in contract order.
 pub const EVENT_TYPES: [&str; 9] = [
     "touch",
@@ -536,14 +550,41 @@ impl Event {
 
     /// The contract JSON of this event; [`Event::from_value`] reads it back to an equal event.
     pub fn to_json(&self) -> Value {
-        let mut top = Map::new();
-        top.insert("id".into(), self.id.clone().into());
-        top.insert("type".into(), self.kind().into());
-        put_opt(&mut top, "lead_id", &self.lead_id);
-        put_opt(&mut top, "account_id", &self.account_id);
-        top.insert("occurred_at".into(), format_rfc3339(self.occurred_at).into());
-        put_opt(&mut top, "producer", &self.producer);
-        let mut d = Map::new();
+        fn object(members: Vec<(&'static str, Member<'_>)>) -> Value {
+            let map = members
+                .into_iter()
+                .map(|(name, member)| {
+                    let value = match member {
+                        Member::Str(s) => Value::from(s),
+                        Member::Int(n) => Value::from(n),
+                        Member::Float(x) => Value::from(x),
+                        Member::Time(t) => Value::from(format_rfc3339(t)),
+                        Member::Object(inner) => object(inner),
+                    };
+                    (name.to_owned(), value)
+                })
+                .collect::<Map<String, Value>>();
+            Value::Object(map)
+        }
+        object(self.members())
+    }
+
+    /// The members of [`Event::to_json`], borrowed and unordered: the one place that says which
+    /// field of an event has which JSON name. The ledger writes its canonical bytes from it.
+    pub fn members(&self) -> Vec<(&'static str, Member<'_>)> {
+        use Member::{Float, Int, Str};
+        fn put<'a>(members: &mut Vec<(&'static str, Member<'a>)>, name: &'static str, value: &'a Option<String>) {
+            if let Some(v) = value {
+                members.push((name, Str(v)));
+            }
+        }
+        fn money<'a>(members: &mut Vec<(&'static str, Member<'a>)>, money: Option<&'a Money>) {
+            if let Some(m) = money {
+                members.push(("amount_minor", Int(m.amount_minor)));
+                members.push(("currency", Str(&m.currency)));
+            }
+        }
+        let mut d = Vec::with_capacity(6);
         match &self.data {
             Data::Touch {
                 channel,
@@ -551,25 +592,19 @@ impl Event {
                 content,
                 team,
             } => {
-                d.insert("channel".into(), channel.clone().into());
-                put_opt(&mut d, "campaign", campaign);
-                put_opt(&mut d, "content", content);
-                d.insert(
-                    "team".into(),
-                    if *team == Team::Sales { "sales" } else { "marketing" }.into(),
-                );
+                d.push(("channel", Str(channel)));
+                put(&mut d, "campaign", campaign);
+                put(&mut d, "content", content);
+                d.push(("team", Str(if *team == Team::Sales { "sales" } else { "marketing" })));
             }
             Data::Score { score, model, reason } => {
-                d.insert("score".into(), (*score).into());
-                put_opt(&mut d, "model", model);
-                put_opt(&mut d, "reason", reason);
+                d.push(("score", Float(*score)));
+                put(&mut d, "model", model);
+                put(&mut d, "reason", reason);
             }
             Data::Handoff { to, owner } => {
-                d.insert(
-                    "to".into(),
-                    if *to == Side::Sales { "sales" } else { "marketing" }.into(),
-                );
-                put_opt(&mut d, "owner", owner);
+                d.push(("to", Str(if *to == Side::Sales { "sales" } else { "marketing" })));
+                put(&mut d, "owner", owner);
             }
             Data::Accept {
                 stage,
@@ -577,22 +612,21 @@ impl Event {
                 opportunity_id,
                 pipeline,
             } => {
-                d.insert(
-                    "stage".into(),
-                    if *stage == AcceptStage::Sql {
+                d.push((
+                    "stage",
+                    Str(if *stage == AcceptStage::Sql {
                         "sql"
                     } else {
                         "opportunity"
-                    }
-                    .into(),
-                );
-                put_opt(&mut d, "owner", owner);
-                put_opt(&mut d, "opportunity_id", opportunity_id);
-                put_money(&mut d, pipeline.as_ref());
+                    }),
+                ));
+                put(&mut d, "owner", owner);
+                put(&mut d, "opportunity_id", opportunity_id);
+                money(&mut d, pipeline.as_ref());
             }
             Data::Rejection { reason, note } => {
-                d.insert("reason".into(), reason.as_str().into());
-                put_opt(&mut d, "note", note);
+                d.push(("reason", Str(reason.as_str())));
+                put(&mut d, "note", note);
             }
             Data::Close {
                 outcome,
@@ -600,22 +634,19 @@ impl Event {
                 reason,
                 opportunity_id,
             } => {
-                d.insert(
-                    "outcome".into(),
-                    if *outcome == Outcome::Won { "won" } else { "lost" }.into(),
-                );
-                put_money(&mut d, amount.as_ref());
-                put_opt(&mut d, "reason", reason);
-                put_opt(&mut d, "opportunity_id", opportunity_id);
+                d.push(("outcome", Str(if *outcome == Outcome::Won { "won" } else { "lost" })));
+                money(&mut d, amount.as_ref());
+                put(&mut d, "reason", reason);
+                put(&mut d, "opportunity_id", opportunity_id);
             }
             Data::Spend {
                 channel,
                 campaign,
                 amount,
             } => {
-                d.insert("channel".into(), channel.clone().into());
-                put_opt(&mut d, "campaign", campaign);
-                put_money(&mut d, Some(amount));
+                d.push(("channel", Str(channel)));
+                put(&mut d, "campaign", campaign);
+                money(&mut d, Some(amount));
             }
             Data::Rules(r) => {
                 let fields = [
@@ -626,17 +657,24 @@ impl Event {
                 ];
                 for (name, value) in fields {
                     if let Some(v) = value {
-                        d.insert(name.into(), v.into());
+                        d.push((name, Float(v)));
                     }
                 }
             }
             Data::Retract { target_id, reason } => {
-                d.insert("target_id".into(), target_id.clone().into());
-                put_opt(&mut d, "reason", reason);
+                d.push(("target_id", Str(target_id)));
+                put(&mut d, "reason", reason);
             }
         }
-        top.insert("data".into(), Value::Object(d));
-        Value::Object(top)
+        let mut top = Vec::with_capacity(7);
+        top.push(("id", Str(&self.id)));
+        top.push(("type", Str(self.kind())));
+        put(&mut top, "lead_id", &self.lead_id);
+        put(&mut top, "account_id", &self.account_id);
+        top.push(("occurred_at", Member::Time(self.occurred_at)));
+        put(&mut top, "producer", &self.producer);
+        top.push(("data", Member::Object(d)));
+        top
     }
 
     /// Checks that `subject` is the one this event belongs on.
@@ -653,19 +691,6 @@ impl Event {
                 ),
             ))
         }
-    }
-}
-
-fn put_opt(map: &mut Map<String, Value>, key: &str, value: &Option<String>) {
-    if let Some(v) = value {
-        map.insert(key.into(), v.clone().into());
-    }
-}
-
-fn put_money(map: &mut Map<String, Value>, money: Option<&Money>) {
-    if let Some(m) = money {
-        map.insert("amount_minor".into(), m.amount_minor.into());
-        map.insert("currency".into(), m.currency.clone().into());
     }
 }
 

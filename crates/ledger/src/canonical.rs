@@ -3,6 +3,7 @@
 //! this module and `scripts/verify_export.py` are two implementations of it, and the pinned
 //! vectors in `schemas/chain-vectors.json` hold both to it.
 
+use funnel_core::event::Member;
 use funnel_core::time::Micros;
 use funnel_core::Event;
 use serde_json::Value;
@@ -18,140 +19,33 @@ pub fn canonical_bytes(event: &Event) -> Vec<u8> {
     out
 }
 
-/// A member value of an event's JSON, borrowed.
-enum Field<'a> {
-    Str(&'a str),
-    Int(i64),
-    Float(f64),
-    Time(Micros),
-    Data(Vec<(&'static str, Field<'a>)>),
-}
-
-/// JCS of `event.to_json()`, written straight from the event (the hot path of every append and
-/// verify). Member names are ASCII, so sorting them bytewise is JCS's UTF-16 order. The test
-/// `direct_writer_equals_jcs_of_the_contract_json` holds it equal to [`write_value`] of `to_json`.
+/// JCS of `event.to_json()`, written straight from [`Event::members`] (the hot path of every
+/// append and verify) without building a `serde_json::Value`.
 pub fn write_event(out: &mut Vec<u8>, event: &Event) {
-    use funnel_core::event::{AcceptStage, Data, Outcome, Side, Team};
-    use Field::{Float, Str};
-    let mut data: Vec<(&'static str, Field)> = Vec::with_capacity(6);
-    fn put<'a>(data: &mut Vec<(&'static str, Field<'a>)>, name: &'static str, value: &'a Option<String>) {
-        if let Some(v) = value {
-            data.push((name, Field::Str(v)));
-        }
-    }
-    fn money<'a>(data: &mut Vec<(&'static str, Field<'a>)>, money: Option<&'a funnel_core::event::Money>) {
-        if let Some(m) = money {
-            data.push(("amount_minor", Field::Int(m.amount_minor)));
-            data.push(("currency", Field::Str(&m.currency)));
-        }
-    }
-    match &event.data {
-        Data::Touch {
-            channel,
-            campaign,
-            content,
-            team,
-        } => {
-            data.push(("channel", Str(channel)));
-            put(&mut data, "campaign", campaign);
-            put(&mut data, "content", content);
-            data.push(("team", Str(if *team == Team::Sales { "sales" } else { "marketing" })));
-        }
-        Data::Score { score, model, reason } => {
-            data.push(("score", Float(*score)));
-            put(&mut data, "model", model);
-            put(&mut data, "reason", reason);
-        }
-        Data::Handoff { to, owner } => {
-            data.push(("to", Str(if *to == Side::Sales { "sales" } else { "marketing" })));
-            put(&mut data, "owner", owner);
-        }
-        Data::Accept {
-            stage,
-            owner,
-            opportunity_id,
-            pipeline,
-        } => {
-            data.push((
-                "stage",
-                Str(if *stage == AcceptStage::Sql {
-                    "sql"
-                } else {
-                    "opportunity"
-                }),
-            ));
-            put(&mut data, "owner", owner);
-            put(&mut data, "opportunity_id", opportunity_id);
-            money(&mut data, pipeline.as_ref());
-        }
-        Data::Rejection { reason, note } => {
-            data.push(("reason", Str(reason.as_str())));
-            put(&mut data, "note", note);
-        }
-        Data::Close {
-            outcome,
-            amount,
-            reason,
-            opportunity_id,
-        } => {
-            data.push(("outcome", Str(if *outcome == Outcome::Won { "won" } else { "lost" })));
-            money(&mut data, amount.as_ref());
-            put(&mut data, "reason", reason);
-            put(&mut data, "opportunity_id", opportunity_id);
-        }
-        Data::Spend {
-            channel,
-            campaign,
-            amount,
-        } => {
-            data.push(("channel", Str(channel)));
-            put(&mut data, "campaign", campaign);
-            money(&mut data, Some(amount));
-        }
-        Data::Rules(r) => {
-            for (name, value) in [
-                ("mql_score_threshold", r.mql_score_threshold),
-                ("handoff_sla_hours", r.handoff_sla_hours),
-                ("attribution_lookback_days", r.attribution_lookback_days),
-                ("time_decay_half_life_days", r.time_decay_half_life_days),
-            ] {
-                if let Some(v) = value {
-                    data.push((name, Float(v)));
-                }
-            }
-        }
-        Data::Retract { target_id, reason } => {
-            data.push(("target_id", Str(target_id)));
-            put(&mut data, "reason", reason);
-        }
-    }
-    let mut top: Vec<(&'static str, Field)> = Vec::with_capacity(7);
-    put(&mut top, "account_id", &event.account_id);
-    top.push(("data", Field::Data(data)));
-    top.push(("id", Str(&event.id)));
-    put(&mut top, "lead_id", &event.lead_id);
-    top.push(("occurred_at", Field::Time(event.occurred_at)));
-    put(&mut top, "producer", &event.producer);
-    top.push(("type", Str(event.kind())));
-    write_fields(out, top);
+    write_members(out, event.members());
 }
 
-fn write_fields(out: &mut Vec<u8>, mut fields: Vec<(&'static str, Field<'_>)>) {
-    fields.sort_by_key(|(name, _)| *name);
+fn write_members(out: &mut Vec<u8>, members: Vec<(&'static str, Member<'_>)>) {
+    write_object(out, members, |out, member| match member {
+        Member::Str(s) => write_string(out, s),
+        Member::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Member::Float(x) => write_f64(out, x),
+        Member::Time(t) => write_time(out, t),
+        Member::Object(inner) => write_members(out, inner),
+    });
+}
+
+/// A JSON object with its members in JCS order (by the UTF-16 code units of their names).
+fn write_object<N: AsRef<str>, V>(out: &mut Vec<u8>, mut members: Vec<(N, V)>, write: impl Fn(&mut Vec<u8>, V)) {
+    members.sort_by(|a, b| a.0.as_ref().encode_utf16().cmp(b.0.as_ref().encode_utf16()));
     out.push(b'{');
-    for (i, (name, field)) in fields.into_iter().enumerate() {
+    for (i, (name, value)) in members.into_iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        write_string(out, name);
+        write_string(out, name.as_ref());
         out.push(b':');
-        match field {
-            Field::Str(s) => write_string(out, s),
-            Field::Int(n) => out.extend_from_slice(n.to_string().as_bytes()),
-            Field::Float(x) => write_f64(out, x),
-            Field::Time(t) => write_time(out, t),
-            Field::Data(inner) => write_fields(out, inner),
-        }
+        write(out, value);
     }
     out.push(b'}');
 }
@@ -233,21 +127,7 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            // JCS orders members by the UTF-16 code units of their names.
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
-            for (i, (name, item)) in members.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_string(out, name);
-                out.push(b':');
-                write_value(out, item);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map.iter().collect(), write_value),
     }
 }
 

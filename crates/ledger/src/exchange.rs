@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::block::BlockWriter;
 use crate::canonical::{genesis, hex};
-use crate::{block_key, id_key, lead_prefix, unhex, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
+use crate::{block_key, stage_lead, unhex, IdIndexBatch, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
 
 /// Entries imported per sled batch.
 const IMPORT_BATCH_ENTRIES: usize = 1_000;
@@ -170,8 +170,9 @@ pub(crate) struct Loader<'a> {
     batch: sled::Batch,
     /// This batch's ids and their leads: not in the tree yet, so checked here.
     pending: HashMap<String, Option<String>>,
-    /// This batch's id index values (an 8-byte prefix may be shared).
-    ids: HashMap<[u8; 9], Vec<u8>>,
+    ids: IdIndexBatch,
+    /// The last seq written to sled.
+    stored: u64,
 }
 
 impl<'a> Loader<'a> {
@@ -191,7 +192,8 @@ impl<'a> Loader<'a> {
             blocks: BlockWriter::default(),
             batch: sled::Batch::default(),
             pending: HashMap::new(),
-            ids: HashMap::new(),
+            ids: IdIndexBatch::default(),
+            stored: 0,
         })
     }
 
@@ -207,7 +209,7 @@ impl<'a> Loader<'a> {
     /// Stages one entry, or says why it cannot follow the ones before it.
     pub(crate) fn add(&mut self, entry: &Entry) -> Result<std::result::Result<(), String>> {
         let id = &entry.event.id;
-        if self.pending.contains_key(id) || self.ledger.find(id)?.is_some() {
+        if self.pending.contains_key(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
             return Ok(Err(format!("event id `{id}` appears twice")));
         }
         if let Err(reason) = crate::check_link(&self.head.position, entry) {
@@ -225,18 +227,9 @@ impl<'a> Loader<'a> {
             _ => None,
         };
         if let Some(lead) = &lead {
-            let mut key = lead_prefix(lead);
-            key.extend_from_slice(&entry.seq.to_be_bytes());
-            self.batch.insert(key, &[]);
+            stage_lead(&mut self.batch, lead, entry.seq);
         }
-        let key = id_key(id);
-        let seqs = match self.ids.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(self.ledger.log.get(key)?.map(|v| v.to_vec()).unwrap_or_default())
-            }
-        };
-        seqs.extend_from_slice(&entry.seq.to_be_bytes());
+        self.ids.add(self.ledger, id, entry.seq)?;
         self.blocks.push(entry);
         self.pending.insert(id.clone(), lead);
         self.head.position = LogPosition {
@@ -253,10 +246,9 @@ impl<'a> Loader<'a> {
         for (first, value) in std::mem::take(&mut self.blocks).finish() {
             batch.insert(&block_key(first), value);
         }
-        for (key, value) in self.ids.drain() {
-            batch.insert(&key, value);
-        }
+        self.ids.stage(&mut batch);
         self.ledger.log.apply_batch(batch)?;
+        self.stored = self.head.position.seq;
         self.pending.clear();
         *self.ledger.lock_head() = self.head;
         Ok(())

@@ -176,6 +176,54 @@ fn seqs_in(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
     value.chunks_exact(8).filter_map(seq_from)
 }
 
+/// Files `seq` under `lead` in the lead index.
+fn stage_lead(batch: &mut sled::Batch, lead: &str, seq: u64) {
+    let mut key = lead_prefix(lead);
+    key.extend_from_slice(&seq.to_be_bytes());
+    batch.insert(key, &[]);
+}
+
+/// One batch's view of the id index: each key read from sled at most once, plus the seqs this
+/// batch adds, written back with the batch. Two ids of one batch may share a key.
+#[derive(Default)]
+pub(crate) struct IdIndexBatch {
+    /// Key → (its seqs, stored and staged; whether this batch added any).
+    keys: HashMap<[u8; 9], (Vec<u8>, bool)>,
+}
+
+impl IdIndexBatch {
+    fn seqs(&mut self, ledger: &Ledger, key: [u8; 9]) -> Result<&mut (Vec<u8>, bool)> {
+        Ok(match self.keys.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((ledger.log.get(key)?.map(|v| v.to_vec()).unwrap_or_default(), false))
+            }
+        })
+    }
+
+    /// The stored entry with this id (entries up to `stored_upto` are stored).
+    pub(crate) fn find(&mut self, ledger: &Ledger, id: &str, stored_upto: u64) -> Result<Option<Entry>> {
+        let (seqs, _) = self.seqs(ledger, id_key(id))?;
+        ledger.entry_with_id(seqs, id, stored_upto)
+    }
+
+    pub(crate) fn add(&mut self, ledger: &Ledger, id: &str, seq: u64) -> Result<()> {
+        let (seqs, added) = self.seqs(ledger, id_key(id))?;
+        seqs.extend_from_slice(&seq.to_be_bytes());
+        *added = true;
+        Ok(())
+    }
+
+    /// Puts the keys this batch added to into `batch`, and forgets everything.
+    pub(crate) fn stage(&mut self, batch: &mut sled::Batch) {
+        for (key, (seqs, added)) in self.keys.drain() {
+            if added {
+                batch.insert(&key, seqs);
+            }
+        }
+    }
+}
+
 /// Checks one entry against its predecessor's position; the reason if it does not hold.
 pub fn check_link(prev: &LogPosition, entry: &Entry) -> std::result::Result<(), String> {
     if entry.seq != prev.seq + 1 {
@@ -345,10 +393,16 @@ impl Ledger {
 
     /// The entry of the event with this id.
     pub fn find(&self, id: &str) -> Result<Option<Entry>> {
-        let Some(seqs) = self.log.get(id_key(id))? else {
-            return Ok(None);
-        };
-        for seq in seqs_in(&seqs) {
+        match self.log.get(id_key(id))? {
+            None => Ok(None),
+            Some(seqs) => self.entry_with_id(&seqs, id, u64::MAX),
+        }
+    }
+
+    /// The entry among `seqs` (an id index value) whose id is `id`. Seqs past `stored_upto`
+    /// are this batch's own, not stored yet, and skipped; any other missing entry is damage.
+    fn entry_with_id(&self, seqs: &[u8], id: &str, stored_upto: u64) -> Result<Option<Entry>> {
+        for seq in seqs_in(seqs).filter(|seq| *seq <= stored_upto) {
             let entry = self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
                 seq,
                 reason: "indexed but missing".into(),
@@ -388,6 +442,7 @@ impl Ledger {
     pub fn lead_entries(&self, lead_id: &str) -> Result<Vec<Entry>> {
         let prefix = lead_prefix(lead_id);
         let mut out = Vec::new();
+        // A lead's entries often share a block: read each block once.
         let mut cached: Option<(u64, sled::IVec)> = None;
         for item in self.log.scan_prefix(&prefix) {
             let (key, _) = item?;
@@ -396,18 +451,20 @@ impl Ledger {
                 seq,
                 reason: "indexed but missing".into(),
             };
-            let hit = cached.as_ref().is_some_and(|(first, bytes)| {
-                seq >= *first && Block::parse(*first, bytes).is_ok_and(|b| seq <= b.last_seq())
-            });
-            if !hit {
+            let mut block = match &cached {
+                Some((first, bytes)) if seq >= *first => Some(Block::parse(*first, bytes)?),
+                _ => None,
+            };
+            if block.as_ref().is_none_or(|b| seq > b.last_seq()) {
                 cached = self.block_of(seq)?;
+                let (first, bytes) = cached.as_ref().ok_or_else(missing)?;
+                block = Some(Block::parse(*first, bytes)?);
             }
-            let (first, bytes) = cached.as_ref().ok_or_else(missing)?;
-            let block = Block::parse(*first, bytes)?;
+            let block = block.ok_or_else(missing)?;
             if seq > block.last_seq() {
                 return Err(missing());
             }
-            out.push(block.entry((seq - first) as usize)?);
+            out.push(block.entry((seq - block.first_seq) as usize)?);
         }
         Ok(out)
     }
@@ -423,34 +480,15 @@ impl Ledger {
         let mut blocks = BlockWriter::default();
         let mut batch = sled::Batch::default();
         let mut pending: HashMap<&str, (u64, &Event)> = HashMap::new();
-        let mut ids: HashMap<[u8; 9], Vec<u8>> = HashMap::new();
+        let mut ids = IdIndexBatch::default();
         let mut outcomes = Vec::with_capacity(candidates.len());
         for c in candidates {
             let id = c.event.id.as_str();
-            let key = id_key(id);
             let earlier = match pending.get(id) {
                 Some(&(seq, event)) => Some((seq, event == c.event)),
-                None => {
-                    let stored = match ids.get(&key) {
-                        Some(_) => None,
-                        None => self.log.get(key)?,
-                    };
-                    let mut found = None;
-                    if let Some(seqs) = &stored {
-                        for seq in seqs_in(seqs) {
-                            if let Some(entry) = self.get(seq)? {
-                                if entry.event.id == id {
-                                    found = Some((seq, entry.event == *c.event));
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    if found.is_none() && !ids.contains_key(&key) {
-                        ids.insert(key, stored.map(|v| v.to_vec()).unwrap_or_default());
-                    }
-                    found
-                }
+                None => ids
+                    .find(self, id, head.position.seq)?
+                    .map(|stored| (stored.seq, stored.event == *c.event)),
             };
             match earlier {
                 Some((seq, true)) => outcomes.push(Appended::Duplicate(seq)),
@@ -459,13 +497,9 @@ impl Ledger {
                     let seq = next.position.seq + 1;
                     let hash = entry_hash(&next.position.hash, seq, next.recorded_at, c.event);
                     blocks.push_parts(seq, next.position.hash, hash, next.recorded_at, c.stream_seq, c.event);
-                    if let Some(value) = ids.get_mut(&key) {
-                        value.extend_from_slice(&seq.to_be_bytes());
-                    }
+                    ids.add(self, id, seq)?;
                     if let Some(lead) = c.lead_id {
-                        let mut key = lead_prefix(lead);
-                        key.extend_from_slice(&seq.to_be_bytes());
-                        batch.insert(key, &[]);
+                        stage_lead(&mut batch, lead, seq);
                     }
                     pending.insert(id, (seq, c.event));
                     next.position = LogPosition { seq, hash };
@@ -477,11 +511,7 @@ impl Ledger {
             for (first, value) in blocks.finish() {
                 batch.insert(&block_key(first), value);
             }
-            for (key, value) in ids {
-                if !value.is_empty() {
-                    batch.insert(&key, value);
-                }
-            }
+            ids.stage(&mut batch);
             self.log.apply_batch(batch)?;
             *head = next;
         }

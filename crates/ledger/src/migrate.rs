@@ -1,9 +1,9 @@
 //! Upgrading a format-1 ledger to format 2.
 //!
-//! The old store is read and its format-1 chain verified end to end; every entry is then
-//! re-chained under format 2 into a new store beside it, whose genesis commits to the old head
-//! (`migrated_from`), and the directories are swapped by rename: `ledger` becomes
-//! `ledger.v1` (kept, never deleted by us) and the new store becomes `ledger`. A crash before
+//! The old store's head is read; then, in one pass, its format-1 chain is verified up to that
+//! head and every entry is re-chained under format 2 into a new store beside it, whose genesis
+//! commits to the old head (`migrated_from`). The directories are swapped by rename: `ledger`
+//! becomes `ledger.v1` (kept, never deleted by us) and the new store becomes `ledger`. A crash before
 //! the swap leaves the old store untouched and a partial new one that the next run discards.
 
 use std::path::{Path, PathBuf};
@@ -59,20 +59,20 @@ pub fn migrate(dir: &Path, mut progress: impl FnMut(u64)) -> Result<Migration> {
     if partial.exists() {
         std::fs::remove_dir_all(&partial)?;
     }
-    let mut v1_head = LogPosition::default();
-    for entry in old.entries() {
-        let entry = entry?;
-        v1_head = LogPosition {
-            seq: entry.seq,
-            hash: entry.hash,
-        };
-    }
+    // The genesis must name the old head before the first entry is re-chained, so the head is
+    // read first and the one pass below verifies the old chain up to it.
+    let v1_head = old.head()?;
     let from = json!({"format": 1, "seq": v1_head.seq, "hash": hex(&v1_head.hash)});
     let head = {
         let ledger = Ledger::open_store(&partial)?;
         let mut loader = Loader::start(&ledger, Some(from))?;
+        let mut verified = LogPosition::default();
         for entry in old.entries() {
             let entry = entry?;
+            verified = LogPosition {
+                seq: entry.seq,
+                hash: entry.hash,
+            };
             let prev = loader.head();
             let rechained = Entry {
                 prev_hash: prev.hash,
@@ -89,6 +89,15 @@ pub fn migrate(dir: &Path, mut progress: impl FnMut(u64)) -> Result<Migration> {
                     progress(rechained.seq);
                 }
             }
+        }
+        if verified != v1_head {
+            return Err(LedgerError::Damaged {
+                seq: verified.seq + 1,
+                reason: format!(
+                    "the format-1 chain verifies up to seq {} but its last entry is seq {}",
+                    verified.seq, v1_head.seq
+                ),
+            });
         }
         loader.finish()?
     };

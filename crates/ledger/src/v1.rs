@@ -47,6 +47,24 @@ impl V1 {
         Ok(V1 { _db: db, log })
     }
 
+    /// The last entry's position as stored (not yet verified: [`V1::entries`] does that).
+    pub fn head(&self) -> Result<LogPosition> {
+        match self.log.scan_prefix(b"e").next_back().transpose()? {
+            None => Ok(LogPosition::default()),
+            Some((_, bytes)) => {
+                let (entry, _): (Entry, usize) =
+                    bincode::serde::decode_from_slice(&bytes, BINCODE).map_err(|e| LedgerError::Damaged {
+                        seq: 0,
+                        reason: format!("format-1 head does not decode: {e}"),
+                    })?;
+                Ok(LogPosition {
+                    seq: entry.seq,
+                    hash: entry.hash,
+                })
+            }
+        }
+    }
+
     /// Every entry in seq order, each checked against its predecessor under the format-1 rules.
     pub fn entries(&self) -> impl Iterator<Item = Result<Entry>> + '_ {
         let mut prev = LogPosition::default();
