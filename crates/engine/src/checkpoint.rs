@@ -9,7 +9,9 @@
 //! Layout (keys are big-endian so sled's order is number order):
 //! - `m`: [`Header`]: format, position, lead and symbol counts, rules, spends, retractions;
 //! - `d` + sym (u32): a dictionary name;
-//! - `l` + lead number (u32): [`StoredLead`]: the lead's id and slot.
+//! - `l` + lead number (u32): [`StoredLead`]: the lead's id and slot;
+//! - `h` + part number (u64): a part of the funnel history, stamps in the order written
+//!   (history only grows, so a checkpoint adds the stamps since the last one as a new part).
 
 use std::sync::Arc;
 
@@ -20,13 +22,14 @@ use funnel_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{Extra, Facts, LeadSlot, Touch};
+use crate::history::Stamp;
 use crate::state::{LeadNo, Spend};
 use crate::EngineError;
 
 /// The sled tree that holds the checkpoint.
 pub const TREE: &str = "engine-checkpoint";
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
 /// Leads per sled batch when every lead is written (after a bulk load).
@@ -46,6 +49,19 @@ pub(crate) fn sym_key(sym: u32) -> [u8; 5] {
     key(b'd', sym)
 }
 
+pub(crate) fn history_key(part: u64) -> [u8; 9] {
+    let mut k = [b'h'; 9];
+    k[1..].copy_from_slice(&part.to_be_bytes());
+    k
+}
+
+/// History stamps per sled value (about 1.3 MB: well below sled's blob threshold).
+pub(crate) const STAMPS_PER_PART: usize = 65_536;
+
+pub(crate) fn encode_stamps(stamps: &[Stamp]) -> Result<Vec<u8>, EngineError> {
+    bincode::serde::encode_to_vec(stamps, BINCODE).map_err(|e| damaged("encode history", e))
+}
+
 /// Everything but the leads and the dictionary: small, rewritten whole by every checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Header {
@@ -56,6 +72,10 @@ pub(crate) struct Header {
     pub rules: RulesTimeline,
     pub spends: Vec<Spend>,
     pub retracted: Vec<(LeadNo, Vec<u64>)>,
+    /// History parts `0..history_parts`, and the history's `latest` and `complete`.
+    pub history_parts: u64,
+    pub history_latest: Micros,
+    pub history_complete: bool,
 }
 
 /// One lead as stored.
@@ -119,6 +139,7 @@ pub(crate) struct Loaded {
     pub header: Header,
     pub names: Vec<String>,
     pub leads: Vec<StoredLead>,
+    pub stamps: Vec<Stamp>,
 }
 
 /// Reads the checkpoint if there is one that matches this ledger: `Ok(None)` when there is
@@ -162,5 +183,18 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
     if leads.len() != header.leads as usize || names.len() != header.syms as usize {
         return Err(damaged("checkpoint", "fewer leads or symbols than its header says"));
     }
-    Ok(Some(Loaded { header, names, leads }))
+    let mut stamps = Vec::new();
+    for part in 0..header.history_parts {
+        let bytes = tree
+            .get(history_key(part))
+            .map_err(|e| damaged("read history", e))?
+            .ok_or_else(|| damaged("history", format!("part {part} missing")))?;
+        stamps.extend(decode::<Vec<Stamp>>("history", &bytes)?);
+    }
+    Ok(Some(Loaded {
+        header,
+        names,
+        leads,
+        stamps,
+    }))
 }

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use funnel_core::lead::Milestone;
+use funnel_core::projection::LogPosition;
 use funnel_core::report::{Counts, FunnelGroup, FunnelQuery, FunnelReport};
 use funnel_core::time::Micros;
 
@@ -161,4 +162,79 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
         groups.into_values().collect(),
         series,
     )
+}
+
+/// The funnel report at an earlier log position `at` (`at.seq` at most the engine's head),
+/// from the history's born and died points: no replay. `None` when the history cannot answer
+/// exactly and the caller must replay the prefix: a conversion window (`within_days`: a
+/// three-dimensional count), an `as_of` earlier than a time some version reads, or an
+/// incomplete history.
+pub fn funnel_at(engine: &Engine, query: &FunnelQuery, as_of: Micros, at: LogPosition) -> Option<FunnelReport> {
+    let history = engine.history();
+    if query.within_days.is_some() || as_of < history.latest || !history.complete || at.seq > engine.head().seq {
+        return None;
+    }
+    let upto = crate::history::stamp_seq(at.seq)?;
+    let _span = tracing::debug_span!("funnel_at", seq = at.seq).entered();
+    let (lo, hi) = (
+        query.window.from.unwrap_or(Micros::MIN),
+        query.window.to.unwrap_or(Micros::MAX),
+    );
+    let tally = |g: &crate::history::GroupHistory| -> Tally {
+        let mut t = Tally {
+            members: g.period[0].count(Micros::MIN, Micros::MAX, upto),
+            ..Tally::default()
+        };
+        for m in 0..7 {
+            t.period[m] = g.period[m].count(lo, hi, upto);
+            t.cohort[m] = g.cohort[m].count(lo, hi, upto);
+        }
+        t.cohort[0] = t.period[0];
+        t
+    };
+    let total = history.groups[0].get(&0).map(tally).unwrap_or_default();
+    let dim = query.by.map(|by| DIMS.iter().position(|d| *d == Some(by)).unwrap_or(0));
+    let dict = engine.dict();
+    let to_group = |key: String, t: &Tally| FunnelGroup {
+        key,
+        period: Tally::counts(&t.period),
+        cohort: Tally::counts(&t.cohort),
+        ..FunnelGroup::new(String::new())
+    };
+    let groups: BTreeMap<String, FunnelGroup> = dim
+        .map(|d| {
+            history.groups[d]
+                .iter()
+                .map(|(g, gh)| (*g, tally(gh)))
+                .filter(|(_, t)| t.members > 0)
+                .map(|(g, t)| {
+                    let key = dict.label(g).to_owned();
+                    (key.clone(), to_group(key, &t))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let bounds = query.bounds().ok().flatten();
+    let series = bounds.as_deref().map(|b| {
+        let counts = b
+            .windows(2)
+            .map(|w| {
+                let period: [i64; 7] = std::array::from_fn(|m| {
+                    history.groups[0]
+                        .get(&0)
+                        .map_or(0, |g| g.period[m].count(w[0], w[1], upto))
+                });
+                Tally::counts(&period)
+            })
+            .collect();
+        (b, counts)
+    });
+    Some(FunnelReport::assemble(
+        at,
+        query,
+        as_of,
+        to_group("(all)".to_owned(), &total),
+        groups.into_values().collect(),
+        series,
+    ))
 }

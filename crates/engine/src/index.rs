@@ -115,6 +115,11 @@ impl<T: Ord + Copy> Runs<T> {
         subtract(&items, &slice(&self.removed))
     }
 
+    /// Every item, sorted.
+    pub fn items(&self) -> Vec<T> {
+        subtract(&merge(&self.base, &self.added), &self.removed)
+    }
+
     /// Bytes held (for the memory breakdown).
     pub fn bytes(&self) -> usize {
         (self.base.capacity() + self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
@@ -181,6 +186,11 @@ impl Points {
             }
         }
         n + in_run(&self.runs.added) - in_run(&self.runs.removed)
+    }
+
+    /// Every point, sorted.
+    pub fn items(&self) -> Vec<Point> {
+        self.runs.items()
     }
 
     pub fn bytes(&self) -> usize {

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod dict;
 pub mod facts;
 pub mod funnel;
+pub mod history;
 pub mod index;
 pub mod live;
 mod metrics;

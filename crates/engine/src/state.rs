@@ -21,6 +21,7 @@ use funnel_ledger::Ledger;
 use crate::checkpoint;
 use crate::dict::{Dict, Sym};
 use crate::facts::{derive, Facts, LeadSlot, NEVER};
+use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::record::Rec;
 use crate::EngineError;
@@ -207,6 +208,7 @@ pub struct Engine {
     pub(crate) rules: Arc<RulesTimeline>,
     pub(crate) spends: Arc<Vec<Spend>>,
     pub(crate) index: FunnelIndex,
+    pub(crate) history: History,
     pub(crate) names: Arc<LeadNames>,
 }
 
@@ -228,6 +230,9 @@ impl Engine {
     }
     pub fn index(&self) -> &FunnelIndex {
         &self.index
+    }
+    pub fn history(&self) -> &History {
+        &self.history
     }
     /// The dense id of `lead_id` if the lead exists at this log position.
     pub fn lead_no(&self, lead_id: &str) -> Option<LeadNo> {
@@ -278,6 +283,7 @@ impl Engine {
                 "settled and deals indexes",
                 self.index.settled.bytes() + self.index.deals.bytes(),
             ),
+            ("history (born and died points per seq)", self.history.bytes()),
         ]
     }
 }
@@ -430,6 +436,15 @@ pub struct Writer {
     all_dirty: bool,
     /// Dictionary symbols already in the checkpoint.
     saved_syms: usize,
+    /// The current run of entries (since the last settle; the whole log in a bulk load):
+    /// the seq before it, its rules changes and its retracted records, for the history.
+    run_from: u64,
+    run_rules: RulesSteps,
+    run_retracted: HashMap<LeadNo, Vec<(Rec, u64)>>,
+    /// History stamps not yet in the checkpoint (all of them after a bulk load: `all_dirty`).
+    unsaved: Vec<Stamp>,
+    /// The next checkpoint key for history stamps.
+    history_part: u64,
 }
 
 /// What a run of entries changed.
@@ -485,8 +500,19 @@ impl Writer {
             return;
         };
         let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
-        let slots = par_map(&all, |recs| derive(recs, &self.dict, &self.next.rules));
+        let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
+        let derived = par_map(&nos, |no| self.derive_with_history(*no, &all[*no as usize]));
         drop(all);
+        self.next.history = History::new();
+        let (mut stamps, mut latest) = (Vec::new(), Micros::MIN);
+        let mut slots = Vec::with_capacity(derived.len());
+        for (slot, s, l) in derived {
+            stamps.extend(s);
+            latest = latest.max(l);
+            slots.push(slot);
+        }
+        self.record_history(stamps, latest, false);
+        self.end_run();
         let mut changes = Changes::default();
         for (no, slot) in slots.into_iter().enumerate() {
             changes.note(no as LeadNo, &slot, true);
@@ -611,12 +637,14 @@ impl Writer {
     ) -> Result<(), EngineError> {
         match &event.data {
             Data::Rules(change) => {
-                Arc::make_mut(&mut self.next.rules).insert(RulesEntry {
+                let rules = RulesEntry {
                     occurred_at: event.occurred_at,
                     seq: entry.seq,
                     id: event.id.clone(),
                     change: change.clone(),
-                });
+                };
+                self.rules_step(entry.seq, RulesStep::Insert(rules.clone()));
+                Arc::make_mut(&mut self.next.rules).insert(rules);
                 pending.rules_from = Some(
                     pending
                         .rules_from
@@ -645,11 +673,17 @@ impl Writer {
                 match target {
                     Target::Lead(lead_id) => {
                         let no = self.lead_no(&lead_id, pending, bulk);
-                        self.retracted.entry(no).or_default().push(seq);
                         let recs = self.working(pending, bulk, no, &lead_id, entry.seq, ledger)?;
+                        let gone: Vec<Rec> = recs.iter().filter(|r| r.seq == seq).copied().collect();
                         recs.retain(|r| r.seq != seq);
+                        self.retracted.entry(no).or_default().push(seq);
+                        let run = self.run_retracted.entry(no).or_default();
+                        run.extend(gone.into_iter().map(|r| (r, entry.seq)));
                     }
                     Target::Rules => {
+                        if self.next.rules.entries().iter().any(|e| e.seq == seq) {
+                            self.rules_step(entry.seq, RulesStep::Remove(target_id.clone()));
+                        }
                         let rules = Arc::make_mut(&mut self.next.rules);
                         if let Some(at) = rules.entries().iter().find(|e| e.seq == seq).map(|e| e.occurred_at) {
                             rules.remove(target_id);
@@ -680,6 +714,64 @@ impl Writer {
         Ok(())
     }
 
+    /// Records a rules change of the current run (remembering the timeline before the run).
+    fn rules_step(&mut self, seq: u64, step: RulesStep) {
+        if self.run_rules.steps.is_empty() {
+            self.run_rules.before = (*self.next.rules).clone();
+        }
+        self.run_rules.steps.push((seq, step));
+    }
+
+    /// Lead `no`'s derived slot and its history over the current run.
+    fn derive_with_history(&self, no: LeadNo, recs: &[Rec]) -> (LeadSlot, Vec<Stamp>, Micros) {
+        let slot = derive(recs, &self.dict, &self.next.rules);
+        let retracted = self.run_retracted.get(&no).map_or(&[][..], |v| &v[..]);
+        let run = history::Run {
+            from: self.run_from,
+            recs,
+            retracted,
+            rules: &self.run_rules,
+            rules_now: &self.next.rules,
+            dict: &self.dict,
+        };
+        let (versions, latest) = history::versions(&run, &slot.facts);
+        let mut prev = self
+            .next
+            .leads
+            .get(no as usize)
+            .map_or(View::NONE, |old| View::of(&old.facts, Micros::MAX));
+        let mut stamps = Vec::new();
+        for (seq, view) in versions {
+            let Some(seq) = history::stamp_seq(seq) else {
+                return (slot, Vec::new(), Micros::MAX);
+            };
+            history::diff(&prev, &view, seq, &mut stamps);
+            prev = view;
+        }
+        (slot, stamps, latest)
+    }
+
+    /// Adds a run's stamps to the history; `latest == Micros::MAX` marks a seq that did not fit.
+    fn record_history(&mut self, mut stamps: Vec<Stamp>, latest: Micros, keep: bool) {
+        let history = &mut self.next.history;
+        if latest == Micros::MAX {
+            history.complete = false;
+        } else {
+            history.latest = history.latest.max(latest);
+        }
+        history.add(&mut stamps);
+        if keep {
+            self.unsaved.extend(stamps);
+        }
+    }
+
+    /// Ends the current run of entries.
+    fn end_run(&mut self) {
+        self.run_from = self.next.head.seq;
+        self.run_rules = RulesSteps::default();
+        self.run_retracted.clear();
+    }
+
     /// Re-derives the changed leads and applies the difference of their facts to the indexes.
     fn settle(&mut self, mut pending: Pending, ledger: &Ledger) -> Result<(), EngineError> {
         self.next.names.insert_all(std::mem::take(&mut pending.new_names));
@@ -700,8 +792,17 @@ impl Writer {
         }
         let mut leads: Vec<(LeadNo, Vec<Rec>)> = pending.leads.into_iter().collect();
         leads.sort_unstable_by_key(|(no, _)| *no);
-        let slots = par_map(&leads, |(_, recs)| derive(recs, &self.dict, &self.next.rules));
+        let derived = par_map(&leads, |(no, recs)| self.derive_with_history(*no, recs));
         let mut changes = Changes::default();
+        let (mut stamps, mut latest) = (Vec::new(), Micros::MIN);
+        let mut slots = Vec::with_capacity(derived.len());
+        for (slot, s, l) in derived {
+            stamps.extend(s);
+            latest = latest.max(l);
+            slots.push(slot);
+        }
+        self.record_history(stamps, latest, true);
+        self.end_run();
         for ((no, _), slot) in leads.iter().zip(slots) {
             self.dirty.insert(*no);
             let old = self.next.leads.get_mut(*no as usize);
@@ -720,10 +821,30 @@ impl Writer {
     pub fn checkpoint(&mut self, tree: &sled::Tree) -> Result<usize, EngineError> {
         let failed = |e: sled::Error| EngineError::Checkpoint(format!("write: {e}"));
         self.finish_bulk();
+        let mut history_parts: Vec<Vec<u8>> = Vec::new();
         let mut leads: Vec<LeadNo> = if self.all_dirty {
             tree.remove(checkpoint::HEADER_KEY).map_err(failed)?;
+            let mut stale = sled::Batch::default();
+            for item in tree.scan_prefix([b'h']) {
+                stale.remove(item.map_err(failed)?.0);
+            }
+            tree.apply_batch(stale).map_err(failed)?;
+            self.history_part = 0;
+            for part in self.next.history.stamps().chunks(checkpoint::STAMPS_PER_PART) {
+                let mut batch = sled::Batch::default();
+                batch.insert(
+                    &checkpoint::history_key(self.history_part),
+                    checkpoint::encode_stamps(part)?,
+                );
+                tree.apply_batch(batch).map_err(failed)?;
+                self.history_part += 1;
+            }
+            self.unsaved.clear();
             (0..self.next.leads.len() as LeadNo).collect()
         } else {
+            for part in self.unsaved.chunks(checkpoint::STAMPS_PER_PART) {
+                history_parts.push(checkpoint::encode_stamps(part)?);
+            }
             self.dirty.iter().copied().collect()
         };
         leads.sort_unstable();
@@ -741,6 +862,10 @@ impl Writer {
                 batch.insert(&checkpoint::lead_key(*no), checkpoint::encode_lead(&id, slot)?);
             }
             if i == last {
+                for part in history_parts.drain(..) {
+                    batch.insert(&checkpoint::history_key(self.history_part), part);
+                    self.history_part += 1;
+                }
                 for sym in self.saved_syms.max(1)..self.dict.len() {
                     batch.insert(&checkpoint::sym_key(sym as u32), self.dict.name(sym as Sym).as_bytes());
                 }
@@ -752,6 +877,7 @@ impl Writer {
             tree.apply_batch(batch).map_err(failed)?;
         }
         self.dirty.clear();
+        self.unsaved.clear();
         self.all_dirty = false;
         self.saved_syms = self.dict.len();
         Ok(leads.len())
@@ -768,6 +894,9 @@ impl Writer {
             rules: (*self.next.rules).clone(),
             spends: self.next.spends.to_vec(),
             retracted,
+            history_parts: self.history_part,
+            history_latest: self.next.history.latest,
+            history_complete: self.next.history.complete,
         }
     }
 
@@ -798,6 +927,12 @@ impl Writer {
         writer.next.spends = Arc::new(header.spends);
         writer.retracted = header.retracted.into_iter().collect();
         writer.apply_changes(changes);
+        let mut stamps = loaded.stamps;
+        writer.next.history.add(&mut stamps);
+        writer.next.history.latest = header.history_latest;
+        writer.next.history.complete = header.history_complete;
+        writer.history_part = header.history_parts;
+        writer.run_from = header.position.seq;
         writer.saved_syms = writer.dict.len();
         Ok(Some(writer))
     }

@@ -148,9 +148,8 @@ pub fn resolve_seq(ledger: &funnel_ledger::Ledger, travel: &TimeTravel) -> Resul
 
 /// The engine the time-travel parameters ask for: the live snapshot, or one built from the
 /// log prefix `1..=seq`.
-fn engine_for(state: &AppState, travel: &TimeTravel, hung_up: &AtomicBool) -> Result<Arc<Engine>, ApiError> {
+fn engine_for(state: &AppState, seq: Option<u64>, hung_up: &AtomicBool) -> Result<Arc<Engine>, ApiError> {
     let ledger = state.live.ledger();
-    let seq = resolve_seq(ledger, travel)?;
     let live = state.live.snapshot();
     match seq {
         Some(s) if s != live.head().seq => {
@@ -253,8 +252,17 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
         // The permit is held for as long as the work runs, even if the asker is gone.
         let _permit = permit;
         answered(&worker, name, || {
-            let engine = engine_for(&worker, &request.travel, &hung_up)?;
-            let body = request.answer(&engine, worker.live.ledger())?;
+            let ledger = worker.live.ledger();
+            let seq = resolve_seq(ledger, &request.travel)?;
+            if let Some(body) = seq
+                .map(|s| request.answer_from_history(&worker.live.snapshot(), s, ledger))
+                .transpose()?
+                .flatten()
+            {
+                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+            }
+            let engine = engine_for(&worker, seq, &hung_up)?;
+            let body = request.answer(&engine, ledger)?;
             Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
         })
     })

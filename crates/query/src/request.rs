@@ -131,6 +131,26 @@ impl Request {
         Ok(Request { query, travel })
     }
 
+    /// The report's JSON at the earlier log position `seq`, from the history of the live
+    /// `engine` when it can answer exactly (the funnel: see `funnel_engine::funnel::funnel_at`);
+    /// `None` when the prefix must be replayed instead.
+    pub fn answer_from_history(&self, engine: &Engine, seq: u64, ledger: &Ledger) -> Result<Option<Vec<u8>>, ApiError> {
+        let Query::Funnel(query) = &self.query else {
+            return Ok(None);
+        };
+        if seq >= engine.head().seq {
+            return Ok(None);
+        }
+        let at = match ledger.get(seq).map_err(ApiError::store)? {
+            Some(entry) => funnel_core::LogPosition { seq, hash: entry.hash },
+            None if seq == 0 => funnel_core::LogPosition::default(),
+            None => return Ok(None),
+        };
+        funnel::funnel_at(engine, query, self.travel.as_of, at)
+            .map(|report| serde_json::to_vec(&report).map_err(ApiError::store))
+            .transpose()
+    }
+
     /// The report's JSON, computed on `engine` (whose head is the log position used); lead
     /// timelines and explanations read the lead's entries from `ledger`.
     pub fn answer(&self, engine: &Engine, ledger: &Ledger) -> Result<Vec<u8>, ApiError> {

@@ -1,0 +1,104 @@
+//! Times distinct report questions against a live engine opened on a data dir, one thread,
+//! no HTTP: what each report costs the engine itself.
+//! `cargo run --release -p funnel-engine --example queries -- DATA_DIR [N] [funnel,attribution,at_seq,replay]`
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use funnel_core::attribution::Model;
+use funnel_core::report::{By, FunnelQuery, Window};
+use funnel_core::time::{parse_rfc3339, MICROS_PER_DAY};
+use funnel_engine::live::{replay, Live};
+use funnel_engine::{funnel, reports};
+use funnel_ledger::Ledger;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = PathBuf::from(args.next().ok_or("usage: queries DATA_DIR [N]")?);
+    let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
+    let only = args.next().unwrap_or_else(|| "funnel,attribution,at_seq,replay".into());
+    let started = Instant::now();
+    let live = Live::open(Ledger::open(&dir.join("ledger"))?)?;
+    println!("open {:.2} s", started.elapsed().as_secs_f64());
+    let engine = live.snapshot();
+    for (part, bytes) in engine.footprint() {
+        println!("{part}: {} B/lead", bytes / engine.leads().len().max(1));
+    }
+    let as_of = parse_rfc3339("2026-12-01T00:00:00Z").map_err(|e| e.to_string())?;
+    let start = parse_rfc3339("2026-06-01T00:00:00Z").map_err(|e| e.to_string())?;
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        rng = rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n.max(1)
+    };
+    let mut window = || {
+        let from = start + next(150 * 24) as i64 * MICROS_PER_DAY / 24;
+        let to = from + (1 + next(120 * 24) as i64) * MICROS_PER_DAY / 24;
+        Window {
+            from: Some(from),
+            to: Some(to),
+        }
+    };
+    let report = |name: &str, mut times: Vec<f64>| {
+        if times.is_empty() {
+            return;
+        }
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+        println!("{name}: p50 {:.3} ms, p99 {:.3} ms", at(0.5), at(0.99));
+    };
+    let bys = [None, Some(By::Channel), Some(By::Campaign), Some(By::Producer)];
+    let mut times = Vec::new();
+    for i in 0..n * usize::from(only.contains("funnel")) {
+        let query = FunnelQuery {
+            window: window(),
+            by: bys[i % 4],
+            ..FunnelQuery::default()
+        };
+        let t = Instant::now();
+        std::hint::black_box(funnel::funnel(&engine, &query, as_of));
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    report("funnel", times);
+    let mut times = Vec::new();
+    for _ in 0..(n / 10).max(3) * usize::from(only.contains("attribution")) {
+        let w = window();
+        let t = Instant::now();
+        std::hint::black_box(reports::attribution(&engine, &Model::ALL, w, By::Channel, as_of));
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    report("attribution all", times);
+    let head = engine.head().seq;
+    let mut pick = 0x2545_f491_4f6c_dd1d_u64;
+    let mut seq_in_second_half = move || {
+        pick ^= pick << 13;
+        pick ^= pick >> 7;
+        pick ^= pick << 17;
+        head / 2 + pick % (head / 2).max(1)
+    };
+    let mut times = Vec::new();
+    for i in 0..n * usize::from(only.contains("at_seq")) {
+        let seq = seq_in_second_half();
+        let entry = live.ledger().get(seq)?.ok_or("no entry")?;
+        let at = funnel_core::LogPosition { seq, hash: entry.hash };
+        let query = FunnelQuery {
+            window: window(),
+            by: bys[i % 4],
+            ..FunnelQuery::default()
+        };
+        let t = Instant::now();
+        std::hint::black_box(funnel::funnel_at(&engine, &query, as_of, at).ok_or("history cannot answer")?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    report("funnel at_seq (history, with the entry read)", times);
+    if only.contains("replay") {
+        let t = Instant::now();
+        let past = replay(live.ledger(), Some(seq_in_second_half()), |_| {})?;
+        std::hint::black_box(funnel::funnel(&past, &FunnelQuery::default(), as_of));
+        println!("funnel at_seq by replay: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(())
+}
