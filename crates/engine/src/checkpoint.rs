@@ -22,7 +22,7 @@ use funnel_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{Extra, Facts, LeadSlot, Touch};
-use crate::history::Stamp;
+use crate::history::{History, Stamp};
 use crate::state::{LeadNo, Spend};
 use crate::EngineError;
 
@@ -139,7 +139,8 @@ pub(crate) struct Loaded {
     pub header: Header,
     pub names: Vec<String>,
     pub leads: Vec<StoredLead>,
-    pub stamps: Vec<Stamp>,
+    /// The history, decoded and indexed on its own thread while the leads load.
+    pub history: std::thread::JoinHandle<Result<History, EngineError>>,
 }
 
 /// Reads the checkpoint if there is one that matches this ledger: `Ok(None)` when there is
@@ -163,6 +164,23 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
             ));
         }
     }
+    let mut parts = Vec::with_capacity(header.history_parts as usize);
+    for part in 0..header.history_parts {
+        let bytes = tree
+            .get(history_key(part))
+            .map_err(|e| damaged("read history", e))?
+            .ok_or_else(|| damaged("history", format!("part {part} missing")))?;
+        parts.push(bytes);
+    }
+    let history = std::thread::spawn(move || {
+        let mut stamps = Vec::new();
+        for bytes in &parts {
+            stamps.extend(decode::<Vec<Stamp>>("history", bytes)?);
+        }
+        let mut history = History::new();
+        history.add(&mut stamps);
+        Ok(history)
+    });
     let mut names = Vec::with_capacity(header.syms as usize);
     for (i, item) in tree.scan_prefix([b'd']).enumerate() {
         let (k, v) = item.map_err(|e| damaged("read dictionary", e))?;
@@ -183,18 +201,10 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
     if leads.len() != header.leads as usize || names.len() != header.syms as usize {
         return Err(damaged("checkpoint", "fewer leads or symbols than its header says"));
     }
-    let mut stamps = Vec::new();
-    for part in 0..header.history_parts {
-        let bytes = tree
-            .get(history_key(part))
-            .map_err(|e| damaged("read history", e))?
-            .ok_or_else(|| damaged("history", format!("part {part} missing")))?;
-        stamps.extend(decode::<Vec<Stamp>>("history", &bytes)?);
-    }
     Ok(Some(Loaded {
         header,
         names,
         leads,
-        stamps,
+        history,
     }))
 }

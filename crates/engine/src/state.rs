@@ -927,8 +927,10 @@ impl Writer {
         writer.next.spends = Arc::new(header.spends);
         writer.retracted = header.retracted.into_iter().collect();
         writer.apply_changes(changes);
-        let mut stamps = loaded.stamps;
-        writer.next.history.add(&mut stamps);
+        writer.next.history = loaded
+            .history
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         writer.next.history.latest = header.history_latest;
         writer.next.history.complete = header.history_complete;
         writer.history_part = header.history_parts;
