@@ -48,6 +48,15 @@ impl Tally {
         }
     }
 
+    fn group(&self, key: String) -> FunnelGroup {
+        FunnelGroup {
+            key,
+            period: Tally::counts(&self.period),
+            cohort: Tally::counts(&self.cohort),
+            ..FunnelGroup::new(String::new())
+        }
+    }
+
     fn counts(v: &[i64; 7]) -> Counts {
         let c = |i: usize| u64::try_from(v[i]).expect("index count below zero: index and facts disagree");
         Counts {
@@ -60,6 +69,25 @@ impl Tally {
             lost: c(6),
         }
     }
+}
+
+/// The dimension of [`DIMS`] a query breaks down by.
+fn dim_of(query: &FunnelQuery) -> Option<usize> {
+    query.by.map(|by| DIMS.iter().position(|d| *d == Some(by)).unwrap_or(0))
+}
+
+/// The groups with members, labelled, in key order.
+fn listed(engine: &Engine, tallies: impl IntoIterator<Item = (Sym, Tally)>) -> Vec<FunnelGroup> {
+    let dict = engine.dict();
+    let groups: BTreeMap<String, FunnelGroup> = tallies
+        .into_iter()
+        .filter(|(_, t)| t.members > 0)
+        .map(|(g, t)| {
+            let key = dict.label(g).to_owned();
+            (key.clone(), t.group(key))
+        })
+        .collect();
+    groups.into_values().collect()
 }
 
 fn bump(facts: &Facts, bounds: &[Micros], as_of: Micros, series: &mut [[i64; 7]], sign: i64) {
@@ -82,7 +110,7 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
     );
     let within = query.within();
     let days = query.within_days.unwrap_or(u32::MAX);
-    let dim = query.by.map(|by| DIMS.iter().position(|d| *d == Some(by)).unwrap_or(0));
+    let dim = dim_of(query);
     let index = engine.index();
     let from_index = |d: usize| -> HashMap<Sym, Tally> {
         index.groups[d]
@@ -136,21 +164,6 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
             bump(f, b, as_of, &mut series, 1);
         }
     }
-    let to_group = |key: String, t: &Tally| FunnelGroup {
-        key,
-        period: Tally::counts(&t.period),
-        cohort: Tally::counts(&t.cohort),
-        ..FunnelGroup::new(String::new())
-    };
-    let dict = engine.dict();
-    let groups: BTreeMap<String, FunnelGroup> = groups
-        .iter()
-        .filter(|(_, t)| t.members > 0)
-        .map(|(g, t)| {
-            let key = dict.label(*g).to_owned();
-            (key.clone(), to_group(key, t))
-        })
-        .collect();
     let series = bounds
         .as_deref()
         .map(|b| (b, series.iter().map(Tally::counts).collect()));
@@ -158,8 +171,8 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
         engine.head(),
         query,
         as_of,
-        to_group("(all)".to_owned(), &total),
-        groups.into_values().collect(),
+        total.group("(all)".to_owned()),
+        listed(engine, groups),
         series,
     )
 }
@@ -193,27 +206,8 @@ pub fn funnel_at(engine: &Engine, query: &FunnelQuery, as_of: Micros, at: LogPos
         t
     };
     let total = history.groups[0].get(&0).map(tally).unwrap_or_default();
-    let dim = query.by.map(|by| DIMS.iter().position(|d| *d == Some(by)).unwrap_or(0));
-    let dict = engine.dict();
-    let to_group = |key: String, t: &Tally| FunnelGroup {
-        key,
-        period: Tally::counts(&t.period),
-        cohort: Tally::counts(&t.cohort),
-        ..FunnelGroup::new(String::new())
-    };
-    let groups: BTreeMap<String, FunnelGroup> = dim
-        .map(|d| {
-            history.groups[d]
-                .iter()
-                .map(|(g, gh)| (*g, tally(gh)))
-                .filter(|(_, t)| t.members > 0)
-                .map(|(g, t)| {
-                    let key = dict.label(g).to_owned();
-                    (key.clone(), to_group(key, &t))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let dim = dim_of(query);
+    let groups = dim.map(|d| history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))));
     let bounds = query.bounds().ok().flatten();
     let series = bounds.as_deref().map(|b| {
         let counts = b
@@ -233,8 +227,8 @@ pub fn funnel_at(engine: &Engine, query: &FunnelQuery, as_of: Micros, at: LogPos
         at,
         query,
         as_of,
-        to_group("(all)".to_owned(), &total),
-        groups.into_values().collect(),
+        total.group("(all)".to_owned()),
+        listed(engine, groups.into_iter().flatten()),
         series,
     ))
 }

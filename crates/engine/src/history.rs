@@ -14,6 +14,7 @@
 //! facts as of `T` (milestones are first times: prefix-stable); otherwise (a late event, a
 //! retraction, a rules change) the lead is derived again at each seq.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use funnel_core::lead::Milestone;
@@ -179,12 +180,13 @@ pub fn versions(run: &Run<'_>, last: &Facts) -> (Vec<(u64, View)>, Micros) {
         return (Vec::new(), latest);
     };
     let mut out = Vec::with_capacity(seqs.len());
-    if run.retracted.is_empty() && rules.is_empty() && in_order(run.recs, run.from) {
-        // The new records are the last in business time, strictly later one after the other:
-        // the lead after each is its final facts as of that record's time.
-        let at_of: HashMap<u64, Micros> = run.recs.iter().map(|r| (r.seq, r.at)).collect();
-        for s in earlier {
-            out.push((*s, View::of(last, at_of[s])));
+    let new = in_order(run.recs, run.from).filter(|_| run.retracted.is_empty() && rules.is_empty());
+    if let Some(new) = new {
+        // The new records are the last in business time, strictly later one after the other
+        // (so `earlier` is their seqs but the last): the lead after each is its final facts as
+        // of that record's time.
+        for r in new.iter().take(new.len().saturating_sub(1)) {
+            out.push((r.seq, View::of(last, r.at)));
         }
     } else {
         for s in earlier {
@@ -197,9 +199,9 @@ pub fn versions(run: &Run<'_>, last: &Facts) -> (Vec<(u64, View)>, Micros) {
             );
             live.sort_unstable_by_key(Rec::order_key);
             let rules = if run.rules.steps.iter().any(|(r, _)| r > s) {
-                run.rules.upto(*s)
+                Cow::Owned(run.rules.upto(*s))
             } else {
-                run.rules_now.clone()
+                Cow::Borrowed(run.rules_now)
             };
             let facts = derive(&live, run.dict, &rules).facts;
             if facts.exists() {
@@ -212,17 +214,16 @@ pub fn versions(run: &Run<'_>, last: &Facts) -> (Vec<(u64, View)>, Micros) {
     (out, latest)
 }
 
-/// Whether the records after seq `from` come last in `(at, seq)` order, in seq order, each
+/// The records after seq `from`, if they come last in `(at, seq)` order, in seq order, each
 /// strictly later in business time than every record before it.
-fn in_order(recs: &[Rec], from: u64) -> bool {
-    let Some(first_new) = recs.iter().position(|r| r.seq > from) else {
-        return true;
-    };
-    recs[first_new..]
-        .iter()
-        .enumerate()
-        .all(|(i, r)| r.seq > from && (first_new + i == 0 || (recs[first_new + i - 1].at < r.at)))
-        && recs[first_new..].windows(2).all(|w| w[0].seq < w[1].seq)
+fn in_order(recs: &[Rec], from: u64) -> Option<&[Rec]> {
+    let first_new = recs.iter().position(|r| r.seq > from).unwrap_or(recs.len());
+    let new = &recs[first_new..];
+    // The pair across the boundary is checked too: its seqs are ordered by construction.
+    let ordered = recs[first_new.saturating_sub(1)..]
+        .windows(2)
+        .all(|w| w[0].at < w[1].at && w[0].seq < w[1].seq);
+    (new.iter().all(|r| r.seq > from) && ordered).then_some(new)
 }
 
 /// Born and died points of one (kind, dimension, group, milestone).

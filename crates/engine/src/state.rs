@@ -457,6 +457,9 @@ struct Pending {
     new_leads: HashMap<String, LeadNo>,
 }
 
+/// A lead's stamps over a run and the latest time any of its versions reads.
+type LeadHistory = (Vec<Stamp>, Micros);
+
 /// Leads derived per thread before the work is split over every core.
 const PARALLEL_DERIVE_MIN: usize = 4_096;
 
@@ -503,16 +506,8 @@ impl Writer {
         let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
         let derived = par_map(&nos, |no| self.derive_with_history(*no, &all[*no as usize]));
         drop(all);
-        self.next.history = History::new();
-        let (mut stamps, mut latest) = (Vec::new(), Micros::MIN);
-        let mut slots = Vec::with_capacity(derived.len());
-        for (slot, s, l) in derived {
-            stamps.extend(s);
-            latest = latest.max(l);
-            slots.push(slot);
-        }
-        self.record_history(stamps, latest, false);
-        self.end_run();
+        // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`.
+        let slots = self.record_history(derived, false);
         let mut changes = Changes::default();
         for (no, slot) in slots.into_iter().enumerate() {
             changes.note(no as LeadNo, &slot, true);
@@ -722,8 +717,9 @@ impl Writer {
         self.run_rules.steps.push((seq, step));
     }
 
-    /// Lead `no`'s derived slot and its history over the current run.
-    fn derive_with_history(&self, no: LeadNo, recs: &[Rec]) -> (LeadSlot, Vec<Stamp>, Micros) {
+    /// Lead `no`'s derived slot and its history over the current run: the stamps and the latest
+    /// time a version reads, or `None` if a seq did not fit a stamp.
+    fn derive_with_history(&self, no: LeadNo, recs: &[Rec]) -> (LeadSlot, Option<LeadHistory>) {
         let slot = derive(recs, &self.dict, &self.next.rules);
         let retracted = self.run_retracted.get(&no).map_or(&[][..], |v| &v[..]);
         let run = history::Run {
@@ -743,26 +739,36 @@ impl Writer {
         let mut stamps = Vec::new();
         for (seq, view) in versions {
             let Some(seq) = history::stamp_seq(seq) else {
-                return (slot, Vec::new(), Micros::MAX);
+                return (slot, None);
             };
             history::diff(&prev, &view, seq, &mut stamps);
             prev = view;
         }
-        (slot, stamps, latest)
+        (slot, Some((stamps, latest)))
     }
 
-    /// Adds a run's stamps to the history; `latest == Micros::MAX` marks a seq that did not fit.
-    fn record_history(&mut self, mut stamps: Vec<Stamp>, latest: Micros, keep: bool) {
+    /// Adds the run's history to the engine's (and, with `keep`, to what the next checkpoint
+    /// writes), ends the run, and hands back the derived slots.
+    fn record_history(&mut self, derived: Vec<(LeadSlot, Option<LeadHistory>)>, keep: bool) -> Vec<LeadSlot> {
         let history = &mut self.next.history;
-        if latest == Micros::MAX {
-            history.complete = false;
-        } else {
-            history.latest = history.latest.max(latest);
+        let mut stamps = Vec::new();
+        let mut slots = Vec::with_capacity(derived.len());
+        for (slot, lead_history) in derived {
+            match lead_history {
+                Some((s, latest)) => {
+                    stamps.extend(s);
+                    history.latest = history.latest.max(latest);
+                }
+                None => history.complete = false,
+            }
+            slots.push(slot);
         }
         history.add(&mut stamps);
         if keep {
             self.unsaved.extend(stamps);
         }
+        self.end_run();
+        slots
     }
 
     /// Ends the current run of entries.
@@ -793,16 +799,8 @@ impl Writer {
         let mut leads: Vec<(LeadNo, Vec<Rec>)> = pending.leads.into_iter().collect();
         leads.sort_unstable_by_key(|(no, _)| *no);
         let derived = par_map(&leads, |(no, recs)| self.derive_with_history(*no, recs));
+        let slots = self.record_history(derived, true);
         let mut changes = Changes::default();
-        let (mut stamps, mut latest) = (Vec::new(), Micros::MIN);
-        let mut slots = Vec::with_capacity(derived.len());
-        for (slot, s, l) in derived {
-            stamps.extend(s);
-            latest = latest.max(l);
-            slots.push(slot);
-        }
-        self.record_history(stamps, latest, true);
-        self.end_run();
         for ((no, _), slot) in leads.iter().zip(slots) {
             self.dirty.insert(*no);
             let old = self.next.leads.get_mut(*no as usize);
