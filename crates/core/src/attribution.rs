@@ -435,25 +435,43 @@ impl MarkovChain {
 
     /// [`MarkovChain::weights`] of touches given by their channels.
     pub fn weights_of(&self, channels: &[&str]) -> Vec<u128> {
-        let mut per_channel: BTreeMap<&str, usize> = BTreeMap::new();
-        for c in channels {
-            *per_channel.entry(c).or_default() += 1;
-        }
-        let effect = |c: &str| self.removal_effects.get(c).copied().unwrap_or(0.0).max(0.0);
-        let total: f64 = per_channel.keys().map(|c| effect(c)).sum();
-        let real: Vec<f64> = channels
+        let mut names: Vec<&str> = channels.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        let effects: Vec<f64> = names
             .iter()
-            .map(|c| {
-                let share = if total > 0.0 {
-                    effect(c) / total
-                } else {
-                    1.0 / per_channel.len() as f64
-                };
-                share / per_channel[c] as f64
-            })
+            .map(|c| self.removal_effects.get(*c).copied().unwrap_or(0.0))
             .collect();
-        quantise(&real)
+        let path: Vec<usize> = channels
+            .iter()
+            .map(|c| names.binary_search(c).unwrap_or_default())
+            .collect();
+        markov_weights(&effects, &path)
     }
+}
+
+/// Markov weights of a path whose channels are given by rank in name order, with
+/// `effects[rank]` each channel's removal effect: a channel's share is its effect over the
+/// total of the path's distinct channels (summed in name order; equal shares if that is not
+/// positive), split evenly among its touches, then quantised.
+pub fn markov_weights(effects: &[f64], path: &[usize]) -> Vec<u128> {
+    let mut distinct: Vec<usize> = path.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let effect = |r: usize| effects.get(r).copied().unwrap_or(0.0).max(0.0);
+    let total: f64 = distinct.iter().map(|r| effect(*r)).sum();
+    let real: Vec<f64> = path
+        .iter()
+        .map(|r| {
+            let share = if total > 0.0 {
+                effect(*r) / total
+            } else {
+                1.0 / distinct.len() as f64
+            };
+            share / path.iter().filter(|p| *p == r).count() as f64
+        })
+        .collect();
+    quantise(&real)
 }
 
 impl Transitions {

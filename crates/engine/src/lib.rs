@@ -12,12 +12,14 @@
 //! No tokio, no NATS, no HTTP: this crate is what both the service and offline replay run.
 
 pub mod checkpoint;
+pub mod credits;
 pub mod dict;
 pub mod facts;
 pub mod funnel;
 pub mod history;
 pub mod index;
 pub mod live;
+pub mod markov;
 mod metrics;
 pub mod record;
 pub mod reports;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use funnel_core::attribution::{allocate, lookback_micros, MarkovChain, Model};
+use funnel_core::attribution::{MarkovChain, Model};
 use funnel_core::event::RejectionReason;
 use funnel_core::lead::{LeadEvent, LeadFacts};
 use funnel_core::projection::Entry;
@@ -14,8 +14,9 @@ use funnel_core::report::{
 };
 use funnel_core::time::Micros;
 
-use crate::dict::{Sym, NONE};
+use crate::dict::Sym;
 use crate::facts::{Deal, LeadSlot};
+use crate::markov::{State, Transition, CONVERSION, NULL, START};
 use crate::state::{Engine, LeadNo};
 
 /// Live lead slots with facts.
@@ -165,127 +166,79 @@ pub fn plan(engine: &Engine, target_minor: i64, currency: &str, window: Window, 
 }
 
 /// The Markov chain over every lead's path as of `as_of` ([`MarkovChain::solve`]'s counts,
-/// taken over interned channels without building the paths): won leads up to their first won
-/// close, others up to `as_of`, within lookback.
+/// from the maintained [`crate::markov::MarkovIndex`]): won leads up to their first won close,
+/// others up to `as_of`, within lookback.
 pub fn markov(engine: &Engine, as_of: Micros) -> MarkovChain {
+    chain_of(engine, &engine.index().markov.counts(as_of))
+}
+
+/// The chain of these transition counts, its channels numbered by name as the fold numbers them.
+fn chain_of(engine: &Engine, counts: &[(Transition, u64)]) -> MarkovChain {
     let dict = engine.dict();
-    let rules = engine.rules();
-    // Channel symbol → its state number in order of first sight (u32::MAX: not seen).
-    let mut state_of: Vec<u32> = vec![u32::MAX; dict.len()];
-    let mut seen: Vec<Sym> = Vec::new();
-    let mut counts: HashMap<(u32, u32), u64> = HashMap::new();
-    let (mut paths, mut conversions) = (0u64, 0u64);
-    const START: u32 = u32::MAX - 2;
-    const CONVERSION: u32 = u32::MAX - 1;
-    const NULL: u32 = u32::MAX;
-    for (_, slot) in leads(engine) {
-        if slot.touches.is_empty() {
-            continue;
-        }
-        let deal = slot
-            .extra
-            .iter()
-            .flat_map(|e| e.deals.iter())
-            .find(|d| d.close_at <= as_of);
-        let end = deal.map_or(as_of, |d| d.close_at);
-        let from = end.saturating_sub(lookback_micros(rules, end));
-        let mut state = START;
-        for touch in slot.touches.iter().filter(|t| (from..=end).contains(&t.at)) {
-            let s = &mut state_of[touch.channel as usize];
-            if *s == u32::MAX {
-                *s = seen.len() as u32;
-                seen.push(touch.channel);
-            }
-            *counts.entry((state, *s)).or_insert(0) += 1;
-            state = *s;
-        }
-        if state == START {
-            continue;
-        }
-        paths += 1;
-        conversions += u64::from(deal.is_some());
-        *counts
-            .entry((state, if deal.is_some() { CONVERSION } else { NULL }))
-            .or_insert(0) += 1;
-    }
-    // Renumber: channels sorted by name, as the fold numbers them.
-    let mut by_name: Vec<(usize, Sym)> = seen.iter().copied().enumerate().collect();
-    by_name.sort_by(|a, b| dict.name(a.1).cmp(dict.name(b.1)));
-    let n = by_name.len();
-    let mut renumber = vec![0usize; n];
-    for (rank, (first_seen, _)) in by_name.iter().enumerate() {
-        renumber[*first_seen] = rank + 1;
-    }
-    let number = |s: u32| match s {
+    // Every channel on some path is the target of a transition.
+    let mut channels: Vec<Sym> = counts.iter().map(|((_, to), _)| *to).filter(|s| *s < START).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    channels.sort_by(|a, b| dict.name(*a).cmp(dict.name(*b)));
+    let n = channels.len();
+    let rank: HashMap<Sym, usize> = channels.iter().enumerate().map(|(i, s)| (*s, i + 1)).collect();
+    let number = |s: State| match s {
         START => 0,
         CONVERSION => n + 1,
         NULL => n + 2,
-        s => renumber[s as usize],
+        s => rank[&s],
     };
+    let paths = counts
+        .iter()
+        .filter(|((from, _), _)| *from == START)
+        .map(|(_, c)| c)
+        .sum();
+    let conversions = counts
+        .iter()
+        .filter(|((_, to), _)| *to == CONVERSION)
+        .map(|(_, c)| c)
+        .sum();
     let counts: BTreeMap<(usize, usize), u64> = counts
-        .into_iter()
-        .map(|((a, b), c)| ((number(a), number(b)), c))
+        .iter()
+        .map(|((a, b), c)| ((number(*a), number(*b)), *c))
         .collect();
-    let channels = by_name.iter().map(|(_, sym)| dict.name(*sym).to_owned()).collect();
-    MarkovChain::from_counts(channels, counts, paths, conversions)
+    let names = channels.iter().map(|sym| dict.name(*sym).to_owned()).collect();
+    MarkovChain::from_counts(names, counts, paths, conversions)
 }
 
 pub fn attribution(engine: &Engine, models: &[Model], window: Window, by: By, as_of: Micros) -> AttributionReport {
     let dict = engine.dict();
-    let chain = if models.contains(&Model::Markov) {
-        markov(engine, as_of)
-    } else {
-        MarkovChain::solve(&[])
-    };
-    let mut rows: HashMap<(Sym, Sym), [i64; 12]> = HashMap::new();
-    let mut totals: BTreeMap<String, CurrencyTotal> = BTreeMap::new();
-    for (_, deal) in deals_in(engine, &window, as_of) {
-        let currency = dict.name(deal.currency);
-        let total = totals.entry(currency.to_owned()).or_insert_with(|| CurrencyTotal {
-            currency: currency.to_owned(),
-            deals: 0,
-            amount_minor: 0,
-        });
-        total.deals += 1;
-        total.amount_minor = total.amount_minor.saturating_add(deal.amount_minor);
-        let n = deal.touches.len();
-        let markov = (models.contains(&Model::Markov) && n > 0).then(|| {
-            let channels: Vec<&str> = deal.touches.iter().map(|(c, _)| dict.name(*c)).collect();
-            allocate(deal.amount_minor, &chain.weights_of(&channels))
-        });
-        for model in models {
-            if n == 0 {
-                rows.entry((NONE, deal.currency)).or_default()[*model as usize] += deal.amount_minor;
-                continue;
-            }
-            for (i, (channel, campaign)) in deal.touches.iter().enumerate() {
-                let key = if by == By::Campaign { *campaign } else { *channel };
-                let credit = match (model, &markov) {
-                    (Model::Markov, Some(shares)) => shares[i].credit_minor,
-                    _ => deal.credit(*model, i),
-                };
-                rows.entry((key, deal.currency)).or_default()[*model as usize] += credit;
-            }
-        }
-    }
-    let mut rows: Vec<AttributionRow> = rows
+    let campaign = by == By::Campaign;
+    let sums = engine.derived().credit_sums(engine, campaign);
+    let markov = models.contains(&Model::Markov).then(|| {
+        let counts = engine.index().markov.counts(as_of);
+        let chain = chain_of(engine, &counts);
+        engine.derived().markov_sums(engine, &sums, campaign, counts, &chain)
+    });
+    let lo = window.from.unwrap_or(Micros::MIN);
+    let hi = window.to.unwrap_or(Micros::MAX).min(as_of.saturating_add(1));
+    let credits = sums.window(lo, hi, markov.as_deref());
+    let mut rows: Vec<AttributionRow> = credits
+        .rows
         .into_iter()
-        .map(|((key, currency), credits)| AttributionRow {
-            key: dict.label(key).to_owned(),
-            currency: dict.name(currency).to_owned(),
+        .map(|(row, credits)| AttributionRow {
+            key: dict.label(row.key).to_owned(),
+            currency: dict.name(row.currency).to_owned(),
             credits_minor: models.iter().map(|m| (m.as_str(), credits[*m as usize])).collect(),
         })
         .collect();
     rows.sort_by(|a, b| (&a.key, &a.currency).cmp(&(&b.key, &b.currency)));
-    AttributionReport::assemble(
-        engine.head(),
-        &window,
-        by,
-        models,
-        as_of,
-        totals.into_values().collect(),
-        rows,
-    )
+    let mut totals: Vec<CurrencyTotal> = credits
+        .totals
+        .into_iter()
+        .map(|(currency, deals, amount)| CurrencyTotal {
+            currency: dict.name(currency).to_owned(),
+            deals,
+            amount_minor: amount.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+        })
+        .collect();
+    totals.sort_by(|a, b| a.currency.cmp(&b.currency));
+    AttributionReport::assemble(engine.head(), &window, by, models, as_of, totals, rows)
 }
 
 /// A lead's ledger timeline up to the engine's head, its live events in `(occurred_at, seq)`

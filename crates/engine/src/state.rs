@@ -17,12 +17,15 @@ use funnel_core::rules::{RulesEntry, RulesTimeline};
 use funnel_core::time::{Micros, MICROS_PER_DAY};
 
 use funnel_ledger::Ledger;
+use fxhash::FxHashMap;
 
 use crate::checkpoint;
+use crate::credits::Derived;
 use crate::dict::{Dict, Sym};
 use crate::facts::{derive, Facts, LeadSlot, NEVER};
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
+use crate::markov::{MarkovChanges, MarkovIndex};
 use crate::record::Rec;
 use crate::EngineError;
 
@@ -112,6 +115,8 @@ pub struct FunnelIndex {
     pub settled: Runs<(Micros, LeadNo)>,
     /// `(close_at, lead)` of every won deal.
     pub deals: Runs<(Micros, LeadNo)>,
+    /// The Markov chain's transition counts as a function of `as_of`.
+    pub markov: MarkovIndex,
 }
 
 /// Whole days from `a` to `b` (`b ≥ a`), rounded up: `b − a ≤ N days` iff this is `≤ N`.
@@ -134,15 +139,29 @@ type SetKey = (usize, Sym, usize);
 /// The index entries a batch adds and removes.
 #[derive(Default)]
 struct Changes {
-    period: HashMap<SetKey, Delta<Micros>>,
-    cohort: HashMap<SetKey, Delta<Point>>,
+    period: FxHashMap<SetKey, Delta<Micros>>,
+    cohort: FxHashMap<SetKey, Delta<Point>>,
     settled: Delta<(Micros, LeadNo)>,
     deals: Delta<(Micros, LeadNo)>,
+    /// `None` when the whole Markov index is rebuilt instead (after a rules change).
+    markov: Option<MarkovChanges>,
 }
 
 impl Changes {
-    /// Records the entries of `slot` as added (`add`) or removed.
-    fn note(&mut self, lead: LeadNo, slot: &LeadSlot, add: bool) {
+    /// Changes by difference, the Markov index's too.
+    fn new() -> Changes {
+        Changes {
+            markov: Some(MarkovChanges::default()),
+            ..Changes::default()
+        }
+    }
+
+    /// Records the entries of `slot` as added (`add`) or removed; its Markov entries under
+    /// `rules`, which must be the rules they were added under.
+    fn note(&mut self, lead: LeadNo, slot: &LeadSlot, rules: &RulesTimeline, add: bool) {
+        if let Some(markov) = &mut self.markov {
+            markov.note(slot, rules, add);
+        }
         let facts = &slot.facts;
         if !facts.exists() {
             return;
@@ -172,7 +191,7 @@ impl Changes {
 }
 
 /// Sorts both and drops the items they share (an entry removed and added again is unchanged).
-fn cancel<T: Ord + Copy>(add: &mut Vec<T>, remove: &mut Vec<T>) {
+pub(crate) fn cancel<T: Ord + Copy>(add: &mut Vec<T>, remove: &mut Vec<T>) {
     add.sort_unstable();
     remove.sort_unstable();
     let (mut a, mut r) = (Vec::with_capacity(add.len()), Vec::with_capacity(remove.len()));
@@ -210,6 +229,8 @@ pub struct Engine {
     pub(crate) index: FunnelIndex,
     pub(crate) history: History,
     pub(crate) names: Arc<LeadNames>,
+    /// Built on demand by questions asked of this snapshot; fresh in every snapshot.
+    pub(crate) derived: Arc<Derived>,
 }
 
 impl Engine {
@@ -233,6 +254,9 @@ impl Engine {
     }
     pub fn history(&self) -> &History {
         &self.history
+    }
+    pub fn derived(&self) -> &Derived {
+        &self.derived
     }
     /// The dense id of `lead_id` if the lead exists at this log position.
     pub fn lead_no(&self, lead_id: &str) -> Option<LeadNo> {
@@ -284,6 +308,10 @@ impl Engine {
                 self.index.settled.bytes() + self.index.deals.bytes(),
             ),
             ("history (born and died points per seq)", self.history.bytes()),
+            (
+                "Markov index (when transitions enter and leave)",
+                self.index.markov.bytes(),
+            ),
         ]
     }
 }
@@ -508,9 +536,9 @@ impl Writer {
         drop(all);
         // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`.
         let slots = self.record_history(derived, false);
-        let mut changes = Changes::default();
+        let mut changes = Changes::new();
         for (no, slot) in slots.into_iter().enumerate() {
-            changes.note(no as LeadNo, &slot, true);
+            changes.note(no as LeadNo, &slot, &self.next.rules, true);
             *self.next.leads.get_mut(no) = slot;
         }
         self.next.index = FunnelIndex::default();
@@ -524,6 +552,7 @@ impl Writer {
         if self.dict.len() != self.next.dict.len() {
             self.next.dict = Arc::new(self.dict.clone());
         }
+        self.next.derived = Arc::default();
         Arc::new(self.next.clone())
     }
 
@@ -800,15 +829,25 @@ impl Writer {
         leads.sort_unstable_by_key(|(no, _)| *no);
         let derived = par_map(&leads, |(no, recs)| self.derive_with_history(*no, recs));
         let slots = self.record_history(derived, true);
-        let mut changes = Changes::default();
+        // A rules change moves every lead's Markov lookback: that index is rebuilt instead.
+        let rules_changed = pending.rules_from.is_some();
+        let mut changes = if rules_changed {
+            Changes::default()
+        } else {
+            Changes::new()
+        };
+        let rules = Arc::clone(&self.next.rules);
         for ((no, _), slot) in leads.iter().zip(slots) {
             self.dirty.insert(*no);
             let old = self.next.leads.get_mut(*no as usize);
-            changes.note(*no, old, false);
-            changes.note(*no, &slot, true);
+            changes.note(*no, old, &rules, false);
+            changes.note(*no, &slot, &rules, true);
             *old = slot;
         }
         self.apply_changes(changes);
+        if rules_changed {
+            self.next.index.markov = MarkovIndex::build(&self.next.leads, &rules);
+        }
         Ok(())
     }
 
@@ -912,19 +951,26 @@ impl Writer {
         }
         let header = loaded.header;
         let mut names = Vec::with_capacity(loaded.leads.len());
+        let rules = Arc::new(header.rules);
+        // The Markov index is built on its own thread once every lead is in.
         let mut changes = Changes::default();
         for (no, stored) in loaded.leads.into_iter().enumerate() {
             names.push((Box::<str>::from(stored.id.as_str()), no as LeadNo));
             let slot = stored.into_slot();
-            changes.note(no as LeadNo, &slot, true);
+            changes.note(no as LeadNo, &slot, &rules, true);
             writer.next.leads.push(slot);
         }
+        let markov = {
+            let (leads, rules) = (writer.next.leads.clone(), Arc::clone(&rules));
+            std::thread::spawn(move || MarkovIndex::build(&leads, &rules))
+        };
         writer.next.names.insert_all(names);
         writer.next.head = header.position;
-        writer.next.rules = Arc::new(header.rules);
+        writer.next.rules = rules;
         writer.next.spends = Arc::new(header.spends);
         writer.retracted = header.retracted.into_iter().collect();
         writer.apply_changes(changes);
+        writer.next.index.markov = markov.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         writer.next.history = loaded
             .history
             .join()
@@ -966,6 +1012,9 @@ impl Writer {
         let (mut add, mut remove) = changes.deals;
         cancel(&mut add, &mut remove);
         index.deals.update(&add, &remove);
+        if let Some(markov) = changes.markov {
+            index.markov.update(markov);
+        }
     }
 }
 

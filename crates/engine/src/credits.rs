@@ -1,0 +1,306 @@
+//! Won deals' attribution credits as prefix sums in close order: the attribution report over
+//! any window is two binary searches per row, not a walk over the window's deals.
+//!
+//! Every won deal gets a position in `(close_at, lead, deal)` order. Per row, a
+//! `(key, currency)` of one breakdown (channel or campaign), the positions of the deals that
+//! credit it and the running sums of their credits per model; a window `[from, to)` is a range
+//! of positions, and a row's credits over it are the difference of two running sums.
+//!
+//! The lead-local models' credits are fixed per deal, so their sums are built once per
+//! snapshot, on the first question that needs them. Markov credits depend on the chain, and
+//! the chain on `as_of`; their sums are built once per distinct chain (its transition counts,
+//! from [`crate::markov::MarkovIndex`]) and kept beside the snapshot for the next question with
+//! the same chain. Neither holds an answer: every question still sums its own window.
+//!
+//! Sums are wrapping `i64`, as the per-deal sum they replace: a window's difference is exact
+//! whenever the window's true sum fits in `i64`. Totals per currency sum in `i128`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use funnel_core::attribution::{allocate, markov_weights, MarkovChain, Model};
+use funnel_core::time::Micros;
+
+use crate::dict::{Sym, NONE};
+use crate::facts::Deal;
+use crate::markov::Transition;
+use crate::state::{Engine, LeadNo};
+
+const MODELS: usize = Model::LEAD_LOCAL;
+/// Markov credit sums kept per snapshot: one per distinct chain recently asked about.
+const CHAINS_KEPT: usize = 8;
+/// The channel of the one entry of a deal without touches.
+const BARE: Sym = Sym::MAX;
+
+/// One row's deals and running sums.
+#[derive(Debug, Default)]
+pub struct Row {
+    pub key: Sym,
+    pub currency: Sym,
+    /// Positions of the deals crediting this row, increasing.
+    at: Vec<u32>,
+    /// `sums[(j + 1) * MODELS + m]`: model `m`'s credits of the first `j + 1` deals of `at`.
+    sums: Vec<i64>,
+}
+
+impl Row {
+    /// The range of `at` inside positions `[p0, p1)`.
+    fn span(&self, p0: u32, p1: u32) -> (usize, usize) {
+        (
+            self.at.partition_point(|p| *p < p0),
+            self.at.partition_point(|p| *p < p1),
+        )
+    }
+}
+
+/// Deals and the lead-local models' credit sums of one breakdown.
+#[derive(Debug, Default)]
+pub struct CreditSums {
+    /// Close time per position, sorted.
+    closes: Vec<Micros>,
+    /// What the Markov credits of each deal need, flat: its amount, and its touches' channels
+    /// and rows at `touches[starts[p]..starts[p + 1]]` (a deal without touches: one entry,
+    /// channel [`BARE`], its "none" row).
+    amounts: Vec<i64>,
+    starts: Vec<u32>,
+    touches: Vec<(Sym, u32)>,
+    rows: Vec<Row>,
+    /// Per currency: positions of its deals and running sums of their amounts.
+    totals: Vec<(Sym, Vec<u32>, Vec<i128>)>,
+}
+
+/// A window's answer from the sums: per row with a deal in the window, its credits.
+pub struct WindowCredits<'a> {
+    pub rows: Vec<(&'a Row, [i64; 12])>,
+    /// `(currency, deals, amount)`.
+    pub totals: Vec<(Sym, u64, i128)>,
+}
+
+/// The rows a deal credits under breakdown `campaign` (else channel), each with the indexes of
+/// its touches: a deal without touches credits the "none" row with its whole amount.
+fn deal_rows(deal: &Deal, campaign: bool) -> Vec<(Sym, Vec<usize>)> {
+    let mut rows: Vec<(Sym, Vec<usize>)> = Vec::new();
+    if deal.touches.is_empty() {
+        rows.push((NONE, Vec::new()));
+    }
+    for (i, (channel, camp)) in deal.touches.iter().enumerate() {
+        let key = if campaign { *camp } else { *channel };
+        match rows.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, touches)) => touches.push(i),
+            None => rows.push((key, vec![i])),
+        }
+    }
+    rows
+}
+
+impl CreditSums {
+    pub fn build(engine: &Engine, campaign: bool) -> CreditSums {
+        let _span = tracing::debug_span!("credit_sums", campaign).entered();
+        let mut deals: Vec<(Micros, LeadNo, u32)> = Vec::new();
+        for (_, no) in engine.index().deals.items() {
+            let lead_deals = engine
+                .lead(no)
+                .and_then(|s| s.extra.as_deref())
+                .map_or(&[][..], |e| &e.deals[..]);
+            deals.extend(lead_deals.iter().enumerate().map(|(i, d)| (d.close_at, no, i as u32)));
+        }
+        // A lead with several deals was listed once per deal.
+        deals.sort_unstable();
+        deals.dedup();
+        let mut sums = CreditSums::default();
+        let mut row_of: HashMap<(Sym, Sym), usize> = HashMap::new();
+        let mut total_of: HashMap<Sym, usize> = HashMap::new();
+        for (position, (close, no, i)) in deals.into_iter().enumerate() {
+            let Some(deal) = engine
+                .lead(no)
+                .and_then(|s| s.extra.as_deref())
+                .and_then(|e| e.deals.get(i as usize))
+            else {
+                continue;
+            };
+            let position = position as u32;
+            sums.closes.push(close);
+            sums.amounts.push(deal.amount_minor);
+            sums.starts.push(sums.touches.len() as u32);
+            let t = *total_of.entry(deal.currency).or_insert_with(|| {
+                sums.totals.push((deal.currency, Vec::new(), vec![0]));
+                sums.totals.len() - 1
+            });
+            let (_, at, amounts) = &mut sums.totals[t];
+            at.push(position);
+            amounts.push(amounts.last().copied().unwrap_or(0) + i128::from(deal.amount_minor));
+            let first = sums.touches.len();
+            sums.touches.extend(deal.touches.iter().map(|(c, _)| (*c, 0)));
+            for (key, touches) in deal_rows(deal, campaign) {
+                let r = *row_of.entry((key, deal.currency)).or_insert_with(|| {
+                    sums.rows.push(Row {
+                        key,
+                        currency: deal.currency,
+                        at: Vec::new(),
+                        sums: vec![0; MODELS],
+                    });
+                    sums.rows.len() - 1
+                });
+                if touches.is_empty() {
+                    sums.touches.push((BARE, r as u32));
+                }
+                for t in &touches {
+                    sums.touches[first + t].1 = r as u32;
+                }
+                let row = &mut sums.rows[r];
+                row.at.push(position);
+                let base = row.sums.len() - MODELS;
+                for m in 0..MODELS {
+                    let credit = if touches.is_empty() {
+                        deal.amount_minor
+                    } else {
+                        touches.iter().map(|i| deal.credits[m * deal.touches.len() + i]).sum()
+                    };
+                    let sum = row.sums[base + m].wrapping_add(credit);
+                    row.sums.push(sum);
+                }
+            }
+        }
+        sums.starts.push(sums.touches.len() as u32);
+        sums
+    }
+
+    /// How many won deals and rows.
+    pub fn size(&self) -> (usize, usize) {
+        (self.closes.len(), self.rows.len())
+    }
+
+    /// The positions of deals closed in `[lo, hi)`.
+    fn positions(&self, lo: Micros, hi: Micros) -> (u32, u32) {
+        let p0 = self.closes.partition_point(|t| *t < lo);
+        let p1 = self.closes.partition_point(|t| *t < hi).max(p0);
+        (p0 as u32, p1 as u32)
+    }
+
+    /// Credits per row and totals per currency of the deals closed in `[lo, hi)`; Markov
+    /// credits (index 11) from `markov` if given.
+    pub fn window<'a>(&'a self, lo: Micros, hi: Micros, markov: Option<&MarkovSums>) -> WindowCredits<'a> {
+        let (p0, p1) = self.positions(lo, hi);
+        let mut rows = Vec::new();
+        for (r, row) in self.rows.iter().enumerate() {
+            let (j0, j1) = row.span(p0, p1);
+            if j0 == j1 {
+                continue;
+            }
+            let mut credits = [0i64; 12];
+            for (m, credit) in credits.iter_mut().enumerate().take(MODELS) {
+                *credit = row.sums[j1 * MODELS + m].wrapping_sub(row.sums[j0 * MODELS + m]);
+            }
+            if let Some(markov) = markov {
+                let s = &markov.sums[r];
+                credits[Model::Markov as usize] = s[j1].wrapping_sub(s[j0]);
+            }
+            rows.push((row, credits));
+        }
+        let totals = self
+            .totals
+            .iter()
+            .filter_map(|(currency, at, amounts)| {
+                let (j0, j1) = (at.partition_point(|p| *p < p0), at.partition_point(|p| *p < p1));
+                (j1 > j0).then(|| (*currency, (j1 - j0) as u64, amounts[j1] - amounts[j0]))
+            })
+            .collect();
+        WindowCredits { rows, totals }
+    }
+}
+
+/// Markov credit running sums under one chain, per row of a [`CreditSums`] (same positions).
+#[derive(Debug)]
+pub struct MarkovSums {
+    sums: Vec<Vec<i64>>,
+}
+
+impl MarkovSums {
+    fn build(engine: &Engine, credit_sums: &CreditSums, chain: &MarkovChain) -> MarkovSums {
+        let _span = tracing::debug_span!("markov_sums").entered();
+        let dict = engine.dict();
+        // Every symbol ranked by name, with its channel's removal effect.
+        let mut by_name: Vec<Sym> = (0..dict.len() as Sym).collect();
+        by_name.sort_by(|a, b| dict.name(*a).cmp(dict.name(*b)));
+        let mut rank = vec![0usize; by_name.len()];
+        for (r, sym) in by_name.iter().enumerate() {
+            rank[*sym as usize] = r;
+        }
+        let effects: Vec<f64> = by_name
+            .iter()
+            .map(|sym| chain.removal_effects.get(dict.name(*sym)).copied().unwrap_or(0.0))
+            .collect();
+        let mut sums: Vec<Vec<i64>> = vec![vec![0]; credit_sums.rows.len()];
+        let mut path: Vec<usize> = Vec::new();
+        for (p, amount) in credit_sums.amounts.iter().enumerate() {
+            let touches = &credit_sums.touches[credit_sums.starts[p] as usize..credit_sums.starts[p + 1] as usize];
+            if let [(BARE, row)] = touches {
+                let s = &mut sums[*row as usize];
+                s.push(s.last().copied().unwrap_or(0).wrapping_add(*amount));
+                continue;
+            }
+            path.clear();
+            path.extend(touches.iter().map(|(c, _)| rank.get(*c as usize).copied().unwrap_or(0)));
+            let shares = allocate(*amount, &markov_weights(&effects, &path));
+            // One running sum per row the deal credits, at its first touch in that row.
+            for (i, (_, row)) in touches.iter().enumerate() {
+                if touches[..i].iter().any(|(_, r)| r == row) {
+                    continue;
+                }
+                let credit: i64 = touches
+                    .iter()
+                    .zip(&shares)
+                    .filter(|((_, r), _)| r == row)
+                    .map(|(_, share)| share.credit_minor)
+                    .sum();
+                let s = &mut sums[*row as usize];
+                s.push(s.last().copied().unwrap_or(0).wrapping_add(credit));
+            }
+        }
+        MarkovSums { sums }
+    }
+}
+
+/// A chain's identity: its transition counts.
+type ChainKey = Vec<(Transition, u64)>;
+type Shared<T> = Arc<OnceLock<Arc<T>>>;
+
+/// What a snapshot builds on demand for attribution, shared by every question asked of it.
+#[derive(Debug, Default)]
+pub struct Derived {
+    /// By channel, by campaign.
+    credits: [OnceLock<Arc<CreditSums>>; 2],
+    markov: Mutex<Vec<(bool, ChainKey, Shared<MarkovSums>)>>,
+}
+
+impl Derived {
+    pub fn credit_sums(&self, engine: &Engine, campaign: bool) -> Arc<CreditSums> {
+        Arc::clone(self.credits[usize::from(campaign)].get_or_init(|| Arc::new(CreditSums::build(engine, campaign))))
+    }
+
+    /// The Markov credit sums under `chain`, whose transition counts are `key`.
+    pub fn markov_sums(
+        &self,
+        engine: &Engine,
+        credit_sums: &CreditSums,
+        campaign: bool,
+        key: ChainKey,
+        chain: &MarkovChain,
+    ) -> Arc<MarkovSums> {
+        let cell = {
+            let mut kept = self.markov.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match kept.iter().find(|(c, k, _)| *c == campaign && *k == key) {
+                Some((_, _, cell)) => Arc::clone(cell),
+                None => {
+                    if kept.len() >= CHAINS_KEPT {
+                        kept.remove(0);
+                    }
+                    let cell: Shared<MarkovSums> = Arc::default();
+                    kept.push((campaign, key, Arc::clone(&cell)));
+                    cell
+                }
+            }
+        };
+        Arc::clone(cell.get_or_init(|| Arc::new(MarkovSums::build(engine, credit_sums, chain))))
+    }
+}

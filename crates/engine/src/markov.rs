@@ -1,0 +1,186 @@
+//! The Markov chain's transition counts as a function of `as_of`, maintained by difference.
+//!
+//! A lead's path as of `T` ([`funnel_core::attribution::MarkovChain::build`]) is its touches
+//! within lookback of its first won close by `T`, or of `T` itself. As `T` grows that path
+//! changes only at a few times: a touch's time (it enters), a touch's time plus a lookback
+//! plus one micro (it leaves), a rules change (the lookback changes) and a deal's close (the
+//! path ends in `conversion` and stops moving). So each lead is evaluated at those breakpoints
+//! only, and the difference of its transitions at each is recorded: per transition, the times
+//! at which one such transition **enters** the counts and the times at which one **leaves**.
+//!
+//! The count of a transition as of `T` is then `enters ≤ T − leaves ≤ T`: two rank queries
+//! on sorted runs per transition, about a hundred of them in all, instead of a walk over every
+//! lead. A re-derived lead removes its old entries and adds its new ones, like every index.
+//!
+//! Invariant: the entries of every live lead were computed under the engine's current rules.
+//! A rules change moves the lookback of every lead at once, so the writer rebuilds the whole
+//! index then (rare: once per rules event) rather than by difference.
+
+use funnel_core::attribution::lookback_micros;
+use funnel_core::rules::RulesTimeline;
+use funnel_core::time::Micros;
+use fxhash::FxHashMap as HashMap;
+
+use crate::dict::Sym;
+use crate::facts::LeadSlot;
+use crate::index::Runs;
+use crate::state::Pages;
+
+/// A state of the chain: a channel's symbol, or one of the three below.
+pub type State = Sym;
+pub const START: State = u32::MAX - 2;
+pub const CONVERSION: State = u32::MAX - 1;
+pub const NULL: State = u32::MAX;
+
+/// A transition between two states.
+pub type Transition = (State, State);
+
+/// Entries to add and remove, per `(transition, leaves)`.
+#[derive(Debug, Default)]
+pub struct MarkovChanges {
+    entries: HashMap<(Transition, bool), (Vec<Micros>, Vec<Micros>)>,
+}
+
+/// When each transition enters and leaves the counts.
+#[derive(Debug, Clone, Default)]
+pub struct MarkovIndex {
+    cells: HashMap<Transition, Cell>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Cell {
+    enters: Runs<Micros>,
+    leaves: Runs<Micros>,
+}
+
+/// How many items are `≤ t`.
+fn at_most(runs: &Runs<Micros>, t: Micros) -> usize {
+    t.checked_add(1).map_or(runs.len(), |after| runs.rank(&after))
+}
+
+impl MarkovIndex {
+    /// Every transition with a non-zero count as of `as_of`, with its count.
+    pub fn counts(&self, as_of: Micros) -> Vec<(Transition, u64)> {
+        let mut out: Vec<(Transition, u64)> = self
+            .cells
+            .iter()
+            .map(|(t, cell)| (*t, at_most(&cell.enters, as_of) - at_most(&cell.leaves, as_of)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(t, n)| (t, n as u64))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    pub fn update(&mut self, changes: MarkovChanges) {
+        for ((transition, leaves), (mut add, mut remove)) in changes.entries {
+            crate::state::cancel(&mut add, &mut remove);
+            if add.is_empty() && remove.is_empty() {
+                continue;
+            }
+            let cell = self.cells.entry(transition).or_default();
+            if leaves { &mut cell.leaves } else { &mut cell.enters }.update(&add, &remove);
+        }
+        self.cells.retain(|_, c| !c.enters.is_empty());
+    }
+
+    /// The index of every lead in `leads`, under `rules`.
+    pub fn build(leads: &Pages<LeadSlot>, rules: &RulesTimeline) -> MarkovIndex {
+        let _span = tracing::info_span!("markov_index", leads = leads.len()).entered();
+        let mut all = MarkovChanges::default();
+        for slot in leads.iter() {
+            all.note(slot, rules, true);
+        }
+        let mut index = MarkovIndex::default();
+        index.update(all);
+        index
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.cells.values().map(|c| c.enters.bytes() + c.leaves.bytes()).sum()
+    }
+}
+
+impl MarkovChanges {
+    /// Records the entries of `slot` as added (`add`) or removed, under `rules`.
+    pub fn note(&mut self, slot: &LeadSlot, rules: &RulesTimeline, add: bool) {
+        steps(slot, rules, |transition, leaves, at| {
+            let delta = self.entries.entry((transition, leaves)).or_default();
+            if add { &mut delta.0 } else { &mut delta.1 }.push(at);
+        });
+    }
+}
+
+/// The transitions of `slot`'s path as of `as_of`, sorted, into `out` (cleared first).
+fn path_at(slot: &LeadSlot, rules: &RulesTimeline, as_of: Micros, out: &mut Vec<Transition>) {
+    out.clear();
+    let deal = slot
+        .extra
+        .iter()
+        .flat_map(|e| e.deals.iter())
+        .find(|d| d.close_at <= as_of);
+    let end = deal.map_or(as_of, |d| d.close_at);
+    let from = end.saturating_sub(lookback_micros(rules, end));
+    let mut state = START;
+    for touch in slot.touches.iter().filter(|t| (from..=end).contains(&t.at)) {
+        out.push((state, touch.channel));
+        state = touch.channel;
+    }
+    if out.is_empty() {
+        return;
+    }
+    out.push((state, if deal.is_some() { CONVERSION } else { NULL }));
+    out.sort_unstable();
+}
+
+/// Calls `emit(transition, leaves, at)` for each change of `slot`'s path over all `as_of`.
+pub fn steps(slot: &LeadSlot, rules: &RulesTimeline, mut emit: impl FnMut(Transition, bool, Micros)) {
+    let (Some(first), Some(last)) = (slot.touches.first(), slot.touches.last()) else {
+        return;
+    };
+    // Every lookback in force at some time, and when the rules change.
+    let mut lookbacks = vec![lookback_micros(rules, Micros::MIN)];
+    let changes: Vec<Micros> = rules.entries().iter().map(|e| e.occurred_at).collect();
+    lookbacks.extend(changes.iter().map(|t| lookback_micros(rules, *t)));
+    lookbacks.sort_unstable();
+    lookbacks.dedup();
+    let longest = lookbacks.last().copied().unwrap_or(0).max(0);
+    let mut breaks: Vec<Micros> = Vec::with_capacity(slot.touches.len() * (1 + lookbacks.len()) + 2);
+    for touch in slot.touches.iter() {
+        breaks.push(touch.at);
+        breaks.extend(lookbacks.iter().map(|l| touch.at.saturating_add(*l).saturating_add(1)));
+    }
+    let horizon = last.at.saturating_add(longest).saturating_add(1);
+    breaks.extend(changes.iter().filter(|t| (first.at..=horizon).contains(*t)));
+    breaks.extend(slot.extra.iter().flat_map(|e| e.deals.iter()).map(|d| d.close_at));
+    breaks.sort_unstable();
+    breaks.dedup();
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for at in breaks {
+        path_at(slot, rules, at, &mut after);
+        // Both sorted: emit what left and what entered.
+        let (mut i, mut j) = (0, 0);
+        while i < before.len() || j < after.len() {
+            match (before.get(i), after.get(j)) {
+                (Some(b), Some(a)) if b == a => {
+                    i += 1;
+                    j += 1;
+                }
+                (Some(b), Some(a)) if b < a => {
+                    emit(*b, true, at);
+                    i += 1;
+                }
+                (Some(b), None) => {
+                    emit(*b, true, at);
+                    i += 1;
+                }
+                (_, Some(a)) => {
+                    emit(*a, false, at);
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        std::mem::swap(&mut before, &mut after);
+    }
+}
