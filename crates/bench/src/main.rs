@@ -50,6 +50,9 @@ struct Args {
     /// Repetitions of each measurement (the median is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
+    /// Load only the query endpoints whose name contains one of these (e.g. `funnel,attribution`).
+    #[arg(long, value_delimiter = ',')]
+    endpoints: Vec<String>,
     /// Reuse this data dir (holding `ledger/` of `--query-leads` simulated leads, seed 3) for
     /// the query benchmark instead of building one: saves minutes while iterating.
     #[arg(long)]
@@ -633,6 +636,9 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
         ("/v1/funnel?at_seq", at_seq_paths),
         ("/v1/leads/{id} after at_seq", lead_paths),
     ] {
+        if !args.endpoints.is_empty() && !args.endpoints.iter().any(|e| name.contains(e.as_str())) {
+            continue;
+        }
         let (mut latencies, secs) = http::load(&addr, paths, args.clients, args.query_seconds).await;
         latencies.sort_unstable();
         let pick = |q: f64| {

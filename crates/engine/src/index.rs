@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 /// Runs shorter than this are never merged into the base.
 pub const RUN_LEN_MIN: usize = 512;
+/// Items per time bucket of a base's [`Guide`] (on average).
+const GUIDE_BUCKET_ITEMS: usize = 8;
 /// Points per block of a [`Points`] base whose `y` values are kept sorted.
 const BLOCK_POINTS: usize = 256;
 
@@ -49,10 +51,86 @@ fn subtract<T: Ord + Copy>(from: &[T], remove: &[T]) -> Vec<T> {
     out
 }
 
+/// Items ordered by a time first: what a [`Guide`] buckets them on.
+pub trait Timed: Ord + Copy {
+    fn time(&self) -> i64;
+}
+
+impl Timed for i64 {
+    fn time(&self) -> i64 {
+        *self
+    }
+}
+
+impl Timed for (i64, u32) {
+    fn time(&self) -> i64 {
+        self.0
+    }
+}
+
+/// Where each equal time bucket starts in a sorted base, so that finding an item's rank is
+/// one lookup and a search of one bucket (a cache line or two) instead of a binary search over
+/// the whole base (about twenty cache misses at a million items).
+#[derive(Debug, Clone, Default)]
+struct Guide {
+    t0: i64,
+    width: i128,
+    /// `starts[b]`: the index of the first item with time `≥ t0 + b · width`; one per bucket
+    /// plus the end. Empty for a base too small to need one.
+    starts: Vec<u32>,
+}
+
+impl Guide {
+    fn of<T: Timed>(base: &[T]) -> Guide {
+        let (Some(first), Some(last)) = (base.first(), base.last()) else {
+            return Guide::default();
+        };
+        let buckets = base.len() / GUIDE_BUCKET_ITEMS;
+        if buckets < 8 || u32::try_from(base.len()).is_err() {
+            return Guide::default();
+        }
+        let t0 = first.time();
+        let span = i128::from(last.time()) - i128::from(t0);
+        let width = span / buckets as i128 + 1;
+        let mut starts = Vec::with_capacity(buckets + 1);
+        let mut i = 0;
+        for b in 0..=buckets {
+            let from = i128::from(t0) + b as i128 * width;
+            while i < base.len() && i128::from(base[i].time()) < from {
+                i += 1;
+            }
+            starts.push(i as u32);
+        }
+        Guide { t0, width, starts }
+    }
+
+    /// How many items of `base` (which this guides) are `< x`.
+    fn lower<T: Timed>(&self, base: &[T], x: &T) -> usize {
+        if self.starts.is_empty() {
+            return lower(base, x);
+        }
+        let t = i128::from(x.time()) - i128::from(self.t0);
+        if t < 0 {
+            return 0;
+        }
+        let b = t / self.width;
+        if b >= self.starts.len() as i128 - 1 {
+            return base.len();
+        }
+        let (from, to) = (self.starts[b as usize] as usize, self.starts[b as usize + 1] as usize);
+        from + lower(&base[from..to], x)
+    }
+
+    fn bytes(&self) -> usize {
+        self.starts.capacity() * 4
+    }
+}
+
 /// A sorted multiset of `T` with a delta of added and removed items.
 #[derive(Debug, Clone)]
 pub struct Runs<T> {
     base: Arc<Vec<T>>,
+    guide: Arc<Guide>,
     added: Arc<Vec<T>>,
     removed: Arc<Vec<T>>,
 }
@@ -61,13 +139,14 @@ impl<T> Default for Runs<T> {
     fn default() -> Self {
         Runs {
             base: Arc::default(),
+            guide: Arc::default(),
             added: Arc::default(),
             removed: Arc::default(),
         }
     }
 }
 
-impl<T: Ord + Copy> Runs<T> {
+impl<T: Timed> Runs<T> {
     /// Applies sorted additions and removals (every removal must be of a present item).
     pub fn update(&mut self, add: &[T], remove: &[T]) {
         if add.is_empty() && remove.is_empty() {
@@ -79,6 +158,7 @@ impl<T: Ord + Copy> Runs<T> {
         if delta > RUN_LEN_MIN.max(self.base.len().isqrt() * 8) {
             let merged = merge(&self.base, &self.added);
             self.base = Arc::new(subtract(&merged, &self.removed));
+            self.guide = Arc::new(Guide::of(&self.base));
             self.added = Arc::default();
             self.removed = Arc::default();
         }
@@ -86,7 +166,7 @@ impl<T: Ord + Copy> Runs<T> {
 
     /// How many items are `< x`.
     pub fn rank(&self, x: &T) -> usize {
-        lower(&self.base, x) + lower(&self.added, x) - lower(&self.removed, x)
+        self.guide.lower(&self.base, x) + lower(&self.added, x) - lower(&self.removed, x)
     }
 
     /// How many items are in `[lo, hi)`.
@@ -111,7 +191,8 @@ impl<T: Ord + Copy> Runs<T> {
             return Vec::new();
         }
         let slice = |v: &[T]| -> Vec<T> { v[lower(v, lo)..lower(v, hi)].to_vec() };
-        let items = merge(&slice(&self.base), &slice(&self.added));
+        let base = &self.base[self.guide.lower(&self.base, lo)..self.guide.lower(&self.base, hi)];
+        let items = merge(base, &slice(&self.added));
         subtract(&items, &slice(&self.removed))
     }
 
@@ -123,6 +204,7 @@ impl<T: Ord + Copy> Runs<T> {
     /// Bytes held (for the memory breakdown).
     pub fn bytes(&self) -> usize {
         (self.base.capacity() + self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
+            + self.guide.bytes()
     }
 }
 
@@ -172,7 +254,8 @@ impl Points {
                 .count()
         };
         let base = &self.runs.base;
-        let (i, j) = (lower(base, &(lo, 0)), lower(base, &(hi, 0)));
+        let guide = &self.runs.guide;
+        let (i, j) = (guide.lower(base, &(lo, 0)), guide.lower(base, &(hi, 0)));
         let mut n = 0;
         let (bi, bj) = (i.div_ceil(BLOCK_POINTS), j / BLOCK_POINTS);
         if bi >= bj {
