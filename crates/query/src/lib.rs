@@ -237,6 +237,14 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
         Ok(request) => request,
         Err(e) => return answered(&state, name, || Err(e)),
     };
+    let engine = state.live.snapshot();
+    if request.is_quick(&engine) {
+        return answered(&state, name, || {
+            let body = request.answer(&engine, state.live.ledger())?;
+            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+        });
+    }
+    drop(engine);
     let permit = if request.is_expensive() {
         match state.reports.clone().acquire_owned().await {
             Ok(permit) => Some(permit),

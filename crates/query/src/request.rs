@@ -9,6 +9,9 @@ use funnel_ledger::Ledger;
 
 use crate::{ApiError, Params, TimeTravel};
 
+/// The most index operations a question answered in place may cost (about 0.1 ms).
+pub const QUICK_COST: u64 = 2_000;
+
 /// Trailing window `plan` uses when no `from`/`to` is given, in days.
 pub const PLAN_WINDOW_DAYS: i64 = 90;
 
@@ -191,6 +194,18 @@ impl Request {
             }
         };
         json.map_err(ApiError::store)
+    }
+
+    /// Whether answering takes at most [`QUICK_COST`] index operations on `engine`: a funnel
+    /// of the live state with a bounded number of groups, trend buckets and late leads. Such
+    /// a question costs less than parsing its HTTP request and is answered in place.
+    pub fn is_quick(&self, engine: &Engine) -> bool {
+        match &self.query {
+            Query::Funnel(query) if self.travel.at_seq.is_none() && self.travel.known_at.is_none() => {
+                funnel::cost(engine, query, self.travel.as_of).is_some_and(|c| c <= QUICK_COST)
+            }
+            _ => false,
+        }
     }
 
     /// Whether answering may take long (a scan, a replay): such requests queue for the
