@@ -27,12 +27,18 @@ pub use request::{Query, Request, PLAN_WINDOW_DAYS, REPORTS};
 /// Reports computed at once; more wait their turn (the machine has this many cores to give).
 pub const REPORT_WORKERS_MAX: usize = 2;
 
+/// Lead lookups computed at once. They mostly wait on reads, so a few more than the cores;
+/// unbounded, 32 lookups at once contend for the store's locks and the tail latency doubles.
+pub const LOOKUP_WORKERS_MAX: usize = 4;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
     pub reports: Arc<Semaphore>,
+    /// Lead lookups at once: their own pool, so that reports never delay them.
+    pub lookups: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -41,6 +47,7 @@ impl AppState {
             live,
             metrics,
             reports: Arc::new(Semaphore::new(REPORT_WORKERS_MAX)),
+            lookups: Arc::new(Semaphore::new(LOOKUP_WORKERS_MAX)),
         }
     }
 }
@@ -229,8 +236,9 @@ async fn explain(State(state): State<AppState>, Path(lead_id): Path<String>, Raw
     answer(state, "explain".into(), Some(lead_id), query).await
 }
 
-/// Parses, then computes on a blocking thread: expensive reports first take a permit of the
-/// bounded pool; lead lookups go straight to a blocking thread.
+/// Parses, then answers a quick question in place; anything else is computed on a blocking
+/// thread after taking a permit: expensive reports of the report pool, lead lookups of their
+/// own pool.
 async fn answer(state: AppState, report: String, lead_id: Option<String>, query: Option<String>) -> Response {
     let name: &'static str = REPORTS.iter().find(|r| **r == report).copied().unwrap_or("unknown");
     let request = match Request::parse(&report, lead_id.as_deref(), query.as_deref()) {
@@ -245,13 +253,14 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
         });
     }
     drop(engine);
-    let permit = if request.is_expensive() {
-        match state.reports.clone().acquire_owned().await {
-            Ok(permit) => Some(permit),
-            Err(_) => return ApiError::store("report pool closed").into_response(),
-        }
+    let pool = if request.is_expensive() {
+        &state.reports
     } else {
-        None
+        &state.lookups
+    };
+    let permit = match pool.clone().acquire_owned().await {
+        Ok(permit) => permit,
+        Err(_) => return ApiError::store("report pool closed").into_response(),
     };
     let worker = state.clone();
     let hung_up = Arc::new(AtomicBool::new(false));
