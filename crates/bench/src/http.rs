@@ -20,8 +20,8 @@ impl Client {
         })
     }
 
-    /// GET `path`; the status and the body length.
-    pub async fn get(&mut self, path: &str) -> std::io::Result<(u16, usize)> {
+    /// GET `path`; the status and the body.
+    pub async fn get(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.addr);
         self.stream.get_mut().write_all(request.as_bytes()).await?;
         let mut status = 0u16;
@@ -50,7 +50,7 @@ impl Client {
         }
         let mut body = vec![0u8; length];
         self.stream.read_exact(&mut body).await?;
-        Ok((status, length))
+        Ok((status, body))
     }
 }
 

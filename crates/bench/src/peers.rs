@@ -191,12 +191,8 @@ fn parse_attribution(text: &str) -> Result<BTreeMap<String, (i64, i64)>, String>
         .collect()
 }
 
-/// Seconds per rep for DuckDB's funnel + first-touch + linear over Parquet, and the check.
-pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f64>, String), String> {
-    let python =
-        std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| crate::tool(".tools/venv/bin/python").display().to_string());
-    let dir = Scratch::new("duckdb");
-    let csv = dir.path().join("events.csv");
+/// The events as CSV, one row per event in log order (seq from 1).
+fn write_csv(events: &[Event], path: &std::path::Path) -> Result<(), String> {
     let mut text = String::from(
         "seq,id,type,lead_id,occurred_at,channel,campaign,score,handoff_to,stage,outcome,amount_minor,currency\n",
     );
@@ -206,7 +202,61 @@ pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f
         text.push_str(&cells.join(","));
         text.push('\n');
     }
-    std::fs::write(&csv, text).map_err(|e| e.to_string())?;
+    std::fs::write(path, text).map_err(|e| e.to_string())
+}
+
+/// Period counts per milestone of the leads whose milestone falls in `[{from}, {to})`,
+/// computed from the raw events (the milestones of [`FUNNEL_SQL`]; lost only if never won).
+const PERIOD_SQL: &str = "WITH m AS (SELECT lead_id, min(occurred_at) AS inquiry, \
+    min(CASE WHEN (type = 'score' AND score >= 50) OR (type = 'handoff' AND handoff_to = 'sales') THEN occurred_at END) AS mql, \
+    min(CASE WHEN type = 'handoff' AND handoff_to = 'sales' THEN occurred_at END) AS sal, \
+    min(CASE WHEN type = 'accept' THEN occurred_at END) AS sql_, \
+    min(CASE WHEN type = 'accept' AND stage = 'opportunity' THEN occurred_at END) AS opp, \
+    min(CASE WHEN type = 'close' AND outcome = 'won' THEN occurred_at END) AS won, \
+    min(CASE WHEN type = 'close' AND outcome = 'lost' THEN occurred_at END) AS lost \
+    FROM events WHERE lead_id IS NOT NULL GROUP BY lead_id) \
+    SELECT countIf(inquiry >= {from} AND inquiry < {to}), countIf(mql >= {from} AND mql < {to}), \
+    countIf(sal >= {from} AND sal < {to}), countIf(sql_ >= {from} AND sql_ < {to}), \
+    countIf(opp >= {from} AND opp < {to}), countIf(won >= {from} AND won < {to}), \
+    countIf(won IS NULL AND lost >= {from} AND lost < {to}) FROM m";
+
+/// chDB (ClickHouse in process, from PyPI) answering period-count questions over the raw
+/// events in Parquet: per window `[from, to)` its seconds and its seven counts.
+pub fn chdb(events: &[Event], windows: &[(i64, i64)]) -> Result<Vec<(f64, [u64; 7])>, String> {
+    let python =
+        std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| crate::tool(".tools/venv/bin/python").display().to_string());
+    let dir = Scratch::new("chdb");
+    let csv = dir.path().join("events.csv");
+    write_csv(events, &csv)?;
+    let windows_file = dir.path().join("windows.json");
+    std::fs::write(&windows_file, serde_json::to_vec(windows).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(&python)
+        .arg(crate::tool("scripts/bench_chdb.py"))
+        .arg(&csv)
+        .arg(dir.path().join("events.parquet"))
+        .arg(&windows_file)
+        .arg(PERIOD_SQL)
+        .output()
+        .map_err(|e| format!("{python}: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("chdb failed")
+            .to_owned());
+    }
+    let answer: Vec<(f64, [u64; 7])> = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    Ok(answer)
+}
+
+/// Seconds per rep for DuckDB's funnel + first-touch + linear over Parquet, and the check.
+pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f64>, String), String> {
+    let python =
+        std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| crate::tool(".tools/venv/bin/python").display().to_string());
+    let dir = Scratch::new("duckdb");
+    let csv = dir.path().join("events.csv");
+    write_csv(events, &csv)?;
     let script = crate::tool("scripts/bench_duckdb.py");
     let out = std::process::Command::new(&python)
         .arg(&script)
