@@ -792,7 +792,7 @@ async fn ingest_while_queried(
     producer.publish_all(&events, |_| {}).await.expect("publish");
     let service = servers::funnel_serve(funnel_bin, url, data);
     let addr = format!("127.0.0.1:{}", service.port);
-    let span = Duration::from_secs(args.query_seconds.max(10));
+    let span = Duration::from_secs(args.query_seconds.max(20));
     let (_, quiet_from) = health(&addr).await;
     tokio::time::sleep(span).await;
     let (_, quiet_to) = health(&addr).await;

@@ -68,8 +68,8 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
             .map_err(|e| CliError::Failed(format!("engine: {e}")))?,
     );
     release_freed_heap();
-    let listener = tokio::net::TcpListener::bind(http)
-        .await
+    let listener = std::net::TcpListener::bind(http)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| CliError::Failed(format!("listen on {http}: {e}")))?;
     let listener_addr = listener
         .local_addr()
@@ -88,7 +88,9 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
     let mut projector = tokio::spawn(live::run(live.clone(), head_rx, shutdown.clone()));
     let app = funnel_query::router(funnel_query::AppState::new(live.clone(), metrics));
     let mut http_shutdown = shutdown.clone();
-    let mut server = tokio::spawn(async move {
+    let queries = query_runtime()?;
+    let mut server = queries.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = http_shutdown.changed().await;
@@ -116,6 +118,7 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         let _ = server.await;
     })
     .await;
+    queries.shutdown_background();
     if let Some(child) = child {
         child.stop().await;
     }
@@ -123,6 +126,29 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         error!(%e);
         CliError::Failed(e)
     })
+}
+
+/// Nice value of the threads that answer questions: ingest keeps the cores it needs while
+/// dashboards ask (Linux weighs nice 0 against nice 10 about 9 to 1 when both want a core),
+/// and questions still get every core ingest leaves idle.
+const QUERY_NICE: i32 = 10;
+
+/// The runtime that serves HTTP and computes answers, apart from ingest's, on threads of
+/// lower priority (worker and blocking threads alike).
+fn query_runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name("query")
+        .on_thread_start(|| {
+            #[cfg(target_os = "linux")]
+            // SAFETY: setpriority with `who` 0 changes the calling thread's nice value only
+            // (Linux keeps nice per thread); no memory is touched.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, QUERY_NICE);
+            }
+        })
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Failed(format!("query runtime: {e}")))
 }
 
 fn describe<E: std::fmt::Display>(r: Result<Result<(), E>, tokio::task::JoinError>) -> String {
