@@ -90,10 +90,18 @@ pub async fn run(
         .map_err(|e| ProjectorError::Nats(format!("pull: {e}")))?;
     let crash_after: Option<u64> = std::env::var(CRASH_AFTER_APPEND_ENV).ok().and_then(|v| v.parse().ok());
     let mut batch_no = 0u64;
+    // The previous batch's DLQ records and acks, sent while this batch is judged, appended and
+    // flushed: at most one batch behind, and never before its own flush.
+    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
     info!(stream = %settings.stream, consumer = %settings.consumer, "ingest started");
     loop {
         let first = tokio::select! {
-            _ = shutdown.changed() => return Ok(()),
+            _ = shutdown.changed() => {
+                if let Some(previous) = settling.take() {
+                    let _ = previous.await;
+                }
+                return Ok(());
+            }
             first = messages.next() => first,
         };
         let Some(first) = first else {
@@ -120,26 +128,32 @@ pub async fn run(
         }
         batch_no += 1;
         let span = info_span!("ingest_batch", batch = batch_no, messages = received.len());
-        ingest_batch(
+        let settle = ingest_batch(
             &js,
             &ledger,
             &metrics,
             received,
             crash_after.is_some_and(|n| batch_no >= n),
         )
-        .instrument(span)
+        .instrument(span.clone())
         .await?;
         head.send_replace(ledger.head().seq);
+        if let Some(previous) = settling.take() {
+            let _ = previous.await;
+        }
+        settling = Some(tokio::spawn(settle.instrument(span)));
     }
 }
 
+/// Judges, appends and flushes one batch; returns what is left to do once it is durable:
+/// publish its refusals to the DLQ and ack its messages.
 async fn ingest_batch(
     js: &jetstream::Context,
     ledger: &Ledger,
-    metrics: &Metrics,
+    metrics: &Arc<Metrics>,
     messages: Vec<jetstream::Message>,
     crash_before_ack: bool,
-) -> Result<(), ProjectorError> {
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ProjectorError> {
     let verdicts = judge(ledger, messages)?;
     let candidates: Vec<Candidate> = verdicts
         .iter()
@@ -162,7 +176,7 @@ async fn ingest_batch(
         std::process::abort();
     }
     let mut appended = appended.into_iter();
-    let mut dlq_acks = Vec::new();
+    let mut refused = Vec::new();
     let mut to_ack = Vec::with_capacity(verdicts.len());
     for verdict in verdicts {
         let refusal = match &verdict.outcome {
@@ -190,24 +204,38 @@ async fn ingest_batch(
         };
         match refusal {
             None => to_ack.push(verdict.message),
-            Some(rejection) => {
-                metrics.count_dlq(rejection.reason);
-                warn!(stream_seq = verdict.stream_seq, reason = rejection.reason.as_str(), error = %rejection.message, "refused");
-                let mut headers = HeaderMap::new();
-                headers.insert(DLQ_ERROR_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
-                headers.insert(DLQ_SUBJECT_HEADER, verdict.message.subject.as_str());
-                headers.insert(DLQ_STREAM_SEQ_HEADER, verdict.stream_seq.to_string().as_str());
-                headers.insert(
-                    async_nats::header::NATS_MESSAGE_ID,
-                    format!("dlq-{}", verdict.stream_seq).as_str(),
-                );
-                let subject = format!("funnel.dlq.{}", rejection.reason.as_str());
-                let ack = js
-                    .publish_with_headers(subject, headers, verdict.message.payload.clone())
-                    .await;
-                dlq_acks.push((ack, verdict.message));
-            }
+            Some(rejection) => refused.push((verdict, rejection)),
         }
+    }
+    let (js, metrics) = (js.clone(), Arc::clone(metrics));
+    Ok(settle(js, metrics, refused, to_ack))
+}
+
+/// Publishes a durable batch's refusals to the DLQ, then acks every message whose outcome is
+/// stored: the stored events, and the refusals JetStream confirmed.
+async fn settle(
+    js: jetstream::Context,
+    metrics: Arc<Metrics>,
+    refused: Vec<(Verdict, Rejection)>,
+    mut to_ack: Vec<jetstream::Message>,
+) {
+    let mut dlq_acks = Vec::new();
+    for (verdict, rejection) in refused {
+        metrics.count_dlq(rejection.reason);
+        warn!(stream_seq = verdict.stream_seq, reason = rejection.reason.as_str(), error = %rejection.message, "refused");
+        let mut headers = HeaderMap::new();
+        headers.insert(DLQ_ERROR_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
+        headers.insert(DLQ_SUBJECT_HEADER, verdict.message.subject.as_str());
+        headers.insert(DLQ_STREAM_SEQ_HEADER, verdict.stream_seq.to_string().as_str());
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("dlq-{}", verdict.stream_seq).as_str(),
+        );
+        let subject = format!("funnel.dlq.{}", rejection.reason.as_str());
+        let ack = js
+            .publish_with_headers(subject, headers, verdict.message.payload.clone())
+            .await;
+        dlq_acks.push((ack, verdict.message));
     }
     for (ack, message) in dlq_acks {
         let stored = match ack {
@@ -234,7 +262,6 @@ async fn ingest_batch(
     metrics
         .ingest_batches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(())
 }
 
 /// Decodes and validates every message, and resolves retraction targets against the ledger
