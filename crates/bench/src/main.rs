@@ -574,7 +574,11 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
         vec![started.elapsed().as_secs_f64()],
         "s",
     );
-    restart.note = "from the log when no checkpoint exists yet".into();
+    restart.note = if args.query_data.is_some() {
+        "the reused data dir already holds a checkpoint: a restart too".into()
+    } else {
+        "from the log when no checkpoint exists yet".into()
+    };
     rows.push(restart);
     let (built_rss, _) = rss(service.pid());
     // The first start wrote a checkpoint; a restart (after SIGKILL) loads it.
