@@ -5,6 +5,10 @@
 //! Every figure is a median of `--reps` runs with min–max, and ratios are between figures of
 //! the same run: this machine is shared and noisy.
 
+/// The same allocator as the `funnel` binary, so the replay child measures what `funnel replay` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod http;
 mod peers;
 mod servers;

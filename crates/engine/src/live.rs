@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use funnel_core::projection::Entry;
 use funnel_ledger::Ledger;
 use tracing::{info, info_span, warn};
 
@@ -24,29 +25,47 @@ fn advance(
     chunk: usize,
     mut publish: impl FnMut(&mut Writer) -> bool,
 ) -> Result<u64, EngineError> {
-    let mut applied = 0u64;
-    let mut entries = Vec::with_capacity(chunk);
-    for entry in ledger.entries(writer.head().seq + 1) {
-        let entry = entry?;
-        if entry.seq > upto {
-            break;
-        }
-        entries.push(entry);
-        if entries.len() == chunk {
+    let from = writer.head().seq + 1;
+    // Reading (sled's iteration, decoding each entry) runs on a thread of its own, a chunk
+    // ahead of applying: the two overlap on two cores, and the order of entries is unchanged.
+    std::thread::scope(|scope| {
+        let (chunks, arriving) = std::sync::mpsc::sync_channel::<Result<Vec<Entry>, EngineError>>(2);
+        scope.spawn(move || {
+            let mut entries = Vec::with_capacity(chunk);
+            for entry in ledger.entries(from) {
+                let entry = match entry {
+                    Ok(entry) if entry.seq > upto => break,
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        let _ = chunks.send(Err(e.into()));
+                        return;
+                    }
+                };
+                entries.push(entry);
+                if entries.len() == chunk
+                    && chunks
+                        .send(Ok(std::mem::replace(&mut entries, Vec::with_capacity(chunk))))
+                        .is_err()
+                {
+                    // The applier stopped early.
+                    return;
+                }
+            }
+            if !entries.is_empty() {
+                let _ = chunks.send(Ok(entries));
+            }
+        });
+        let mut applied = 0u64;
+        for entries in arriving {
+            let entries = entries?;
             writer.apply(&entries, ledger)?;
             applied += entries.len() as u64;
-            entries.clear();
             if !publish(writer) {
-                return Ok(applied);
+                break;
             }
         }
-    }
-    if !entries.is_empty() {
-        writer.apply(&entries, ledger)?;
-        applied += entries.len() as u64;
-        publish(writer);
-    }
-    Ok(applied)
+        Ok(applied)
+    })
 }
 
 /// The engine at ledger entries `1..=at_seq` (the whole log when `None`): offline replay,

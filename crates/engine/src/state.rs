@@ -531,19 +531,40 @@ impl Writer {
             return;
         };
         let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
+        let started = std::time::Instant::now();
         let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
         let derived = par_map(&nos, |no| self.derive_with_history(*no, &all[*no as usize]));
         drop(all);
-        // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`.
-        let slots = self.record_history(derived, false);
-        let mut changes = Changes::new();
-        for (no, slot) in slots.into_iter().enumerate() {
-            changes.note(no as LeadNo, &slot, &self.next.rules, true);
-            *self.next.leads.get_mut(no) = slot;
-        }
-        self.next.index = FunnelIndex::default();
-        self.apply_changes(changes);
+        let derived_at = started.elapsed();
+        // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`. The
+        // history and the funnel indexes are built at the same time, on two cores.
+        let (slots, mut stamps) = self.take_history(derived);
+        let next = &mut self.next;
+        let (history, index, leads, rules) = (&mut next.history, &mut next.index, &mut next.leads, &next.rules);
+        let (history_at, noted_at) = std::thread::scope(|scope| {
+            let history = scope.spawn(move || {
+                history.add(&mut stamps);
+                started.elapsed()
+            });
+            let mut changes = Changes::new();
+            for (no, slot) in slots.into_iter().enumerate() {
+                changes.note(no as LeadNo, &slot, rules, true);
+                *leads.get_mut(no) = slot;
+            }
+            let noted_at = started.elapsed();
+            *index = FunnelIndex::default();
+            apply_changes(index, changes);
+            let history_at = history.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (history_at, noted_at)
+        });
         self.all_dirty = true;
+        tracing::info!(
+            derive_secs = derived_at.as_secs_f64(),
+            history_secs = (history_at - derived_at).as_secs_f64(),
+            note_secs = (noted_at - derived_at).as_secs_f64(),
+            index_secs = (started.elapsed() - noted_at).as_secs_f64(),
+            "derived every lead"
+        );
     }
 
     /// The state as of now, to publish to readers.
@@ -779,6 +800,17 @@ impl Writer {
     /// Adds the run's history to the engine's (and, with `keep`, to what the next checkpoint
     /// writes), ends the run, and hands back the derived slots.
     fn record_history(&mut self, derived: Vec<(LeadSlot, Option<LeadHistory>)>, keep: bool) -> Vec<LeadSlot> {
+        let (slots, mut stamps) = self.take_history(derived);
+        self.next.history.add(&mut stamps);
+        if keep {
+            self.unsaved.extend(stamps);
+        }
+        slots
+    }
+
+    /// Splits derived leads into their slots and the run's stamps (noting the history's
+    /// latest time and completeness), and ends the run.
+    fn take_history(&mut self, derived: Vec<(LeadSlot, Option<LeadHistory>)>) -> (Vec<LeadSlot>, Vec<Stamp>) {
         let history = &mut self.next.history;
         let mut stamps = Vec::new();
         let mut slots = Vec::with_capacity(derived.len());
@@ -792,15 +824,10 @@ impl Writer {
             }
             slots.push(slot);
         }
-        history.add(&mut stamps);
-        if keep {
-            self.unsaved.extend(stamps);
-        }
         self.end_run();
-        slots
+        (slots, stamps)
     }
 
-    /// Ends the current run of entries.
     fn end_run(&mut self) {
         self.run_from = self.next.head.seq;
         self.run_rules = RulesSteps::default();
@@ -984,37 +1011,41 @@ impl Writer {
     }
 
     fn apply_changes(&mut self, changes: Changes) {
-        let index = &mut self.next.index;
-        let mut touched: HashSet<(usize, Sym)> = HashSet::new();
-        for ((d, g, m), (mut add, mut remove)) in changes.period {
-            cancel(&mut add, &mut remove);
-            if add.is_empty() && remove.is_empty() {
-                continue;
-            }
-            touched.insert((d, g));
-            index.groups[d].entry(g).or_default().period[m].update(&add, &remove);
-        }
-        for ((d, g, m), (mut add, mut remove)) in changes.cohort {
-            cancel(&mut add, &mut remove);
-            if add.is_empty() && remove.is_empty() {
-                continue;
-            }
-            index.groups[d].entry(g).or_default().cohort[m].update(&add, &remove);
-        }
-        for (d, g) in touched {
-            if index.groups[d].get(&g).is_some_and(|gi| gi.period[0].is_empty()) {
-                index.groups[d].remove(&g);
-            }
-        }
-        let (mut add, mut remove) = changes.settled;
+        apply_changes(&mut self.next.index, changes);
+    }
+}
+
+/// Applies the difference of facts to the funnel indexes.
+fn apply_changes(index: &mut FunnelIndex, changes: Changes) {
+    let mut touched: HashSet<(usize, Sym)> = HashSet::new();
+    for ((d, g, m), (mut add, mut remove)) in changes.period {
         cancel(&mut add, &mut remove);
-        index.settled.update(&add, &remove);
-        let (mut add, mut remove) = changes.deals;
-        cancel(&mut add, &mut remove);
-        index.deals.update(&add, &remove);
-        if let Some(markov) = changes.markov {
-            index.markov.update(markov);
+        if add.is_empty() && remove.is_empty() {
+            continue;
         }
+        touched.insert((d, g));
+        index.groups[d].entry(g).or_default().period[m].update(&add, &remove);
+    }
+    for ((d, g, m), (mut add, mut remove)) in changes.cohort {
+        cancel(&mut add, &mut remove);
+        if add.is_empty() && remove.is_empty() {
+            continue;
+        }
+        index.groups[d].entry(g).or_default().cohort[m].update(&add, &remove);
+    }
+    for (d, g) in touched {
+        if index.groups[d].get(&g).is_some_and(|gi| gi.period[0].is_empty()) {
+            index.groups[d].remove(&g);
+        }
+    }
+    let (mut add, mut remove) = changes.settled;
+    cancel(&mut add, &mut remove);
+    index.settled.update(&add, &remove);
+    let (mut add, mut remove) = changes.deals;
+    cancel(&mut add, &mut remove);
+    index.deals.update(&add, &remove);
+    if let Some(markov) = changes.markov {
+        index.markov.update(markov);
     }
 }
 

@@ -4,6 +4,10 @@
 //!
 //! Exit codes: 0 ok · 1 failure (message on stderr) · 2 usage · 3 damaged ledger or failed verification.
 
+/// mimalloc rather than glibc malloc: see ARCHITECTURE.md, "Allocator".
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod live_report;
 mod nats_child;
 mod offline;

@@ -174,13 +174,14 @@ async fn stop_signal() {
 }
 
 /// Returns the heap the engine's bulk load freed (decoded events, every lead's records) to the
-/// system: glibc keeps freed memory in its arenas otherwise, and it would count as the
+/// system: the allocator keeps freed pages for reuse otherwise, and they would count as the
 /// service's own for as long as it runs.
 fn release_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free pages at the allocator's discretion; it does not
-    // touch live allocations and has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
+    extern "C" {
+        /// mimalloc's own (linked in by the `mimalloc` crate, the global allocator).
+        fn mi_collect(force: bool);
     }
+    // SAFETY: mi_collect only returns free pages to the system; it does not touch live
+    // allocations and has no preconditions.
+    unsafe { mi_collect(true) }
 }
