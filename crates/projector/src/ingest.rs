@@ -1,5 +1,12 @@
-//! Ingest: JetStream pull consumer → validate → ledger append → flush → DLQ → ack.
+//! Ingest: JetStream pull consumer → validate → ledger append → flush → DLQ → ack, as a
+//! pipeline of three stages that overlap:
 //!
+//! 1. the async loop receives a batch and decodes and validates it (no ledger access);
+//! 2. the appender, a thread of its own, resolves retraction targets against the ledger (which
+//!    by then holds every earlier batch), appends and flushes;
+//! 3. a task per durable batch publishes its refusals to the DLQ and acks.
+//!
+//! While batch N is appended, batch N+1 is received and decoded and batch N−1 is acked.
 //! Order matters and is the durability argument: nothing is acked before the ledger flush
 //! (a crash before ack means redelivery, and the ledger's id index makes redelivery a no-op),
 //! and a refused event is acked only after its DLQ record is stored by JetStream.
@@ -52,11 +59,26 @@ pub async fn ensure_streams(js: &jetstream::Context, settings: &Settings) -> Res
     Ok(events)
 }
 
-/// One message's verdict before the ledger sees it.
+/// One message's verdict before the ledger sees it: the decoded event, or why it is refused.
+struct Decoded {
+    message: jetstream::Message,
+    stream_seq: u64,
+    outcome: Result<Event, Rejection>,
+}
+
+/// One message's verdict once retraction targets are resolved: the event and the lead it is
+/// filed under, or why it is refused.
 struct Verdict {
     message: jetstream::Message,
     stream_seq: u64,
     outcome: Result<(Event, Option<String>), Rejection>,
+}
+
+/// A decoded batch on its way to the appender.
+struct Batch {
+    no: u64,
+    decoded: Vec<Decoded>,
+    span: tracing::Span,
 }
 
 /// Runs ingest until `shutdown` turns true. Sends the ledger head on `head` after every batch.
@@ -89,19 +111,39 @@ pub async fn run(
         .await
         .map_err(|e| ProjectorError::Nats(format!("pull: {e}")))?;
     let crash_after: Option<u64> = std::env::var(CRASH_AFTER_APPEND_ENV).ok().and_then(|v| v.parse().ok());
+    // One batch waits for the appender while it appends another.
+    let (to_appender, batches) = tokio::sync::mpsc::channel::<Batch>(1);
+    let appender = {
+        let runtime = tokio::runtime::Handle::current();
+        let (ledger, metrics) = (ledger.clone(), Arc::clone(&metrics));
+        std::thread::Builder::new()
+            .name("appender".into())
+            .spawn(move || append_batches(runtime, js, ledger, metrics, head, batches, crash_after))
+            .map_err(|e| ProjectorError::Nats(format!("start the appender thread: {e}")))?
+    };
+    let received = receive_batches(&mut messages, &settings, to_appender, &mut shutdown).await;
+    // The appender ends once the channel is closed and the batches in it are durable and acked.
+    let appended = tokio::task::spawn_blocking(move || appender.join())
+        .await
+        .map_err(|e| ProjectorError::Nats(format!("appender thread: {e}")))?
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    appended.and(received)
+}
+
+/// Stage 1: receives batches and decodes them, until shutdown or until the appender stops.
+async fn receive_batches(
+    messages: &mut pull::Stream,
+    settings: &Settings,
+    to_appender: tokio::sync::mpsc::Sender<Batch>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), ProjectorError> {
     let mut batch_no = 0u64;
-    // The previous batch's DLQ records and acks, sent while this batch is judged, appended and
-    // flushed: at most one batch behind, and never before its own flush.
-    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
     info!(stream = %settings.stream, consumer = %settings.consumer, "ingest started");
     loop {
         let first = tokio::select! {
-            _ = shutdown.changed() => {
-                if let Some(previous) = settling.take() {
-                    let _ = previous.await;
-                }
-                return Ok(());
-            }
+            _ = shutdown.changed() => return Ok(()),
+            // The appender stopped on an error; `run` reports it.
+            _ = to_appender.closed() => return Ok(()),
             first = messages.next() => first,
         };
         let Some(first) = first else {
@@ -128,33 +170,60 @@ pub async fn run(
         }
         batch_no += 1;
         let span = info_span!("ingest_batch", batch = batch_no, messages = received.len());
-        let settle = ingest_batch(
-            &js,
-            &ledger,
-            &metrics,
-            received,
-            crash_after.is_some_and(|n| batch_no >= n),
-        )
-        .instrument(span.clone())
-        .await?;
-        head.send_replace(ledger.head().seq);
-        if let Some(previous) = settling.take() {
-            let _ = previous.await;
+        let decoded = span.in_scope(|| decode_batch(received));
+        let batch = Batch {
+            no: batch_no,
+            decoded,
+            span,
+        };
+        if to_appender.send(batch).await.is_err() {
+            // The appender stopped on an error; `run` reports it.
+            return Ok(());
         }
-        settling = Some(tokio::spawn(settle.instrument(span)));
     }
 }
 
-/// Judges, appends and flushes one batch; returns what is left to do once it is durable:
+/// Stages 2 and 3: appends and flushes each batch on this thread, then hands its DLQ records
+/// and acks to a task, at most one batch behind.
+fn append_batches(
+    runtime: tokio::runtime::Handle,
+    js: jetstream::Context,
+    ledger: Ledger,
+    metrics: Arc<Metrics>,
+    head: watch::Sender<u64>,
+    mut batches: tokio::sync::mpsc::Receiver<Batch>,
+    crash_after: Option<u64>,
+) -> Result<(), ProjectorError> {
+    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
+    let result = (|| {
+        while let Some(batch) = batches.blocking_recv() {
+            let span = batch.span.clone();
+            let crash = crash_after.is_some_and(|n| batch.no >= n);
+            let settle = span.in_scope(|| ingest_batch(&js, &ledger, &metrics, batch.decoded, crash))?;
+            head.send_replace(ledger.head().seq);
+            if let Some(previous) = settling.take() {
+                let _ = runtime.block_on(previous);
+            }
+            settling = Some(runtime.spawn(settle.instrument(span)));
+        }
+        Ok(())
+    })();
+    if let Some(previous) = settling.take() {
+        let _ = runtime.block_on(previous);
+    }
+    result
+}
+
+/// Resolves, appends and flushes one batch; returns what is left to do once it is durable:
 /// publish its refusals to the DLQ and ack its messages.
-async fn ingest_batch(
+fn ingest_batch(
     js: &jetstream::Context,
     ledger: &Ledger,
     metrics: &Arc<Metrics>,
-    messages: Vec<jetstream::Message>,
+    decoded: Vec<Decoded>,
     crash_before_ack: bool,
 ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ProjectorError> {
-    let verdicts = judge(ledger, messages)?;
+    let verdicts = resolve(ledger, decoded)?;
     let candidates: Vec<Candidate> = verdicts
         .iter()
         .filter_map(|v| {
@@ -166,11 +235,8 @@ async fn ingest_batch(
             })
         })
         .collect();
-    let appended = tokio::task::block_in_place(|| -> Result<_, ProjectorError> {
-        let appended = ledger.append_batch(&candidates, now_micros())?;
-        ledger.flush()?;
-        Ok(appended)
-    })?;
+    let appended = ledger.append_batch(&candidates, now_micros())?;
+    ledger.flush()?;
     if crash_before_ack {
         warn!("{CRASH_AFTER_APPEND_ENV}: aborting after flush, before ack");
         std::process::abort();
@@ -264,27 +330,54 @@ async fn settle(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Decodes and validates every message, and resolves retraction targets against the ledger
-/// and the events earlier in the same batch.
-fn judge(ledger: &Ledger, messages: Vec<jetstream::Message>) -> Result<Vec<Verdict>, ProjectorError> {
-    let mut earlier: HashMap<String, Event> = HashMap::new();
-    let mut verdicts = Vec::with_capacity(messages.len());
-    for message in messages {
-        let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
-        let content_type = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(funnel_producer::CONTENT_TYPE))
-            .map(|v| v.as_str());
-        let decoded = funnel_producer::decode(content_type, &message.payload)
-            .and_then(|event| event.check_subject(message.subject.as_str()).map(|()| event));
-        let outcome = match decoded {
+/// Decodes and validates every message and checks its subject: no ledger access, so it runs
+/// while the previous batch is appended.
+fn decode_batch(messages: Vec<jetstream::Message>) -> Vec<Decoded> {
+    messages
+        .into_iter()
+        .map(|message| {
+            let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(0);
+            let content_type = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(funnel_producer::CONTENT_TYPE))
+                .map(|v| v.as_str());
+            let outcome = funnel_producer::decode(content_type, &message.payload)
+                .and_then(|event| event.check_subject(message.subject.as_str()).map(|()| event));
+            Decoded {
+                message,
+                stream_seq,
+                outcome,
+            }
+        })
+        .collect()
+}
+
+/// Resolves retraction targets against the ledger (which holds every earlier batch) and the
+/// events earlier in the same batch.
+fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, ProjectorError> {
+    let is_retract = |d: &Decoded| matches!(&d.outcome, Ok(e) if matches!(e.data, Data::Retract { .. }));
+    // Where each id first occurs in this batch: needed only when the batch holds a retraction.
+    let mut earlier: Option<HashMap<String, usize>> = decoded.iter().any(is_retract).then(HashMap::new);
+    let mut verdicts: Vec<Verdict> = Vec::with_capacity(decoded.len());
+    for Decoded {
+        message,
+        stream_seq,
+        outcome,
+    } in decoded
+    {
+        let outcome = match outcome {
             Err(rejection) => Err(rejection),
             Ok(event) => {
                 let lead = match &event.data {
                     Data::Retract { target_id, .. } => {
-                        let target = match earlier.get(target_id) {
-                            Some(e) => Some(e.clone()),
+                        let in_batch = earlier
+                            .as_ref()
+                            .and_then(|ids| ids.get(target_id))
+                            .and_then(|&i| verdicts[i].outcome.as_ref().ok())
+                            .map(|(target, _)| target.clone());
+                        let target = match in_batch {
+                            Some(target) => Some(target),
                             None => ledger.find(target_id)?.map(|entry| entry.event),
                         };
                         retraction_lead(&event, target.as_ref())
@@ -294,8 +387,8 @@ fn judge(ledger: &Ledger, messages: Vec<jetstream::Message>) -> Result<Vec<Verdi
                 lead.map(|lead| (event, lead))
             }
         };
-        if let Ok((event, _)) = &outcome {
-            earlier.entry(event.id.clone()).or_insert_with(|| event.clone());
+        if let (Some(ids), Ok((event, _))) = (earlier.as_mut(), &outcome) {
+            ids.entry(event.id.clone()).or_insert(verdicts.len());
         }
         verdicts.push(Verdict {
             message,
