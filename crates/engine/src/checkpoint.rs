@@ -9,7 +9,7 @@
 //! Layout (keys are big-endian so sled's order is number order):
 //! - `m`: [`Header`]: format, position, lead and symbol counts, rules, spends, retractions;
 //! - `d` + sym (u32): a dictionary name;
-//! - `l` + lead number (u32): [`StoredLead`]: the lead's id and slot;
+//! - `l` + lead number (u32): [`StoredLead`]: the lead's id and slot (with its lead index);
 //! - `h` + part number (u64): a part of the funnel history, stamps in the order written
 //!   (history only grows, so a checkpoint adds the stamps since the last one as a new part).
 
@@ -29,7 +29,7 @@ use crate::EngineError;
 /// The sled tree that holds the checkpoint.
 pub const TREE: &str = "engine-checkpoint";
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
-pub const FORMAT: u32 = 2;
+pub const FORMAT: u32 = 3;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
 /// Leads per sled batch when every lead is written (after a bulk load).
@@ -86,6 +86,7 @@ struct StoredLeadRef<'a> {
     last_at: Micros,
     touches: &'a [Touch],
     extra: Option<&'a Extra>,
+    filed: &'a [u8],
 }
 
 /// One lead as loaded.
@@ -96,6 +97,7 @@ pub(crate) struct StoredLead {
     last_at: Micros,
     touches: Box<[Touch]>,
     extra: Option<Extra>,
+    filed: Box<[u8]>,
 }
 
 impl StoredLead {
@@ -105,6 +107,7 @@ impl StoredLead {
             last_at: self.last_at,
             touches: self.touches,
             extra: self.extra.map(Arc::new),
+            filed: self.filed,
         }
     }
 }
@@ -120,6 +123,7 @@ pub(crate) fn encode_lead(id: &str, slot: &LeadSlot) -> Result<Vec<u8>, EngineEr
         last_at: slot.last_at,
         touches: &slot.touches,
         extra: slot.extra.as_deref(),
+        filed: &slot.filed,
     };
     bincode::serde::encode_to_vec(&stored, BINCODE).map_err(|e| damaged("encode lead", e))
 }

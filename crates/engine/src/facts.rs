@@ -68,7 +68,7 @@ pub struct Touch {
 }
 
 /// One lead: what follows from its live events. The events themselves are not kept: when the
-/// lead changes, the writer reads them back from the ledger's lead index.
+/// lead changes, the writer reads them back from the ledger by the seqs in `filed`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeadSlot {
     pub facts: Facts,
@@ -78,6 +78,48 @@ pub struct LeadSlot {
     /// Live touches in `(at, seq)` order, for Markov paths.
     pub touches: Box<[Touch]>,
     pub extra: Option<Arc<Extra>>,
+    /// The lead index: the seqs of every ledger entry filed under this lead (its own events,
+    /// retracted or not, and the retractions that target them), ascending, as [`filed`]
+    /// encodes them. Kept across re-derivations; `derive` leaves it empty.
+    pub filed: Box<[u8]>,
+}
+
+/// The lead index's encoding: LEB128 varints, the first seq and then the gaps between
+/// consecutive seqs (about 3 bytes per entry).
+pub mod filed {
+    /// The seqs of an encoded list.
+    pub fn seqs(bytes: &[u8]) -> Vec<u64> {
+        let mut out = Vec::with_capacity(bytes.len() / 2);
+        let (mut last, mut value, mut shift) = (0u64, 0u64, 0u32);
+        for &b in bytes {
+            value |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                last += value;
+                out.push(last);
+                (value, shift) = (0, 0);
+            }
+        }
+        out
+    }
+
+    /// `bytes` with `seq` added at the end (`seq` is above every seq in it).
+    pub fn with(bytes: &[u8], seq: u64) -> Box<[u8]> {
+        let last = seqs(bytes).last().copied().unwrap_or(0);
+        let mut out = Vec::with_capacity(bytes.len() + 3);
+        out.extend_from_slice(bytes);
+        let mut gap = seq - last;
+        loop {
+            let b = (gap & 0x7f) as u8;
+            gap >>= 7;
+            if gap == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        out.into_boxed_slice()
+    }
 }
 
 impl Default for LeadSlot {
@@ -87,6 +129,7 @@ impl Default for LeadSlot {
             last_at: Micros::MIN,
             touches: Box::default(),
             extra: None,
+            filed: Box::default(),
         }
     }
 }
@@ -183,6 +226,7 @@ pub fn derive(recs: &[Rec], dict: &Dict, rules: &RulesTimeline) -> LeadSlot {
             .map(|r| Touch { at: r.at, channel: r.a })
             .collect(),
         extra,
+        filed: Box::default(),
     }
 }
 
@@ -203,5 +247,31 @@ fn deal(d: &DealCredits, sym: &impl Fn(&str) -> Sym) -> Deal {
         currency: sym(&d.amount.currency),
         touches,
         credits,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filed;
+
+    #[test]
+    fn the_lead_index_encoding_gives_back_every_seq() {
+        let seqs = [
+            1u64,
+            2,
+            129,
+            130,
+            16_514,
+            2_100_000,
+            u64::from(u32::MAX) + 7,
+            u64::MAX / 2,
+        ];
+        let mut bytes: Box<[u8]> = Box::default();
+        for (i, &seq) in seqs.iter().enumerate() {
+            bytes = filed::with(&bytes, seq);
+            assert_eq!(filed::seqs(&bytes), seqs[..=i]);
+        }
+        // Gaps below 128 take one byte.
+        assert_eq!(filed::with(&filed::with(&[], 5), 100).len(), 2);
     }
 }

@@ -22,7 +22,7 @@ use fxhash::FxHashMap;
 use crate::checkpoint;
 use crate::credits::Derived;
 use crate::dict::{Dict, Sym};
-use crate::facts::{derive, Facts, LeadSlot, NEVER};
+use crate::facts::{derive, filed, Facts, LeadSlot, NEVER};
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
@@ -258,6 +258,14 @@ impl Engine {
     pub fn derived(&self) -> &Derived {
         &self.derived
     }
+    /// The seqs of the ledger entries filed under `lead_id` at this log position (its
+    /// timeline), ascending; empty for a lead it does not know.
+    pub fn filed(&self, lead_id: &str) -> Vec<u64> {
+        self.lead_no(lead_id)
+            .and_then(|no| self.leads.get(no as usize))
+            .map_or_else(Vec::new, |slot| filed::seqs(&slot.filed))
+    }
+
     /// The dense id of `lead_id` if the lead exists at this log position.
     pub fn lead_no(&self, lead_id: &str) -> Option<LeadNo> {
         let no = self.names.get(lead_id)?;
@@ -275,7 +283,11 @@ impl Engine {
         let slots = self.leads.pages().iter().map(|p| p.capacity() * size + ALLOC).sum();
         let mut touches = 0;
         let mut extra = 0;
+        let mut filed = 0;
         for slot in self.leads.iter() {
+            if !slot.filed.is_empty() {
+                filed += slot.filed.len() + ALLOC;
+            }
             if !slot.touches.is_empty() {
                 touches += slot.touches.len() * std::mem::size_of::<crate::facts::Touch>() + ALLOC;
             }
@@ -301,6 +313,7 @@ impl Engine {
             ("touches (Markov paths)", touches),
             ("handoffs, rejections, deals and credits", extra),
             ("lead ids", self.names.bytes()),
+            ("lead index (seqs filed under each lead)", filed),
             ("period index (time per milestone and group)", period),
             ("cohort index (inquiry time, days to milestone)", cohort),
             (
@@ -549,7 +562,7 @@ impl Writer {
             let mut changes = Changes::new();
             for (no, slot) in slots.into_iter().enumerate() {
                 changes.note(no as LeadNo, &slot, rules, true);
-                *leads.get_mut(no) = slot;
+                replace_keeping_filed(leads.get_mut(no), slot);
             }
             let noted_at = started.elapsed();
             *index = FunnelIndex::default();
@@ -578,7 +591,7 @@ impl Writer {
     }
 
     /// Applies consecutive log entries and re-derives each lead they change once. A changed
-    /// lead's earlier events are read back from the ledger's lead index.
+    /// lead's earlier events are read back from the ledger by the seqs filed under it.
     pub fn apply(&mut self, entries: &[Entry], ledger: &Ledger) -> Result<(), EngineError> {
         let mut pending = Pending::default();
         let mut result = Ok(());
@@ -646,11 +659,14 @@ impl Writer {
 
     fn read_lead(&mut self, no: LeadNo, lead_id: &str, before: u64, ledger: &Ledger) -> Result<Vec<Rec>, EngineError> {
         let gone = self.retracted.get(&no);
+        let mut seqs = self
+            .next
+            .leads
+            .get(no as usize)
+            .map_or_else(Vec::new, |slot| filed::seqs(&slot.filed));
+        seqs.retain(|seq| *seq < before);
         let mut recs = Vec::new();
-        for entry in ledger.lead_entries(lead_id)? {
-            if entry.seq >= before {
-                break;
-            }
+        for entry in ledger.entries_at(&seqs)? {
             if entry.event.lead_id.as_deref() != Some(lead_id) || gone.is_some_and(|g| g.contains(&entry.seq)) {
                 continue;
             }
@@ -719,6 +735,7 @@ impl Writer {
                     Target::Lead(lead_id) => {
                         let no = self.lead_no(&lead_id, pending, bulk);
                         let recs = self.working(pending, bulk, no, &lead_id, entry.seq, ledger)?;
+                        self.file(no, entry.seq);
                         let gone: Vec<Rec> = recs.iter().filter(|r| r.seq == seq).copied().collect();
                         recs.retain(|r| r.seq != seq);
                         self.retracted.entry(no).or_default().push(seq);
@@ -754,9 +771,16 @@ impl Writer {
                 let recs = self.working(pending, bulk, no, lead_id, entry.seq, ledger)?;
                 let at = recs.partition_point(|r| r.order_key() < rec.order_key());
                 recs.insert(at, rec);
+                self.file(no, entry.seq);
             }
         }
         Ok(())
+    }
+
+    /// Files entry `seq` under lead `no` in the lead index.
+    fn file(&mut self, no: LeadNo, seq: u64) {
+        let slot = self.next.leads.get_mut(no as usize);
+        slot.filed = filed::with(&slot.filed, seq);
     }
 
     /// Records a rules change of the current run (remembering the timeline before the run).
@@ -869,7 +893,7 @@ impl Writer {
             let old = self.next.leads.get_mut(*no as usize);
             changes.note(*no, old, &rules, false);
             changes.note(*no, &slot, &rules, true);
-            *old = slot;
+            replace_keeping_filed(old, slot);
         }
         self.apply_changes(changes);
         if rules_changed {
@@ -1013,6 +1037,13 @@ impl Writer {
     fn apply_changes(&mut self, changes: Changes) {
         apply_changes(&mut self.next.index, changes);
     }
+}
+
+/// Puts a freshly derived slot in place of `old`, keeping `old`'s lead index (which `derive`
+/// does not compute: it lists retracted entries and retractions too).
+fn replace_keeping_filed(old: &mut LeadSlot, mut slot: LeadSlot) {
+    slot.filed = std::mem::take(&mut old.filed);
+    *old = slot;
 }
 
 /// Applies the difference of facts to the funnel indexes.

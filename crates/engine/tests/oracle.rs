@@ -144,12 +144,7 @@ fn ledger_of(dir: &std::path::Path, events: &[Event]) -> Ledger {
 /// Appends `events` as [`ledger_of`] does, the first being the `first`-th of the history.
 fn append(ledger: &Ledger, events: &[Event], first: usize) {
     for (i, event) in events.iter().enumerate().map(|(i, e)| (i + first, e)) {
-        let lead = ledger.retraction_lead(event);
-        let candidate = Candidate {
-            event,
-            stream_seq: 0,
-            lead_id: lead.as_deref().or(event.lead_id.as_deref()),
-        };
+        let candidate = Candidate::direct(event);
         ledger
             .append_batch(&[candidate], BASE + i as i64 * HOUR)
             .expect("append");
@@ -254,12 +249,35 @@ fn assert_same(ledger: &Ledger, engine: &funnel_engine::Engine, projection: &Pro
             "attribution {models:?}"
         );
     }
+    let upto = engine.head().seq;
+    let log: Vec<Entry> = ledger
+        .entries(1)
+        .map(|e| e.expect("entry"))
+        .take_while(|e| e.seq <= upto)
+        .collect();
     for lead in 0..9 {
         let lead_id = format!("L{lead}");
-        let entries = ledger.lead_entries(&lead_id).expect("lead entries");
-        let upto = engine.head().seq;
-        let timeline = Timeline::of(entries.clone(), upto);
-        let oracle_timeline: Vec<Entry> = entries.into_iter().filter(|e| e.seq <= upto).collect();
+        // A lead's timeline, worked out from the whole log: its own events, and the retractions
+        // whose target is one of them.
+        let lead_of = |e: &Entry| match &e.event.data {
+            Data::Retract { target_id, .. } => log
+                .iter()
+                .find(|t| t.event.id == *target_id && t.seq < e.seq)
+                .and_then(|t| t.event.lead_id.clone()),
+            _ => e.event.lead_id.clone(),
+        };
+        let oracle_timeline: Vec<Entry> = log
+            .iter()
+            .filter(|e| lead_of(e).as_deref() == Some(lead_id.as_str()))
+            .cloned()
+            .collect();
+        let filed = engine.filed(&lead_id);
+        assert_eq!(
+            filed,
+            oracle_timeline.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            "lead index of {lead_id}"
+        );
+        let timeline = Timeline::of(ledger.entries_at(&filed).expect("lead entries"), upto);
         assert_eq!(
             engine_reports::lead(engine, &lead_id, &timeline, as_of).map(|v| json(&v)),
             report::lead(projection, &lead_id, &oracle_timeline, as_of).map(|v| json(&v)),

@@ -2,7 +2,7 @@
 //! entry with ids, seqs, recorded_at and hashes preserved, so an import into an empty ledger
 //! reproduces the same chain head, and anyone can verify an export from the specification alone.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 
 use funnel_core::time::{format_rfc3339, parse_rfc3339};
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::block::BlockWriter;
 use crate::canonical::{genesis, hex};
-use crate::{block_key, stage_lead, unhex, IdIndexBatch, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
+use crate::{block_key, unhex, IdIndexBatch, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
 
 /// Entries imported per sled batch.
 const IMPORT_BATCH_ENTRIES: usize = 1_000;
@@ -169,7 +169,7 @@ pub(crate) struct Loader<'a> {
     blocks: BlockWriter,
     batch: sled::Batch,
     /// This batch's ids and their leads: not in the tree yet, so checked here.
-    pending: HashMap<String, Option<String>>,
+    pending: HashSet<String>,
     ids: IdIndexBatch,
     /// The last seq written to sled.
     stored: u64,
@@ -191,7 +191,7 @@ impl<'a> Loader<'a> {
             head,
             blocks: BlockWriter::default(),
             batch: sled::Batch::default(),
-            pending: HashMap::new(),
+            pending: HashSet::new(),
             ids: IdIndexBatch::default(),
             stored: 0,
         })
@@ -209,7 +209,7 @@ impl<'a> Loader<'a> {
     /// Stages one entry, or says why it cannot follow the ones before it.
     pub(crate) fn add(&mut self, entry: &Entry) -> Result<std::result::Result<(), String>> {
         let id = &entry.event.id;
-        if self.pending.contains_key(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
+        if self.pending.contains(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
             return Ok(Err(format!("event id `{id}` appears twice")));
         }
         if let Err(reason) = crate::check_link(&self.head.position, entry) {
@@ -218,20 +218,9 @@ impl<'a> Loader<'a> {
         if entry.recorded_at < self.head.recorded_at {
             return Ok(Err("recorded_at goes backwards".to_owned()));
         }
-        let lead = match (&entry.event.lead_id, &entry.event.data) {
-            (Some(lead), _) => Some(lead.clone()),
-            (None, funnel_core::event::Data::Retract { target_id, .. }) => match self.pending.get(target_id) {
-                Some(lead) => lead.clone(),
-                None => self.ledger.find(target_id)?.and_then(|t| t.event.lead_id),
-            },
-            _ => None,
-        };
-        if let Some(lead) = &lead {
-            stage_lead(&mut self.batch, lead, entry.seq);
-        }
         self.ids.add(self.ledger, id, entry.seq)?;
         self.blocks.push(entry);
-        self.pending.insert(id.clone(), lead);
+        self.pending.insert(id.clone());
         self.head.position = LogPosition {
             seq: entry.seq,
             hash: entry.hash,

@@ -1,14 +1,17 @@
 //! The ledger: the append-only, hash-chained log of every accepted event, in sled.
 //!
 //! Ground truth of the whole system; everything else is derived from it. One tree (`ledger`)
-//! holds four key spaces so that a batch of entries and their indexes land atomically:
+//! holds three key spaces so that a batch of entries and their id index land atomically:
 //!
 //! | key | value |
 //! |---|---|
 //! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
 //! | `b` ‖ first seq (u64 BE) | a [`block`] of consecutive entries (one per append batch, ≤ 64 KiB) |
 //! | `i` ‖ SHA-256(event id)[..8] | seqs (u64 BE) of the ids with that prefix: the permanent dedup index |
-//! | `l` ‖ lead id ‖ `0x00` ‖ seq | empty: a lead's entries, retractions included |
+//!
+//! Which entries belong to which lead is derived state: the engine files each entry's seq
+//! under its lead and reads a timeline back with [`Ledger::entries_at`]. (Stores written
+//! before that still hold `l` ‖ lead id ‖ `0x00` ‖ seq keys; nothing reads them.)
 //!
 //! What each entry's hash covers is the chain specification, `schemas/chain.md` (format 2):
 //! SHA-256 of the RFC 8785 canonical JSON of `{event, prev_hash, recorded_at, seq}`.
@@ -91,18 +94,12 @@ pub enum Appended {
 pub struct Candidate<'a> {
     pub event: &'a Event,
     pub stream_seq: u64,
-    /// The lead whose timeline lists this entry: the event's own lead, or a retraction's target's.
-    pub lead_id: Option<&'a str>,
 }
 
 impl<'a> Candidate<'a> {
-    /// An event appended without JetStream (`stream_seq` 0), filed under its own lead.
+    /// An event appended without JetStream (`stream_seq` 0).
     pub fn direct(event: &'a Event) -> Candidate<'a> {
-        Candidate {
-            event,
-            stream_seq: 0,
-            lead_id: event.lead_id.as_deref(),
-        }
+        Candidate { event, stream_seq: 0 }
     }
 }
 
@@ -160,27 +157,12 @@ fn id_key(id: &str) -> [u8; 9] {
     key
 }
 
-fn lead_prefix(lead_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(10 + lead_id.len());
-    key.push(b'l');
-    key.extend_from_slice(lead_id.as_bytes());
-    key.push(0);
-    key
-}
-
 fn seq_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
 
 fn seqs_in(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
     value.chunks_exact(8).filter_map(seq_from)
-}
-
-/// Files `seq` under `lead` in the lead index.
-fn stage_lead(batch: &mut sled::Batch, lead: &str, seq: u64) {
-    let mut key = lead_prefix(lead);
-    key.extend_from_slice(&seq.to_be_bytes());
-    batch.insert(key, &[]);
 }
 
 /// One batch's view of the id index: each key read from sled at most once, plus the seqs this
@@ -438,18 +420,15 @@ impl Ledger {
             })
     }
 
-    /// Every entry filed under a lead, in seq order.
-    pub fn lead_entries(&self, lead_id: &str) -> Result<Vec<Entry>> {
-        let prefix = lead_prefix(lead_id);
-        let mut out = Vec::new();
-        // A lead's entries often share a block: read each block once.
+    /// The entries at `seqs` (ascending), reading each block once: a lead's timeline, from
+    /// the seqs the engine files under it.
+    pub fn entries_at(&self, seqs: &[u64]) -> Result<Vec<Entry>> {
+        let mut out = Vec::with_capacity(seqs.len());
         let mut cached: Option<(u64, sled::IVec)> = None;
-        for item in self.log.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            let seq = seq_from(&key[prefix.len()..]).unwrap_or(0);
+        for &seq in seqs {
             let missing = || LedgerError::Damaged {
                 seq,
-                reason: "indexed but missing".into(),
+                reason: "filed under a lead but missing".into(),
             };
             let mut block = match &cached {
                 Some((first, bytes)) if seq >= *first => Some(Block::parse(*first, bytes)?),
@@ -498,9 +477,6 @@ impl Ledger {
                     let hash = entry_hash(&next.position.hash, seq, next.recorded_at, c.event);
                     blocks.push_parts(seq, next.position.hash, hash, next.recorded_at, c.stream_seq, c.event);
                     ids.add(self, id, seq)?;
-                    if let Some(lead) = c.lead_id {
-                        stage_lead(&mut batch, lead, seq);
-                    }
                     pending.insert(id, (seq, c.event));
                     next.position = LogPosition { seq, hash };
                     outcomes.push(Appended::Stored(seq));
@@ -655,16 +631,6 @@ impl Ledger {
                 first_bad: None,
             }
         })
-    }
-
-    /// The lead a retraction without a lead_id is filed under: its target's lead, if stored.
-    pub fn retraction_lead(&self, event: &Event) -> Option<String> {
-        match &event.data {
-            funnel_core::event::Data::Retract { target_id, .. } => {
-                self.find(target_id).ok().flatten().and_then(|t| t.event.lead_id)
-            }
-            _ => None,
-        }
     }
 
     /// Another tree in the same store, for state derived from the log (the projection checkpoint).

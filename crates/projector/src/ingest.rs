@@ -66,12 +66,11 @@ struct Decoded {
     outcome: Result<Event, Rejection>,
 }
 
-/// One message's verdict once retraction targets are resolved: the event and the lead it is
-/// filed under, or why it is refused.
+/// One message's verdict once retraction targets are resolved: the event, or why it is refused.
 struct Verdict {
     message: jetstream::Message,
     stream_seq: u64,
-    outcome: Result<(Event, Option<String>), Rejection>,
+    outcome: Result<Event, Rejection>,
 }
 
 /// A decoded batch on its way to the appender.
@@ -227,11 +226,10 @@ fn ingest_batch(
     let candidates: Vec<Candidate> = verdicts
         .iter()
         .filter_map(|v| {
-            let (event, lead) = v.outcome.as_ref().ok()?;
+            let event = v.outcome.as_ref().ok()?;
             Some(Candidate {
                 event,
                 stream_seq: v.stream_seq,
-                lead_id: lead.as_deref(),
             })
         })
         .collect();
@@ -247,7 +245,7 @@ fn ingest_batch(
     for verdict in verdicts {
         let refusal = match &verdict.outcome {
             Err(rejection) => Some(rejection.clone()),
-            Ok((event, _)) => match appended.next() {
+            Ok(event) => match appended.next() {
                 Some(Appended::Stored(_)) => {
                     metrics.ingest_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     None
@@ -369,25 +367,25 @@ fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, Proje
         let outcome = match outcome {
             Err(rejection) => Err(rejection),
             Ok(event) => {
-                let lead = match &event.data {
+                let checked = match &event.data {
                     Data::Retract { target_id, .. } => {
                         let in_batch = earlier
                             .as_ref()
                             .and_then(|ids| ids.get(target_id))
                             .and_then(|&i| verdicts[i].outcome.as_ref().ok())
-                            .map(|(target, _)| target.clone());
+                            .cloned();
                         let target = match in_batch {
                             Some(target) => Some(target),
                             None => ledger.find(target_id)?.map(|entry| entry.event),
                         };
-                        retraction_lead(&event, target.as_ref())
+                        check_retraction(&event, target.as_ref())
                     }
-                    _ => Ok(event.lead_id.clone()),
+                    _ => Ok(()),
                 };
-                lead.map(|lead| (event, lead))
+                checked.map(|()| event)
             }
         };
-        if let (Some(ids), Ok((event, _))) = (earlier.as_mut(), &outcome) {
+        if let (Some(ids), Ok(event)) = (earlier.as_mut(), &outcome) {
             ids.entry(event.id.clone()).or_insert(verdicts.len());
         }
         verdicts.push(Verdict {
@@ -399,10 +397,11 @@ fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, Proje
     Ok(verdicts)
 }
 
-/// The lead a retraction is filed under, or why it is refused.
-fn retraction_lead(retract: &Event, target: Option<&Event>) -> Result<Option<String>, Rejection> {
+/// Why a retraction is refused, if it is: its target must be stored (or earlier in the batch),
+/// must not be a retraction, and must belong to the retraction's `lead_id` if it names one.
+fn check_retraction(retract: &Event, target: Option<&Event>) -> Result<(), Rejection> {
     let Data::Retract { target_id, .. } = &retract.data else {
-        return Ok(retract.lead_id.clone());
+        return Ok(());
     };
     let target =
         target.ok_or_else(|| Rejection::new(Reason::UnknownTarget, format!("no event with id `{target_id}`")))?;
@@ -417,6 +416,6 @@ fn retraction_lead(retract: &Event, target: Option<&Event>) -> Result<Option<Str
             Reason::Invalid,
             format!("lead_id `{mine}` does not match the target's lead {theirs:?}"),
         )),
-        _ => Ok(target.lead_id.clone()),
+        _ => Ok(()),
     }
 }

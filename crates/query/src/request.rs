@@ -161,7 +161,7 @@ impl Request {
         let upto = engine.head().seq;
         let timeline = |lead_id: &str| -> Result<Timeline, ApiError> {
             Ok(Timeline::of(
-                ledger.lead_entries(lead_id).map_err(ApiError::store)?,
+                ledger.entries_at(&engine.filed(lead_id)).map_err(ApiError::store)?,
                 upto,
             ))
         };
