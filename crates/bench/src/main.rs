@@ -756,7 +756,8 @@ async fn versus_chdb(addr: &str, leads: u64, rows: &mut Vec<Row>) {
         "ms",
     );
     let events = leads_for(leads, 3);
-    row.note = match peers::chdb(&events, &windows[..20]) {
+    let as_of = parse_rfc3339(AS_OF).unwrap_or_default();
+    row.note = match peers::chdb(&events, &windows[..20], as_of) {
         Ok(answers) => {
             let mut secs: Vec<f64> = answers.iter().map(|(s, _)| *s).collect();
             secs.sort_by(f64::total_cmp);

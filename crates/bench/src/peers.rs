@@ -205,8 +205,9 @@ fn write_csv(events: &[Event], path: &std::path::Path) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| e.to_string())
 }
 
-/// Period counts per milestone of the leads whose milestone falls in `[{from}, {to})`,
-/// computed from the raw events (the milestones of [`FUNNEL_SQL`]; lost only if never won).
+/// Period counts per milestone of the leads whose milestone falls in `[{from}, {to})`, as of
+/// `{as_of}` (events after it are not seen), computed from the raw events (the milestones of
+/// [`FUNNEL_SQL`]; lost only if never won).
 const PERIOD_SQL: &str = "WITH m AS (SELECT lead_id, min(occurred_at) AS inquiry, \
     min(CASE WHEN (type = 'score' AND score >= 50) OR (type = 'handoff' AND handoff_to = 'sales') THEN occurred_at END) AS mql, \
     min(CASE WHEN type = 'handoff' AND handoff_to = 'sales' THEN occurred_at END) AS sal, \
@@ -214,15 +215,15 @@ const PERIOD_SQL: &str = "WITH m AS (SELECT lead_id, min(occurred_at) AS inquiry
     min(CASE WHEN type = 'accept' AND stage = 'opportunity' THEN occurred_at END) AS opp, \
     min(CASE WHEN type = 'close' AND outcome = 'won' THEN occurred_at END) AS won, \
     min(CASE WHEN type = 'close' AND outcome = 'lost' THEN occurred_at END) AS lost \
-    FROM events WHERE lead_id IS NOT NULL GROUP BY lead_id) \
+    FROM events WHERE lead_id IS NOT NULL AND occurred_at <= {as_of} GROUP BY lead_id) \
     SELECT countIf(inquiry >= {from} AND inquiry < {to}), countIf(mql >= {from} AND mql < {to}), \
     countIf(sal >= {from} AND sal < {to}), countIf(sql_ >= {from} AND sql_ < {to}), \
     countIf(opp >= {from} AND opp < {to}), countIf(won >= {from} AND won < {to}), \
     countIf(won IS NULL AND lost >= {from} AND lost < {to}) FROM m";
 
 /// chDB (ClickHouse in process, from PyPI) answering period-count questions over the raw
-/// events in Parquet: per window `[from, to)` its seconds and its seven counts.
-pub fn chdb(events: &[Event], windows: &[(i64, i64)]) -> Result<Vec<(f64, [u64; 7])>, String> {
+/// events in Parquet: per window `[from, to)` as of `as_of`, its seconds and its seven counts.
+pub fn chdb(events: &[Event], windows: &[(i64, i64)], as_of: i64) -> Result<Vec<(f64, [u64; 7])>, String> {
     let python =
         std::env::var("FUNNEL_PYTHON").unwrap_or_else(|_| crate::tool(".tools/venv/bin/python").display().to_string());
     let dir = Scratch::new("chdb");
@@ -236,7 +237,7 @@ pub fn chdb(events: &[Event], windows: &[(i64, i64)]) -> Result<Vec<(f64, [u64; 
         .arg(&csv)
         .arg(dir.path().join("events.parquet"))
         .arg(&windows_file)
-        .arg(PERIOD_SQL)
+        .arg(PERIOD_SQL.replace("{as_of}", &as_of.to_string()))
         .output()
         .map_err(|e| format!("{python}: {e}"))?;
     if !out.status.success() {
