@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::block::BlockWriter;
 use crate::canonical::{genesis, hex};
-use crate::{block_key, unhex, IdIndexBatch, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
+use crate::ids::IdIndexBatch;
+use crate::{block_key, unhex, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
 
 /// Entries imported per sled batch.
 const IMPORT_BATCH_ENTRIES: usize = 1_000;
@@ -218,7 +219,7 @@ impl<'a> Loader<'a> {
         if entry.recorded_at < self.head.recorded_at {
             return Ok(Err("recorded_at goes backwards".to_owned()));
         }
-        self.ids.add(self.ledger, id, entry.seq)?;
+        self.ids.add(id, entry.seq);
         self.blocks.push(entry);
         self.pending.insert(id.clone());
         self.head.position = LogPosition {
@@ -237,6 +238,7 @@ impl<'a> Loader<'a> {
         }
         self.ids.stage(&mut batch);
         self.ledger.log.apply_batch(batch)?;
+        self.ids.commit(self.ledger)?;
         self.stored = self.head.position.seq;
         self.pending.clear();
         *self.ledger.lock_head() = self.head;

@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
 //! | `b` ‖ first seq (u64 BE) | a [`block`] of consecutive entries (one per append batch, ≤ 64 KiB) |
-//! | `i` ‖ SHA-256(event id)[..8] | seqs (u64 BE) of the ids with that prefix: the permanent dedup index |
+//! | `j` ‖ first seq (u64 BE) | a run of the [`ids`] index: SHA-256(id)[..8] of each consecutive seq from there |
 //!
 //! Which entries belong to which lead is derived state: the engine files each entry's seq
 //! under its lead and reads a timeline back with [`Ledger::entries_at`]. (Stores written
@@ -20,6 +20,7 @@
 mod block;
 pub mod canonical;
 mod exchange;
+mod ids;
 mod migrate;
 mod v1;
 
@@ -30,7 +31,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use funnel_core::time::Micros;
 use funnel_core::{Entry, Event, LogPosition};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use block::{Block, BlockWriter};
 pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
@@ -138,6 +138,7 @@ pub struct Ledger {
     db: sled::Db,
     log: sled::Tree,
     head: Arc<Mutex<Head>>,
+    ids: Arc<ids::Ids>,
 }
 
 pub(crate) const BINCODE: bincode::config::Configuration = bincode::config::standard();
@@ -150,60 +151,8 @@ fn block_key(first_seq: u64) -> [u8; 9] {
     key
 }
 
-fn id_key(id: &str) -> [u8; 9] {
-    let digest = Sha256::digest(id.as_bytes());
-    let mut key = [b'i'; 9];
-    key[1..].copy_from_slice(&digest[..8]);
-    key
-}
-
 fn seq_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
-}
-
-fn seqs_in(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    value.chunks_exact(8).filter_map(seq_from)
-}
-
-/// One batch's view of the id index: each key read from sled at most once, plus the seqs this
-/// batch adds, written back with the batch. Two ids of one batch may share a key.
-#[derive(Default)]
-pub(crate) struct IdIndexBatch {
-    /// Key → (its seqs, stored and staged; whether this batch added any).
-    keys: HashMap<[u8; 9], (Vec<u8>, bool)>,
-}
-
-impl IdIndexBatch {
-    fn seqs(&mut self, ledger: &Ledger, key: [u8; 9]) -> Result<&mut (Vec<u8>, bool)> {
-        Ok(match self.keys.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert((ledger.log.get(key)?.map(|v| v.to_vec()).unwrap_or_default(), false))
-            }
-        })
-    }
-
-    /// The stored entry with this id (entries up to `stored_upto` are stored).
-    pub(crate) fn find(&mut self, ledger: &Ledger, id: &str, stored_upto: u64) -> Result<Option<Entry>> {
-        let (seqs, _) = self.seqs(ledger, id_key(id))?;
-        ledger.entry_with_id(seqs, id, stored_upto)
-    }
-
-    pub(crate) fn add(&mut self, ledger: &Ledger, id: &str, seq: u64) -> Result<()> {
-        let (seqs, added) = self.seqs(ledger, id_key(id))?;
-        seqs.extend_from_slice(&seq.to_be_bytes());
-        *added = true;
-        Ok(())
-    }
-
-    /// Puts the keys this batch added to into `batch`, and forgets everything.
-    pub(crate) fn stage(&mut self, batch: &mut sled::Batch) {
-        for (key, (seqs, added)) in self.keys.drain() {
-            if added {
-                batch.insert(&key, seqs);
-            }
-        }
-    }
 }
 
 /// Checks one entry against its predecessor's position; the reason if it does not hold.
@@ -272,6 +221,7 @@ impl Ledger {
             db,
             log,
             head: Arc::default(),
+            ids: Arc::default(),
         };
         let meta = match ledger.meta()? {
             Some(meta) => meta,
@@ -302,6 +252,19 @@ impl Ledger {
         }
         *ledger.lock_head() = head;
         Ok(ledger)
+    }
+
+    fn read_ids(&self) -> Result<std::sync::RwLockReadGuard<'_, ids::IdTable>> {
+        Ok(self.ids.table(self)?.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn write_ids(&self) -> Result<std::sync::RwLockWriteGuard<'_, ids::IdTable>> {
+        Ok(self.ids.table(self)?.write().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// How many ids the index holds (one per stored entry); loads it if not loaded yet.
+    pub fn indexed_ids(&self) -> Result<usize> {
+        Ok(self.read_ids()?.len())
     }
 
     /// The chain's metadata, if written.
@@ -375,16 +338,14 @@ impl Ledger {
 
     /// The entry of the event with this id.
     pub fn find(&self, id: &str) -> Result<Option<Entry>> {
-        match self.log.get(id_key(id))? {
-            None => Ok(None),
-            Some(seqs) => self.entry_with_id(&seqs, id, u64::MAX),
-        }
+        let seqs = self.read_ids()?.seqs(ids::id_hash(id));
+        self.entry_with_id(&seqs, id, u64::MAX)
     }
 
     /// The entry among `seqs` (an id index value) whose id is `id`. Seqs past `stored_upto`
     /// are this batch's own, not stored yet, and skipped; any other missing entry is damage.
-    fn entry_with_id(&self, seqs: &[u8], id: &str, stored_upto: u64) -> Result<Option<Entry>> {
-        for seq in seqs_in(seqs).filter(|seq| *seq <= stored_upto) {
+    fn entry_with_id(&self, seqs: &[u64], id: &str, stored_upto: u64) -> Result<Option<Entry>> {
+        for &seq in seqs.iter().filter(|seq| **seq <= stored_upto) {
             let entry = self.get(seq)?.ok_or_else(|| LedgerError::Damaged {
                 seq,
                 reason: "indexed but missing".into(),
@@ -459,7 +420,7 @@ impl Ledger {
         let mut blocks = BlockWriter::default();
         let mut batch = sled::Batch::default();
         let mut pending: HashMap<&str, (u64, &Event)> = HashMap::new();
-        let mut ids = IdIndexBatch::default();
+        let mut ids = ids::IdIndexBatch::default();
         let mut outcomes = Vec::with_capacity(candidates.len());
         for c in candidates {
             let id = c.event.id.as_str();
@@ -476,7 +437,7 @@ impl Ledger {
                     let seq = next.position.seq + 1;
                     let hash = entry_hash(&next.position.hash, seq, next.recorded_at, c.event);
                     blocks.push_parts(seq, next.position.hash, hash, next.recorded_at, c.stream_seq, c.event);
-                    ids.add(self, id, seq)?;
+                    ids.add(id, seq);
                     pending.insert(id, (seq, c.event));
                     next.position = LogPosition { seq, hash };
                     outcomes.push(Appended::Stored(seq));
@@ -489,6 +450,7 @@ impl Ledger {
             }
             ids.stage(&mut batch);
             self.log.apply_batch(batch)?;
+            ids.commit(self)?;
             *head = next;
         }
         Ok(outcomes)

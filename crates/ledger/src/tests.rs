@@ -160,19 +160,84 @@ fn a_flipped_byte_in_any_block_is_found_and_located() {
 fn ids_sharing_an_index_prefix_are_told_apart() {
     let (dir, ledger) = temp();
     offer(&ledger, &[touch("a", "L1", 1)], 1);
-    // Pretend "b" hashes to the same 8-byte prefix as "a": file its seq under a's key too.
     let b = touch("b", "L1", 2);
     offer(&ledger, std::slice::from_ref(&b), 2);
-    let mut both = 1u64.to_be_bytes().to_vec();
-    both.extend_from_slice(&2u64.to_be_bytes());
-    ledger.log.insert(id_key("a"), both.clone()).unwrap();
-    ledger.log.insert(id_key("b"), both).unwrap();
+    // Pretend "a" and "b" share a hash: file each one's seq under the other's hash too.
+    {
+        let mut table = ledger.write_ids().unwrap();
+        table.insert(ids::id_hash("a"), 2);
+        table.insert(ids::id_hash("b"), 1);
+    }
     assert_eq!(ledger.seq_of("a").unwrap(), Some(1));
     assert_eq!(ledger.seq_of("b").unwrap(), Some(2));
     assert_eq!(
         offer(&ledger, &[b, touch("a", "L1", 1)], 3),
         [Appended::Duplicate(2), Appended::Duplicate(1)]
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_id_index_survives_a_reopen_and_refuses_the_same_ids_after_it() {
+    let (dir, ledger) = temp();
+    let events = many(2_500, 7);
+    for part in events.chunks(1_000) {
+        offer(&ledger, part, 1);
+    }
+    ledger.flush().unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&dir).unwrap();
+    assert_eq!(ledger.indexed_ids().unwrap(), 2_500);
+    let again = offer(&ledger, &events[995..1_005], 2);
+    assert_eq!(again, (996..=1_005).map(Appended::Duplicate).collect::<Vec<_>>());
+    assert_eq!(ledger.seq_of("evt-002499").unwrap(), Some(2_500));
+    assert_eq!(ledger.head().seq, 2_500);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_store_with_one_index_key_per_id_is_converted_to_runs_on_open() {
+    let (dir, ledger) = temp();
+    let events = many(3_000, 5);
+    for part in events.chunks(700) {
+        offer(&ledger, part, 1);
+    }
+    // Rewrite the index as the old layout had it: `i` ‖ hash → its seqs, and no runs.
+    let mut old = std::collections::BTreeMap::<u64, Vec<u8>>::new();
+    for e in &events {
+        let seq = ledger.seq_of(&e.id).unwrap().unwrap();
+        old.entry(ids::id_hash(&e.id))
+            .or_default()
+            .extend_from_slice(&seq.to_be_bytes());
+    }
+    let runs: Vec<_> = ledger.log.scan_prefix(b"j").map(|kv| kv.unwrap().0).collect();
+    assert_eq!(runs.len(), 5);
+    for key in runs {
+        ledger.log.remove(key).unwrap();
+    }
+    for (hash, seqs) in old {
+        let mut key = vec![b'i'];
+        key.extend_from_slice(&hash.to_be_bytes());
+        ledger.log.insert(key, seqs).unwrap();
+    }
+    ledger.flush().unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&dir).unwrap();
+    // Converted on the first lookup, not at open.
+    assert_eq!(ledger.log.scan_prefix(b"j").count(), 0);
+    assert_eq!(ledger.indexed_ids().unwrap(), 3_000);
+    assert_eq!(ledger.log.scan_prefix(b"i").count(), 0);
+    assert_eq!(ledger.log.scan_prefix(b"j").count(), 1);
+    assert_eq!(ledger.indexed_ids().unwrap(), 3_000);
+    assert_eq!(
+        offer(&ledger, &events[..2], 2),
+        [Appended::Duplicate(1), Appended::Duplicate(2)]
+    );
+    let mut changed = events[7].clone();
+    changed.occurred_at += 1;
+    assert_eq!(offer(&ledger, &[changed], 2), [Appended::Conflict(8)]);
+    let v = ledger.verify(|_| {});
+    assert_eq!((v.checked, v.first_bad), (3_000, None));
     let _ = std::fs::remove_dir_all(dir);
 }
 
