@@ -2,6 +2,8 @@
 //! refused with the command that migrates it; `funnel migrate` re-chains it under format 2 with
 //! the old head recorded in the new chain; the answers do not change; and an export of it checks
 //! out with the independent verifier (scripts/verify_export.py), while a tampered one does not.
+//! And a JetStream consumer left by a version that acked message by message is replaced by one
+//! that acks whole batches, resuming after its ack floor.
 
 mod support;
 
@@ -9,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{funnel, independent_verify, NatsServer, TempDir};
+use support::{funnel, independent_verify, NatsServer, RawNats, Service, TempDir};
 
 /// The format-1 head of the fixture, as `funnel verify` of that version printed it.
 const V1_HEAD: &str = "9f68b05addb238a923eea652f52274d42d8f1201555fecdee3f2e8022f4e85cd";
@@ -167,5 +169,79 @@ fn the_independent_verifier_agrees_with_the_pinned_vectors() {
             independent_verify(&export),
             (false, format!("BAD seq {seq}: hash does not match the entry's content"))
         );
+    }
+}
+
+/// What JetStream's API answered, as JSON.
+fn js_api(nats: &mut RawNats, subject: &str, request: Value) -> Value {
+    let replies = nats.request(subject, request.to_string().as_bytes(), 1);
+    let answer: Value = serde_json::from_slice(&replies[0].1).unwrap();
+    assert!(answer.get("error").is_none(), "{subject}: {answer}");
+    answer
+}
+
+#[test]
+fn a_consumer_acking_each_message_is_replaced_and_resumes_after_its_ack_floor() {
+    // The stream and durable consumer as an older version created them: acks per message.
+    let nats_server = NatsServer::start();
+    let mut nats = RawNats::connect(nats_server.port);
+    js_api(
+        &mut nats,
+        "$JS.API.STREAM.CREATE.FUNNEL",
+        serde_json::json!({"name": "FUNNEL", "subjects": ["funnel.events.>"], "storage": "file"}),
+    );
+    js_api(
+        &mut nats,
+        "$JS.API.CONSUMER.CREATE.FUNNEL.funnel-ingest",
+        serde_json::json!({"stream_name": "FUNNEL", "config": {
+            "durable_name": "funnel-ingest", "ack_policy": "explicit", "deliver_policy": "all"}}),
+    );
+    let touches: Vec<Value> = (1..=6)
+        .map(|i| {
+            serde_json::json!({"id": format!("t{i}"), "type": "touch", "lead_id": format!("L{i}"),
+                "occurred_at": format!("2026-03-0{i}T10:00:00Z"), "producer": "hubspot-sync",
+                "data": {"channel": "email"}})
+        })
+        .collect();
+    for touch in &touches {
+        nats.publish_event(touch);
+    }
+    nats.flush();
+    // That version ingested and acked the first three, one by one, then stopped.
+    let first = nats.request("$JS.API.CONSUMER.MSG.NEXT.FUNNEL.funnel-ingest", br#"{"batch": 3}"#, 3);
+    for (ack_subject, payload) in &first {
+        let event: Value = serde_json::from_slice(payload).unwrap();
+        assert!(["t1", "t2", "t3"].contains(&event["id"].as_str().unwrap()), "{event}");
+        nats.publish(ack_subject, &[], b"+ACK");
+    }
+    nats.flush();
+
+    // This version takes over: the rest arrive, the acked three do not come again.
+    let data = TempDir::new("ack-all");
+    let service = Service::start(&nats_server, data.path());
+    service.wait_for_seq(3, std::time::Duration::from_secs(20));
+    let info = js_api(
+        &mut nats,
+        "$JS.API.CONSUMER.INFO.FUNNEL.funnel-ingest",
+        serde_json::json!({}),
+    );
+    assert_eq!(info["config"]["ack_policy"], "all", "{info}");
+    support::wait_for(
+        std::time::Duration::from_secs(20),
+        "the consumer's ack floor at 6",
+        || {
+            let info = js_api(
+                &mut nats,
+                "$JS.API.CONSUMER.INFO.FUNNEL.funnel-ingest",
+                serde_json::json!({}),
+            );
+            info["ack_floor"]["stream_seq"] == 6 && info["num_ack_pending"] == 0
+        },
+    );
+    assert_eq!(service.head_seq(), 3, "only the three never acked are in the ledger");
+    for (i, touch) in touches.iter().enumerate() {
+        let lead = touch["lead_id"].as_str().unwrap();
+        let (status, _) = service.get(&format!("/v1/leads/{lead}"));
+        assert_eq!(status, if i < 3 { 404 } else { 200 }, "lead {lead}");
     }
 }

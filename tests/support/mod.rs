@@ -348,6 +348,44 @@ impl RawNats {
         self.publish(&subject, &[("Nats-Msg-Id", id)], event.to_string().as_bytes());
     }
 
+    /// Sends `payload` to `subject` with a reply inbox and returns the `want` replies that
+    /// come back (a JetStream API answer, or the messages of a pull request), as
+    /// (reply subject, payload). Headers, if any, are dropped.
+    pub fn request(&mut self, subject: &str, payload: &[u8], want: usize) -> Vec<(String, Vec<u8>)> {
+        let inbox = format!("_INBOX.test.{}", std::process::id());
+        write!(self.writer, "SUB {inbox} 1\r\n").expect("SUB");
+        write!(self.writer, "PUB {subject} {inbox} {}\r\n", payload.len()).expect("PUB");
+        self.writer.write_all(payload).expect("payload");
+        self.writer.write_all(b"\r\n").expect("CRLF");
+        let mut replies = Vec::new();
+        while replies.len() < want {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("read");
+            assert!(!line.is_empty(), "nats closed the connection");
+            assert!(!line.starts_with("-ERR"), "nats error: {line}");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            // MSG <subject> <sid> [reply] <bytes> | HMSG <subject> <sid> [reply] <hdr> <total>
+            let (header_len, total, reply) = match words.first().copied() {
+                Some("MSG") => (0, words[words.len() - 1], words.get(3).filter(|_| words.len() == 5)),
+                Some("HMSG") => (
+                    words[words.len() - 2].parse::<usize>().expect("header bytes"),
+                    words[words.len() - 1],
+                    words.get(3).filter(|_| words.len() == 6),
+                ),
+                _ => continue,
+            };
+            let mut body = vec![0; total.parse::<usize>().expect("bytes") + 2];
+            std::io::Read::read_exact(&mut self.reader, &mut body).expect("message body");
+            body.truncate(body.len() - 2);
+            replies.push((
+                reply.map(|r| r.to_string()).unwrap_or_default(),
+                body.split_off(header_len),
+            ));
+        }
+        write!(self.writer, "UNSUB 1\r\n").expect("UNSUB");
+        replies
+    }
+
     /// Waits until the server has processed everything sent so far.
     pub fn flush(&mut self) {
         self.writer.write_all(b"PING\r\n").expect("PING");

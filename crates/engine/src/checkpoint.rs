@@ -33,7 +33,7 @@ pub const FORMAT: u32 = 3;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
 /// Leads per sled batch when every lead is written (after a bulk load).
-pub const LEADS_PER_BATCH: usize = 8_192;
+pub const LEADS_PER_BATCH: usize = 2_048;
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
 fn key(tag: u8, n: u32) -> [u8; 5] {

@@ -112,6 +112,10 @@ pub fn replay_unless(
 
 /// Least time between two checkpoints while events arrive.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// And at least this many times as long as the last checkpoint took: while a backlog drains,
+/// every lead it touches is dirty, writing them costs about what re-applying their events
+/// would at the next start, and checkpointing stays under a tenth of the writer's time.
+pub const CHECKPOINT_COST_SHARE: u32 = 10;
 
 /// The engine the query service reads, kept up with the ledger.
 pub struct Live {
@@ -125,13 +129,17 @@ struct Keeper {
     writer: Writer,
     tree: sled::Tree,
     checkpointed: Instant,
+    /// How long the last checkpoint took.
+    cost: Duration,
 }
 
 impl Keeper {
     fn checkpoint(&mut self) -> Result<(), EngineError> {
         let _span = info_span!("checkpoint").entered();
+        let started = Instant::now();
         let leads = self.writer.checkpoint(&self.tree)?;
         self.checkpointed = Instant::now();
+        self.cost = started.elapsed();
         info!(leads, seq = self.writer.head().seq, "checkpoint written");
         Ok(())
     }
@@ -173,6 +181,7 @@ impl Live {
             writer,
             tree,
             checkpointed: Instant::now(),
+            cost: Duration::ZERO,
         };
         if applied > 0 || !from_checkpoint {
             keeper.checkpoint()?;
@@ -196,7 +205,8 @@ impl Live {
     }
 
     /// Applies every ledger entry past the engine's head, publishing a snapshot per chunk, and
-    /// checkpoints what changed at most every [`CHECKPOINT_EVERY`].
+    /// checkpoints what changed at most every [`CHECKPOINT_EVERY`] (or
+    /// [`CHECKPOINT_COST_SHARE`] times the last checkpoint's cost, if longer).
     pub fn catch_up(&self) -> Result<u64, EngineError> {
         let _span = info_span!("project").entered();
         let mut keeper = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -204,7 +214,7 @@ impl Live {
             self.current.store(w.snapshot());
             true
         })?;
-        if keeper.checkpointed.elapsed() >= CHECKPOINT_EVERY {
+        if keeper.checkpointed.elapsed() >= CHECKPOINT_EVERY.max(keeper.cost * CHECKPOINT_COST_SHARE) {
             keeper.checkpoint()?;
         }
         Ok(applied)

@@ -903,9 +903,10 @@ impl Writer {
     }
 
     /// Writes what changed since the last checkpoint (leads, new symbols) and the position, in
-    /// one atomic batch. After a bulk load every lead changed: the header is removed first and
-    /// the leads go in batches of [`checkpoint::LEADS_PER_BATCH`] (a crash part-way leaves no
-    /// header, so no checkpoint), then the header. Returns the number of leads written.
+    /// one atomic batch. When more leads changed than [`checkpoint::LEADS_PER_BATCH`] (after a
+    /// bulk load every lead did), the header is removed first and the leads go in batches of
+    /// that many (a crash part-way leaves no header, so no checkpoint: the next start rebuilds
+    /// from the log), then the header. Returns the number of leads written.
     pub fn checkpoint(&mut self, tree: &sled::Tree) -> Result<usize, EngineError> {
         let failed = |e: sled::Error| EngineError::Checkpoint(format!("write: {e}"));
         self.finish_bulk();
@@ -937,7 +938,12 @@ impl Writer {
         };
         leads.sort_unstable();
         let mut parts: Vec<&[LeadNo]> = leads.chunks(checkpoint::LEADS_PER_BATCH.max(1)).collect();
-        if !self.all_dirty || parts.is_empty() {
+        if parts.len() > 1 && !self.all_dirty {
+            // Too many leads for one batch: sled's batches take a process-wide write lock, and
+            // one batch of every lead a backlog touched stalls the ledger's appends for as long.
+            tree.remove(checkpoint::HEADER_KEY).map_err(failed)?;
+        }
+        if parts.is_empty() {
             parts = vec![&leads[..]];
         }
         let last = parts.len().saturating_sub(1);

@@ -90,19 +90,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ProjectorError> {
     let stream = ensure_streams(&js, &settings).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            &settings.consumer,
-            pull::Config {
-                durable_name: Some(settings.consumer.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                max_ack_pending: settings.ack_pending_max,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| ProjectorError::Nats(format!("create consumer: {e}")))?;
+    let consumer = open_consumer(&stream, &settings).await?;
     let mut messages = consumer
         .stream()
         .max_messages_per_batch(settings.batch_events_max)
@@ -127,6 +115,47 @@ pub async fn run(
         .map_err(|e| ProjectorError::Nats(format!("appender thread: {e}")))?
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     appended.and(received)
+}
+
+/// Opens the durable consumer with `AckPolicy::All`: one ack per batch, on its last message,
+/// acknowledges the whole batch (and every earlier message, which is acked already: batches
+/// settle in order). A consumer created by an older version with per-message acks cannot be
+/// changed in place (JetStream refuses to update an ack policy), so it is replaced by one that
+/// starts after its ack floor; messages above the floor that were acked one by one come again
+/// and are duplicates, a no-op.
+async fn open_consumer(
+    stream: &stream::Stream,
+    settings: &Settings,
+) -> Result<jetstream::consumer::PullConsumer, ProjectorError> {
+    use jetstream::consumer::{AckPolicy, DeliverPolicy};
+    let mut deliver_policy = DeliverPolicy::All;
+    if let Ok(old) = stream.consumer_info(&settings.consumer).await {
+        if old.config.ack_policy != AckPolicy::All {
+            let floor = old.ack_floor.stream_sequence;
+            stream
+                .delete_consumer(&settings.consumer)
+                .await
+                .map_err(|e| ProjectorError::Nats(format!("replace consumer {}: {e}", settings.consumer)))?;
+            info!(consumer = %settings.consumer, ack_floor = floor, "consumer replaced: per-message acks → ack all, resuming after the ack floor");
+            deliver_policy = DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            };
+        }
+    }
+    stream
+        .get_or_create_consumer(
+            &settings.consumer,
+            pull::Config {
+                durable_name: Some(settings.consumer.clone()),
+                ack_policy: AckPolicy::All,
+                deliver_policy,
+                ack_wait: settings.ack_wait,
+                max_ack_pending: settings.ack_pending_max,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| ProjectorError::Nats(format!("create consumer: {e}")))
 }
 
 /// Stage 1: receives batches and decodes them, until shutdown or until the appender stops.
@@ -183,7 +212,8 @@ async fn receive_batches(
 }
 
 /// Stages 2 and 3: appends and flushes each batch on this thread, then hands its DLQ records
-/// and acks to a task, at most one batch behind.
+/// and its ack to a task, at most one batch behind. Batches settle in order, so the ack of
+/// batch N (which acknowledges everything up to its last message) follows batch N−1's.
 fn append_batches(
     runtime: tokio::runtime::Handle,
     js: jetstream::Context,
@@ -193,7 +223,12 @@ fn append_batches(
     mut batches: tokio::sync::mpsc::Receiver<Batch>,
     crash_after: Option<u64>,
 ) -> Result<(), ProjectorError> {
-    let mut settling: Option<tokio::task::JoinHandle<()>> = None;
+    let mut settling: Option<tokio::task::JoinHandle<Result<(), ProjectorError>>> = None;
+    let settled = |handle: tokio::task::JoinHandle<Result<(), ProjectorError>>| {
+        runtime
+            .block_on(handle)
+            .map_err(|e| ProjectorError::Nats(format!("settle task: {e}")))?
+    };
     let result = (|| {
         while let Some(batch) = batches.blocking_recv() {
             let span = batch.span.clone();
@@ -201,27 +236,25 @@ fn append_batches(
             let settle = span.in_scope(|| ingest_batch(&js, &ledger, &metrics, batch.decoded, crash))?;
             head.send_replace(ledger.head().seq);
             if let Some(previous) = settling.take() {
-                let _ = runtime.block_on(previous);
+                settled(previous)?;
             }
             settling = Some(runtime.spawn(settle.instrument(span)));
         }
         Ok(())
     })();
-    if let Some(previous) = settling.take() {
-        let _ = runtime.block_on(previous);
-    }
-    result
+    let last = settling.take().map_or(Ok(()), settled);
+    result.and(last)
 }
 
 /// Resolves, appends and flushes one batch; returns what is left to do once it is durable:
-/// publish its refusals to the DLQ and ack its messages.
+/// publish its refusals to the DLQ and ack the batch.
 fn ingest_batch(
     js: &jetstream::Context,
     ledger: &Ledger,
     metrics: &Arc<Metrics>,
     decoded: Vec<Decoded>,
     crash_before_ack: bool,
-) -> Result<impl std::future::Future<Output = ()> + Send + 'static, ProjectorError> {
+) -> Result<impl std::future::Future<Output = Result<(), ProjectorError>> + Send + 'static, ProjectorError> {
     let verdicts = resolve(ledger, decoded)?;
     let candidates: Vec<Candidate> = verdicts
         .iter()
@@ -239,9 +272,9 @@ fn ingest_batch(
         warn!("{CRASH_AFTER_APPEND_ENV}: aborting after flush, before ack");
         std::process::abort();
     }
+    let last = verdicts.last().map(|v| v.message.clone());
     let mut appended = appended.into_iter();
     let mut refused = Vec::new();
-    let mut to_ack = Vec::with_capacity(verdicts.len());
     for verdict in verdicts {
         let refusal = match &verdict.outcome {
             Err(rejection) => Some(rejection.clone()),
@@ -266,66 +299,88 @@ fn ingest_batch(
                 None => unreachable!("the ledger answers once per candidate"),
             },
         };
-        match refusal {
-            None => to_ack.push(verdict.message),
-            Some(rejection) => refused.push((verdict, rejection)),
+        if let Some(rejection) = refusal {
+            refused.push((verdict, rejection));
         }
     }
     let (js, metrics) = (js.clone(), Arc::clone(metrics));
-    Ok(settle(js, metrics, refused, to_ack))
+    Ok(settle(js, metrics, refused, last))
 }
 
-/// Publishes a durable batch's refusals to the DLQ, then acks every message whose outcome is
-/// stored: the stored events, and the refusals JetStream confirmed.
+/// How often a DLQ record is offered to JetStream before ingest gives up (and stops, acking
+/// nothing past it), and the first pause between tries (doubled each time).
+const DLQ_TRIES: u32 = 6;
+const DLQ_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Publishes a durable batch's refusals to the DLQ, waits until JetStream has stored every one,
+/// then acks the batch with one ack on its last message (the consumer acks all). A refusal the
+/// DLQ will not take stops ingest with an error instead: acking past it would lose it, and left
+/// unacked it comes again after a restart.
 async fn settle(
     js: jetstream::Context,
     metrics: Arc<Metrics>,
     refused: Vec<(Verdict, Rejection)>,
-    mut to_ack: Vec<jetstream::Message>,
-) {
-    let mut dlq_acks = Vec::new();
-    for (verdict, rejection) in refused {
+    last: Option<jetstream::Message>,
+) -> Result<(), ProjectorError> {
+    let mut pending = Vec::with_capacity(refused.len());
+    for (verdict, rejection) in &refused {
         metrics.count_dlq(rejection.reason);
         warn!(stream_seq = verdict.stream_seq, reason = rejection.reason.as_str(), error = %rejection.message, "refused");
-        let mut headers = HeaderMap::new();
-        headers.insert(DLQ_ERROR_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
-        headers.insert(DLQ_SUBJECT_HEADER, verdict.message.subject.as_str());
-        headers.insert(DLQ_STREAM_SEQ_HEADER, verdict.stream_seq.to_string().as_str());
-        headers.insert(
-            async_nats::header::NATS_MESSAGE_ID,
-            format!("dlq-{}", verdict.stream_seq).as_str(),
-        );
-        let subject = format!("funnel.dlq.{}", rejection.reason.as_str());
-        let ack = js
-            .publish_with_headers(subject, headers, verdict.message.payload.clone())
-            .await;
-        dlq_acks.push((ack, verdict.message));
+        pending.push(publish_dlq(&js, verdict, rejection).await);
     }
-    for (ack, message) in dlq_acks {
-        let stored = match ack {
-            Ok(future) => future.await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+    for ((verdict, rejection), first_try) in refused.iter().zip(pending) {
+        let mut stored = match first_try {
+            Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
         };
-        match stored {
-            Ok(_) => to_ack.push(message),
-            // Not acked: JetStream redelivers it and we try the DLQ again. Nothing is lost.
-            Err(e) => warn!(error = %e, "DLQ publish failed; leaving the message unacked"),
+        let mut pause = DLQ_RETRY_PAUSE;
+        for _ in 1..DLQ_TRIES {
+            let Err(e) = &stored else { break };
+            warn!(stream_seq = verdict.stream_seq, error = %e, "DLQ publish failed; trying again");
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            stored = match publish_dlq(&js, verdict, rejection).await {
+                Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
         }
-    }
-    let last = to_ack.pop();
-    for message in to_ack {
-        if let Err(e) = message.ack().await {
-            warn!(error = %e, "ack failed; expect a redelivery");
+        if let Err(e) = stored {
+            return Err(ProjectorError::Nats(format!(
+                "the DLQ did not store the refusal of stream seq {} after {DLQ_TRIES} tries ({e}); stopping before acking past it",
+                verdict.stream_seq
+            )));
         }
     }
     if let Some(message) = last {
         if let Err(e) = message.double_ack().await {
-            warn!(error = %e, "double ack failed; expect a redelivery");
+            warn!(error = %e, "batch ack failed; expect a redelivery");
         }
     }
     metrics
         .ingest_batches
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Sends one refusal to `funnel.dlq.<reason>`; the returned future resolves once JetStream
+/// has stored it. The message id makes a retry (or a redelivery's second refusal) a duplicate.
+async fn publish_dlq(
+    js: &jetstream::Context,
+    verdict: &Verdict,
+    rejection: &Rejection,
+) -> Result<jetstream::context::PublishAckFuture, String> {
+    let mut headers = HeaderMap::new();
+    headers.insert(DLQ_ERROR_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
+    headers.insert(DLQ_SUBJECT_HEADER, verdict.message.subject.as_str());
+    headers.insert(DLQ_STREAM_SEQ_HEADER, verdict.stream_seq.to_string().as_str());
+    headers.insert(
+        async_nats::header::NATS_MESSAGE_ID,
+        format!("dlq-{}", verdict.stream_seq).as_str(),
+    );
+    let subject = format!("funnel.dlq.{}", rejection.reason.as_str());
+    js.publish_with_headers(subject, headers, verdict.message.payload.clone())
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Decodes and validates every message and checks its subject: no ledger access, so it runs

@@ -38,7 +38,7 @@ impl Default for Settings {
             consumer: "funnel-ingest".into(),
             duplicate_window: Duration::from_secs(120),
             stream_message_bytes_max: 1024 * 1024,
-            batch_events_max: 1_000,
+            batch_events_max: 4_000,
             batch_linger: Duration::from_millis(5),
             ack_wait: Duration::from_secs(30),
             ack_pending_max: 20_000,
@@ -65,7 +65,7 @@ impl Settings {
             settings.ack_wait = Duration::from_millis(ms.max(100));
         }
         if let Some(n) = read("FUNNEL_BATCH_EVENTS_MAX")? {
-            settings.batch_events_max = usize::try_from(n.clamp(1, 100_000)).unwrap_or(1_000);
+            settings.batch_events_max = usize::try_from(n.clamp(1, 100_000)).unwrap_or(4_000);
         }
         Ok(settings)
     }
