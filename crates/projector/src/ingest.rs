@@ -4,7 +4,8 @@
 //! 1. the async loop receives a batch and decodes and validates it (no ledger access);
 //! 2. the appender, a thread of its own, resolves retraction targets against the ledger (which
 //!    by then holds every earlier batch), appends and flushes;
-//! 3. a task per durable batch publishes its refusals to the DLQ and acks.
+//! 3. a task per durable batch publishes its refusals to the DLQ and acks the batch (one ack on
+//!    its last message: the consumer acks all, see ARCHITECTURE.md).
 //!
 //! While batch N is appended, batch N+1 is received and decoded and batch N−1 is acked.
 //! Order matters and is the durability argument: nothing is acked before the ledger flush
@@ -119,10 +120,15 @@ pub async fn run(
 
 /// Opens the durable consumer with `AckPolicy::All`: one ack per batch, on its last message,
 /// acknowledges the whole batch (and every earlier message, which is acked already: batches
-/// settle in order). A consumer created by an older version with per-message acks cannot be
-/// changed in place (JetStream refuses to update an ack policy), so it is replaced by one that
-/// starts after its ack floor; messages above the floor that were acked one by one come again
-/// and are duplicates, a no-op.
+/// settle in order).
+///
+/// An ack-all acknowledges every message delivered before it, including any a previous process
+/// received and died with, which would be acked without ever being stored. So a consumer with
+/// deliveries past its ack floor is replaced by one that starts right after the floor: every
+/// message not acked comes again, in order, to this process. The same holds for a consumer
+/// created by an older version with per-message acks (JetStream refuses to change an ack
+/// policy in place); messages above its floor that were acked one by one come again and are
+/// duplicates, a no-op. One service per consumer, as ack-all requires.
 async fn open_consumer(
     stream: &stream::Stream,
     settings: &Settings,
@@ -130,13 +136,15 @@ async fn open_consumer(
     use jetstream::consumer::{AckPolicy, DeliverPolicy};
     let mut deliver_policy = DeliverPolicy::All;
     if let Ok(old) = stream.consumer_info(&settings.consumer).await {
-        if old.config.ack_policy != AckPolicy::All {
-            let floor = old.ack_floor.stream_sequence;
+        let floor = old.ack_floor.stream_sequence;
+        let policy = old.config.ack_policy;
+        if policy != AckPolicy::All || old.delivered.stream_sequence > floor {
             stream
                 .delete_consumer(&settings.consumer)
                 .await
                 .map_err(|e| ProjectorError::Nats(format!("replace consumer {}: {e}", settings.consumer)))?;
-            info!(consumer = %settings.consumer, ack_floor = floor, "consumer replaced: per-message acks → ack all, resuming after the ack floor");
+            info!(consumer = %settings.consumer, ack_floor = floor, delivered = old.delivered.stream_sequence, ?policy,
+                "consumer replaced to resume right after its ack floor");
             deliver_policy = DeliverPolicy::ByStartSequence {
                 start_sequence: floor + 1,
             };
@@ -166,6 +174,7 @@ async fn receive_batches(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ProjectorError> {
     let mut batch_no = 0u64;
+    let mut delivered: Option<u64> = None;
     info!(stream = %settings.stream, consumer = %settings.consumer, "ingest started");
     loop {
         let first = tokio::select! {
@@ -189,7 +198,19 @@ async fn receive_batches(
         let mut received = Vec::with_capacity(batch.len());
         for item in batch {
             match item {
-                Ok(message) => received.push(message),
+                Ok(message) => {
+                    // Deliveries are numbered without gaps; a gap is a message this process
+                    // never saw, and the next ack-all would acknowledge it.
+                    let delivery = message.info().map(|i| i.consumer_sequence).unwrap_or(0);
+                    if delivered.is_some_and(|last| delivery != last + 1) {
+                        return Err(ProjectorError::Nats(format!(
+                            "delivery {delivery} follows delivery {} (a message was lost on the way); stopping before an ack could acknowledge it: restart to resume after the ack floor",
+                            delivered.unwrap_or(0)
+                        )));
+                    }
+                    delivered = Some(delivery);
+                    received.push(message);
+                }
                 Err(e) => warn!(error = %e, "pull error; continuing"),
             }
         }
