@@ -32,7 +32,8 @@ pub const TREE: &str = "engine-checkpoint";
 pub const FORMAT: u32 = 3;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
-/// Leads per sled batch when every lead is written (after a bulk load).
+/// Leads per sled batch; a checkpoint of more leads is written in several (see
+/// `Writer::checkpoint`).
 pub const LEADS_PER_BATCH: usize = 2_048;
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 

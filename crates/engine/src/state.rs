@@ -938,9 +938,10 @@ impl Writer {
         };
         leads.sort_unstable();
         let mut parts: Vec<&[LeadNo]> = leads.chunks(checkpoint::LEADS_PER_BATCH.max(1)).collect();
-        if parts.len() > 1 && !self.all_dirty {
-            // Too many leads for one batch: sled's batches take a process-wide write lock, and
-            // one batch of every lead a backlog touched stalls the ledger's appends for as long.
+        if parts.len() > 1 {
+            // Too many leads for one batch (sled's batches take a process-wide write lock, and
+            // one batch of every lead a backlog touched stalls the ledger's appends as long):
+            // no header until the last batch, so a crash part-way leaves no mixed checkpoint.
             tree.remove(checkpoint::HEADER_KEY).map_err(failed)?;
         }
         if parts.is_empty() {

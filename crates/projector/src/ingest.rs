@@ -202,10 +202,9 @@ async fn receive_batches(
                     // Deliveries are numbered without gaps; a gap is a message this process
                     // never saw, and the next ack-all would acknowledge it.
                     let delivery = message.info().map(|i| i.consumer_sequence).unwrap_or(0);
-                    if delivered.is_some_and(|last| delivery != last + 1) {
+                    if let Some(last) = delivered.filter(|last| delivery != last + 1) {
                         return Err(ProjectorError::Nats(format!(
-                            "delivery {delivery} follows delivery {} (a message was lost on the way); stopping before an ack could acknowledge it: restart to resume after the ack floor",
-                            delivered.unwrap_or(0)
+                            "delivery {delivery} follows delivery {last} (a message was lost on the way); stopping before an ack could acknowledge it: restart to resume after the ack floor"
                         )));
                     }
                     delivered = Some(delivery);
@@ -350,20 +349,14 @@ async fn settle(
         pending.push(publish_dlq(&js, verdict, rejection).await);
     }
     for ((verdict, rejection), first_try) in refused.iter().zip(pending) {
-        let mut stored = match first_try {
-            Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
+        let mut stored = confirmed(first_try).await;
         let mut pause = DLQ_RETRY_PAUSE;
         for _ in 1..DLQ_TRIES {
             let Err(e) = &stored else { break };
             warn!(stream_seq = verdict.stream_seq, error = %e, "DLQ publish failed; trying again");
             tokio::time::sleep(pause).await;
             pause *= 2;
-            stored = match publish_dlq(&js, verdict, rejection).await {
-                Ok(future) => future.await.map(drop).map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
+            stored = confirmed(publish_dlq(&js, verdict, rejection).await).await;
         }
         if let Err(e) = stored {
             return Err(ProjectorError::Nats(format!(
@@ -402,6 +395,11 @@ async fn publish_dlq(
     js.publish_with_headers(subject, headers, verdict.message.payload.clone())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Waits until JetStream confirms it stored a published DLQ record.
+async fn confirmed(published: Result<jetstream::context::PublishAckFuture, String>) -> Result<(), String> {
+    published?.await.map(drop).map_err(|e| e.to_string())
 }
 
 /// Decodes and validates every message and checks its subject: no ledger access, so it runs
