@@ -29,7 +29,7 @@ use crate::EngineError;
 /// The sled tree that holds the checkpoint.
 pub const TREE: &str = "engine-checkpoint";
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
-pub const FORMAT: u32 = 3;
+pub const FORMAT: u32 = 4;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
 /// Leads per sled batch; a checkpoint of more leads is written in several (see
@@ -77,6 +77,9 @@ pub(crate) struct Header {
     pub history_parts: u64,
     pub history_latest: Micros,
     pub history_complete: bool,
+    /// `Engine::late`, by lead.
+    pub late: Vec<(LeadNo, Micros)>,
+    pub rules_changed_at: u64,
 }
 
 /// One lead as stored.

@@ -13,9 +13,12 @@ use funnel_core::projection::LogPosition;
 use funnel_core::report::{Counts, FunnelGroup, FunnelQuery, FunnelReport};
 use funnel_core::time::Micros;
 
+use funnel_ledger::Ledger;
+
 use crate::dict::Sym;
-use crate::facts::Facts;
-use crate::state::{dim_key, Engine, DIMS};
+use crate::facts::{filed, Facts};
+use crate::state::{dim_key, Engine, LeadNo, DIMS};
+use crate::EngineError;
 
 /// Signed counts while corrections are applied.
 #[derive(Debug, Clone, Copy, Default)]
@@ -101,6 +104,36 @@ fn bump(facts: &Facts, bounds: &[Micros], as_of: Micros, series: &mut [[i64; 7]]
     }
 }
 
+/// Counts that hold every lead's final view (as of forever), being corrected lead by lead to
+/// what they are as of an earlier time.
+struct Corrected<'a> {
+    total: &'a mut Tally,
+    groups: &'a mut HashMap<Sym, Tally>,
+    series: &'a mut [[i64; 7]],
+}
+
+impl Corrected<'_> {
+    /// Replaces the lead's final contribution (the view the counts hold) by its contribution
+    /// as of `as_of`.
+    fn correct(&mut self, f: &Facts, query: &FunnelQuery, bounds: Option<&[Micros]>, as_of: Micros) {
+        let (lo, hi) = (
+            query.window.from.unwrap_or(Micros::MIN),
+            query.window.to.unwrap_or(Micros::MAX),
+        );
+        let within = query.within();
+        self.total.add(f, lo, hi, within, Micros::MAX, -1);
+        self.total.add(f, lo, hi, within, as_of, 1);
+        if let Some(d) = dim_of(query) {
+            (self.groups.entry(dim_key(d, f, Micros::MAX)).or_default()).add(f, lo, hi, within, Micros::MAX, -1);
+            (self.groups.entry(dim_key(d, f, as_of)).or_default()).add(f, lo, hi, within, as_of, 1);
+        }
+        if let Some(b) = bounds {
+            bump(f, b, Micros::MAX, self.series, -1);
+            bump(f, b, as_of, self.series, 1);
+        }
+    }
+}
+
 /// The funnel report; `query.bounds()` must have been checked by the caller.
 pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelReport {
     let _span = tracing::debug_span!("funnel").entered();
@@ -108,7 +141,6 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
         query.window.from.unwrap_or(Micros::MIN),
         query.window.to.unwrap_or(Micros::MAX),
     );
-    let within = query.within();
     let days = query.within_days.unwrap_or(u32::MAX);
     let dim = dim_of(query);
     let index = engine.index();
@@ -144,24 +176,14 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
     let late = index
         .settled
         .range(&(as_of.saturating_add(1), 0), &(Micros::MAX, u32::MAX));
+    let mut counts = Corrected {
+        total: &mut total,
+        groups: &mut groups,
+        series: &mut series,
+    };
     for (_, no) in late {
-        let Some(slot) = engine.lead(no) else { continue };
-        let f = &slot.facts;
-        total.add(f, lo, hi, within, Micros::MAX, -1);
-        total.add(f, lo, hi, within, as_of, 1);
-        if let Some(d) = dim {
-            groups
-                .entry(dim_key(d, f, Micros::MAX))
-                .or_default()
-                .add(f, lo, hi, within, Micros::MAX, -1);
-            groups
-                .entry(dim_key(d, f, as_of))
-                .or_default()
-                .add(f, lo, hi, within, as_of, 1);
-        }
-        if let Some(b) = &bounds {
-            bump(f, b, Micros::MAX, &mut series, -1);
-            bump(f, b, as_of, &mut series, 1);
+        if let Some(slot) = engine.lead(no) {
+            counts.correct(&slot.facts, query, bounds.as_deref(), as_of);
         }
     }
     let series = bounds
@@ -197,17 +219,35 @@ pub fn cost(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> Option<u64> 
     Some(groups * 26 + buckets * 14 + late * 8)
 }
 
+/// Leads re-derived from their entries per [`funnel_at`] question at most; beyond, the
+/// prefix is replayed (an `as_of` far in the past of a log that changed much after `at`).
+pub const DERIVED_AT_MOST: usize = 2_000;
+
 /// The funnel report at an earlier log position `at` (`at.seq` at most the engine's head),
-/// from the history's born and died points: no replay. `None` when the history cannot answer
-/// exactly and the caller must replay the prefix: a conversion window (`within_days`: a
-/// three-dimensional count), an `as_of` earlier than a time some version reads, or an
-/// incomplete history.
-pub fn funnel_at(engine: &Engine, query: &FunnelQuery, as_of: Micros, at: LogPosition) -> Option<FunnelReport> {
+/// from the history's born and died points: no replay. The history holds every lead's view as
+/// of forever at each seq; a lead whose view as of `as_of` differs (it reads a later time:
+/// the `settled` index and [`Engine::late`] list every such lead) is corrected one by one with
+/// its facts at `at`: its final facts if nothing changed it after `at`, otherwise derived from
+/// its entries up to `at`, read from `ledger`.
+///
+/// `None` when the history cannot answer exactly and the caller must replay the prefix: a
+/// conversion window (`within_days`: a three-dimensional count), an incomplete history, a
+/// rules change after `at` while some lead needs correcting, or more than
+/// [`DERIVED_AT_MOST`] leads to re-derive.
+pub fn funnel_at(
+    engine: &Engine,
+    query: &FunnelQuery,
+    as_of: Micros,
+    at: LogPosition,
+    ledger: &Ledger,
+) -> Result<Option<FunnelReport>, EngineError> {
     let history = engine.history();
-    if query.within_days.is_some() || as_of < history.latest || !history.complete || at.seq > engine.head().seq {
-        return None;
+    if query.within_days.is_some() || !history.complete || at.seq > engine.head().seq {
+        return Ok(None);
     }
-    let upto = crate::history::stamp_seq(at.seq)?;
+    let Some(upto) = crate::history::stamp_seq(at.seq) else {
+        return Ok(None);
+    };
     let _span = tracing::debug_span!("funnel_at", seq = at.seq).entered();
     let (lo, hi) = (
         query.window.from.unwrap_or(Micros::MIN),
@@ -225,30 +265,72 @@ pub fn funnel_at(engine: &Engine, query: &FunnelQuery, as_of: Micros, at: LogPos
         t.cohort[0] = t.period[0];
         t
     };
-    let total = history.groups[0].get(&0).map(tally).unwrap_or_default();
+    let all = history.groups[0].get(&0);
+    let mut total = all.map(tally).unwrap_or_default();
     let dim = dim_of(query);
-    let groups = dim.map(|d| history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))));
+    let mut groups: HashMap<Sym, Tally> = dim
+        .map(|d| history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))).collect())
+        .unwrap_or_default();
     let bounds = query.bounds().ok().flatten();
-    let series = bounds.as_deref().map(|b| {
-        let counts = b
-            .windows(2)
-            .map(|w| {
-                let period: [i64; 7] = std::array::from_fn(|m| {
-                    history.groups[0]
-                        .get(&0)
-                        .map_or(0, |g| g.period[m].count(w[0], w[1], upto))
-                });
-                Tally::counts(&period)
-            })
-            .collect();
-        (b, counts)
+    let mut series: Vec<[i64; 7]> = bounds.as_deref().map_or_else(Vec::new, |b| {
+        b.windows(2)
+            .map(|w| std::array::from_fn(|m| all.map_or(0, |g| g.period[m].count(w[0], w[1], upto))))
+            .collect()
     });
-    Some(FunnelReport::assemble(
+    if as_of < history.latest {
+        let index = engine.index();
+        let mut late: Vec<LeadNo> = (index
+            .settled
+            .range(&(as_of.saturating_add(1), 0), &(Micros::MAX, u32::MAX)))
+        .into_iter()
+        .map(|(_, no)| no)
+        .chain(engine.late().iter().filter(|(_, t)| **t > as_of).map(|(no, _)| *no))
+        .collect();
+        late.sort_unstable();
+        late.dedup();
+        let mut counts = Corrected {
+            total: &mut total,
+            groups: &mut groups,
+            series: &mut series,
+        };
+        let mut derived = 0;
+        for no in late {
+            let Some(slot) = engine.lead(no) else { continue };
+            let seqs = filed::seqs(&slot.filed);
+            if seqs.first().is_none_or(|first| *first > at.seq) {
+                continue; // not yet a lead at `at`
+            }
+            if engine.rules_changed_at() > at.seq {
+                return Ok(None);
+            }
+            let owned;
+            let facts = if seqs.last().is_some_and(|last| *last <= at.seq) {
+                &slot.facts
+            } else {
+                derived += 1;
+                if derived > DERIVED_AT_MOST {
+                    return Ok(None);
+                }
+                let Some(f) = engine.facts_at(no, at.seq, ledger)? else {
+                    return Ok(None);
+                };
+                owned = f;
+                &owned
+            };
+            if facts.exists() && facts.settled_at() > as_of {
+                counts.correct(facts, query, bounds.as_deref(), as_of);
+            }
+        }
+    }
+    let series = bounds
+        .as_deref()
+        .map(|b| (b, series.iter().map(Tally::counts).collect()));
+    Ok(Some(FunnelReport::assemble(
         at,
         query,
         as_of,
         total.group("(all)".to_owned()),
-        listed(engine, groups.into_iter().flatten()),
+        listed(engine, groups),
         series,
-    ))
+    )))
 }

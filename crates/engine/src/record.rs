@@ -34,19 +34,37 @@ pub struct Rec {
 impl Rec {
     /// The compact form of a lead event; `None` for spend, rules and retract.
     pub fn of(seq: u64, event: &Event, dict: &mut Dict) -> Option<Rec> {
+        Rec::build(seq, event, &mut |name| dict.intern(name))
+    }
+
+    /// The compact form of a lead event whose names `dict` already holds (every event the
+    /// engine has applied): `Err` with the first name it does not know.
+    pub fn known(seq: u64, event: &Event, dict: &Dict) -> Result<Option<Rec>, String> {
+        let mut unknown = None;
+        let rec = Rec::build(seq, event, &mut |name| {
+            dict.get(name).unwrap_or_else(|| {
+                unknown.get_or_insert_with(|| name.to_owned());
+                NONE
+            })
+        });
+        unknown.map_or(Ok(rec), Err)
+    }
+
+    fn build(seq: u64, event: &Event, sym: &mut dyn FnMut(&str) -> Sym) -> Option<Rec> {
+        let opt = |sym: &mut dyn FnMut(&str) -> Sym, name: Option<&str>| name.map_or(NONE, sym);
         let mut rec = Rec {
             at: event.occurred_at,
             seq,
             value: 0,
             a: NONE,
             b: NONE,
-            producer: dict.intern_opt(event.producer.as_deref()),
+            producer: opt(sym, event.producer.as_deref()),
             kind: Kind::Touch,
         };
         match &event.data {
             Data::Touch { channel, campaign, .. } => {
-                rec.a = dict.intern(channel);
-                rec.b = dict.intern_opt(campaign.as_deref());
+                rec.a = sym(channel);
+                rec.b = opt(sym, campaign.as_deref());
             }
             Data::Score { score, .. } => {
                 rec.kind = Kind::Score;
@@ -54,17 +72,17 @@ impl Rec {
             }
             Data::Handoff { to, owner } => {
                 rec.kind = Kind::Handoff(*to);
-                rec.a = dict.intern_opt(owner.as_deref());
+                rec.a = opt(sym, owner.as_deref());
             }
             Data::Accept { stage, owner, .. } => {
                 rec.kind = Kind::Accept(*stage);
-                rec.a = dict.intern_opt(owner.as_deref());
+                rec.a = opt(sym, owner.as_deref());
             }
             Data::Rejection { reason, .. } => rec.kind = Kind::Rejection(*reason),
             Data::Close { outcome, amount, .. } => {
                 rec.kind = Kind::Close(*outcome);
                 if let Some(money) = amount {
-                    rec.b = dict.intern(&money.currency);
+                    rec.b = sym(&money.currency);
                     rec.value = money.amount_minor;
                 }
             }

@@ -228,6 +228,13 @@ pub struct Engine {
     pub(crate) spends: Arc<Vec<Spend>>,
     pub(crate) index: FunnelIndex,
     pub(crate) history: History,
+    /// Leads an earlier version of which reads a later time than their final facts do (a
+    /// milestone since retracted or moved earlier), with the latest such time: with the
+    /// `settled` index, every lead whose answer as of some `as_of` differs from its history
+    /// view. Rare: kept whole.
+    pub(crate) late: Arc<HashMap<LeadNo, Micros>>,
+    /// The seq of the last rules change (a rules event or its retraction); 0 if none.
+    pub(crate) rules_changed_at: u64,
     pub(crate) names: Arc<LeadNames>,
     /// Built on demand by questions asked of this snapshot; fresh in every snapshot.
     pub(crate) derived: Arc<Derived>,
@@ -258,12 +265,50 @@ impl Engine {
     pub fn derived(&self) -> &Derived {
         &self.derived
     }
+    pub fn late(&self) -> &HashMap<LeadNo, Micros> {
+        &self.late
+    }
+    pub fn rules_changed_at(&self) -> u64 {
+        self.rules_changed_at
+    }
     /// The seqs of the ledger entries filed under `lead_id` at this log position (its
     /// timeline), ascending; empty for a lead it does not know.
     pub fn filed(&self, lead_id: &str) -> Vec<u64> {
         self.lead_no(lead_id)
             .and_then(|no| self.leads.get(no as usize))
             .map_or_else(Vec::new, |slot| filed::seqs(&slot.filed))
+    }
+
+    /// Lead `no`'s facts at the earlier log position `seq`, derived from its entries up to
+    /// there under the rules in force now (the caller checks they were in force then too:
+    /// [`Engine::rules_changed_at`]). `None` if an entry names what the dictionary does not
+    /// know, which would be a bug: the caller then replays.
+    pub fn facts_at(&self, no: LeadNo, seq: u64, ledger: &Ledger) -> Result<Option<Facts>, EngineError> {
+        let (Some(slot), Some(lead_id)) = (self.lead(no), self.names.name(no)) else {
+            return Ok(None);
+        };
+        let mut seqs = filed::seqs(&slot.filed);
+        seqs.retain(|s| *s <= seq);
+        let entries = ledger.entries_at(&seqs)?;
+        // A retraction filed under a lead targets an earlier event of that lead.
+        let gone: HashSet<&str> = (entries.iter())
+            .filter_map(|e| match &e.event.data {
+                Data::Retract { target_id, .. } => Some(target_id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut recs = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            if entry.event.lead_id.as_deref() != Some(lead_id.as_str()) || gone.contains(entry.event.id.as_str()) {
+                continue;
+            }
+            match Rec::known(entry.seq, &entry.event, &self.dict) {
+                Ok(rec) => recs.extend(rec),
+                Err(_) => return Ok(None),
+            }
+        }
+        recs.sort_unstable_by_key(Rec::order_key);
+        Ok(Some(derive(&recs, &self.dict, &self.rules).facts))
     }
 
     /// The dense id of `lead_id` if the lead exists at this log position.
@@ -498,8 +543,15 @@ struct Pending {
     new_leads: HashMap<String, LeadNo>,
 }
 
-/// A lead's stamps over a run and the latest time any of its versions reads.
-type LeadHistory = (Vec<Stamp>, Micros);
+/// A lead's history over a run.
+struct LeadHistory {
+    stamps: Vec<Stamp>,
+    /// The latest time any of its versions in the run reads.
+    latest: Micros,
+    /// The latest time any of its versions ever read, if later than its new final facts do
+    /// (see `Engine::late`).
+    late: Option<Micros>,
+}
 
 /// Leads derived per thread before the work is split over every core.
 const PARALLEL_DERIVE_MIN: usize = 4_096;
@@ -551,7 +603,7 @@ impl Writer {
         let derived_at = started.elapsed();
         // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`. The
         // history and the funnel indexes are built at the same time, on two cores.
-        let (slots, mut stamps) = self.take_history(derived);
+        let (slots, mut stamps) = self.take_history(&nos, derived);
         let next = &mut self.next;
         let (history, index, leads, rules) = (&mut next.history, &mut next.index, &mut next.leads, &next.rules);
         let (history_at, noted_at) = std::thread::scope(|scope| {
@@ -785,6 +837,7 @@ impl Writer {
 
     /// Records a rules change of the current run (remembering the timeline before the run).
     fn rules_step(&mut self, seq: u64, step: RulesStep) {
+        self.next.rules_changed_at = seq;
         if self.run_rules.steps.is_empty() {
             self.run_rules.before = (*self.next.rules).clone();
         }
@@ -805,11 +858,8 @@ impl Writer {
             dict: &self.dict,
         };
         let (versions, latest) = history::versions(&run, &slot.facts);
-        let mut prev = self
-            .next
-            .leads
-            .get(no as usize)
-            .map_or(View::NONE, |old| View::of(&old.facts, Micros::MAX));
+        let old = self.next.leads.get(no as usize).map(|old| &old.facts);
+        let mut prev = old.map_or(View::NONE, |old| View::of(old, Micros::MAX));
         let mut stamps = Vec::new();
         for (seq, view) in versions {
             let Some(seq) = history::stamp_seq(seq) else {
@@ -818,13 +868,23 @@ impl Writer {
             history::diff(&prev, &view, seq, &mut stamps);
             prev = view;
         }
-        (slot, Some((stamps, latest)))
+        // Every earlier version read at most the old final facts' time or the old late time.
+        let settled = |f: &Facts| if f.exists() { f.settled_at() } else { Micros::MIN };
+        let ever =
+            (latest.max(old.map_or(Micros::MIN, settled))).max(self.next.late.get(&no).copied().unwrap_or(Micros::MIN));
+        let late = (ever > settled(&slot.facts)).then_some(ever);
+        (slot, Some(LeadHistory { stamps, latest, late }))
     }
 
     /// Adds the run's history to the engine's (and, with `keep`, to what the next checkpoint
     /// writes), ends the run, and hands back the derived slots.
-    fn record_history(&mut self, derived: Vec<(LeadSlot, Option<LeadHistory>)>, keep: bool) -> Vec<LeadSlot> {
-        let (slots, mut stamps) = self.take_history(derived);
+    fn record_history(
+        &mut self,
+        nos: &[LeadNo],
+        derived: Vec<(LeadSlot, Option<LeadHistory>)>,
+        keep: bool,
+    ) -> Vec<LeadSlot> {
+        let (slots, mut stamps) = self.take_history(nos, derived);
         self.next.history.add(&mut stamps);
         if keep {
             self.unsaved.extend(stamps);
@@ -834,19 +894,36 @@ impl Writer {
 
     /// Splits derived leads into their slots and the run's stamps (noting the history's
     /// latest time and completeness), and ends the run.
-    fn take_history(&mut self, derived: Vec<(LeadSlot, Option<LeadHistory>)>) -> (Vec<LeadSlot>, Vec<Stamp>) {
+    fn take_history(
+        &mut self,
+        nos: &[LeadNo],
+        derived: Vec<(LeadSlot, Option<LeadHistory>)>,
+    ) -> (Vec<LeadSlot>, Vec<Stamp>) {
         let history = &mut self.next.history;
         let mut stamps = Vec::new();
         let mut slots = Vec::with_capacity(derived.len());
-        for (slot, lead_history) in derived {
+        let mut late: Vec<(LeadNo, Option<Micros>)> = Vec::new();
+        for (no, (slot, lead_history)) in nos.iter().zip(derived) {
             match lead_history {
-                Some((s, latest)) => {
-                    stamps.extend(s);
-                    history.latest = history.latest.max(latest);
+                Some(h) => {
+                    stamps.extend(h.stamps);
+                    history.latest = history.latest.max(h.latest);
+                    if h.late.is_some() || self.next.late.contains_key(no) {
+                        late.push((*no, h.late));
+                    }
                 }
                 None => history.complete = false,
             }
             slots.push(slot);
+        }
+        if !late.is_empty() {
+            let map = Arc::make_mut(&mut self.next.late);
+            for (no, t) in late {
+                match t {
+                    Some(t) => map.insert(no, t),
+                    None => map.remove(&no),
+                };
+            }
         }
         self.end_run();
         (slots, stamps)
@@ -879,7 +956,8 @@ impl Writer {
         let mut leads: Vec<(LeadNo, Vec<Rec>)> = pending.leads.into_iter().collect();
         leads.sort_unstable_by_key(|(no, _)| *no);
         let derived = par_map(&leads, |(no, recs)| self.derive_with_history(*no, recs));
-        let slots = self.record_history(derived, true);
+        let nos: Vec<LeadNo> = leads.iter().map(|(no, _)| *no).collect();
+        let slots = self.record_history(&nos, derived, true);
         // A rules change moves every lead's Markov lookback: that index is rebuilt instead.
         let rules_changed = pending.rules_from.is_some();
         let mut changes = if rules_changed {
@@ -992,6 +1070,12 @@ impl Writer {
             history_parts: self.history_part,
             history_latest: self.next.history.latest,
             history_complete: self.next.history.complete,
+            late: {
+                let mut late: Vec<(LeadNo, Micros)> = self.next.late.iter().map(|(k, v)| (*k, *v)).collect();
+                late.sort_unstable();
+                late
+            },
+            rules_changed_at: self.next.rules_changed_at,
         }
     }
 
@@ -1034,6 +1118,8 @@ impl Writer {
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         writer.next.history.latest = header.history_latest;
+        writer.next.late = Arc::new(header.late.into_iter().collect());
+        writer.next.rules_changed_at = header.rules_changed_at;
         writer.next.history.complete = header.history_complete;
         writer.history_part = header.history_parts;
         writer.run_from = header.position.seq;

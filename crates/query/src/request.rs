@@ -149,7 +149,8 @@ impl Request {
             None if seq == 0 => funnel_core::LogPosition::default(),
             None => return Ok(None),
         };
-        funnel::funnel_at(engine, query, self.travel.as_of, at)
+        funnel::funnel_at(engine, query, self.travel.as_of, at, ledger)
+            .map_err(ApiError::store)?
             .map(|report| serde_json::to_vec(&report).map_err(ApiError::store))
             .transpose()
     }
