@@ -12,7 +12,12 @@ use funnel_engine::live::{replay, Live};
 use funnel_engine::{funnel, reports};
 use funnel_ledger::Ledger;
 
+/// The service's allocator, so that times and memory are the service's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: queries DATA_DIR [N]")?);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);

@@ -9,9 +9,14 @@
 //! Layout (keys are big-endian so sled's order is number order):
 //! - `m`: [`Header`]: format, position, lead and symbol counts, rules, spends, retractions;
 //! - `d` + sym (u32): a dictionary name;
-//! - `l` + lead number (u32): [`StoredLead`]: the lead's id and slot (with its lead index);
-//! - `h` + part number (u64): a part of the funnel history, stamps in the order written
-//!   (history only grows, so a checkpoint adds the stamps since the last one as a new part).
+//! - `p` + page number (u32): the leads numbered `page × PAGE_LEADS ..` up to `PAGE_LEADS` of
+//!   them, each a [`StoredLead`]: its id and slot (with its lead index). Pages rather than one
+//!   key per lead: a restart reads 1 M leads as 15,625 values (sled's iterator costs about
+//!   2 µs per key, which made one key per lead 2 s of a 1 M-lead restart), and leads numbered
+//!   close together were created close together, so the leads a batch changes share pages;
+//! - `h` + part number (u64): a part of the funnel history: sets of points, each sorted
+//!   (history only grows, so a checkpoint adds the points since the last one as a new part; a
+//!   restart merges each set's runs instead of sorting the whole history).
 
 use std::sync::Arc;
 
@@ -22,19 +27,21 @@ use funnel_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{Extra, Facts, LeadSlot, Touch};
-use crate::history::{History, Stamp};
+use crate::history::{History, SetPoints};
 use crate::state::{LeadNo, Spend};
 use crate::EngineError;
 
 /// The sled tree that holds the checkpoint.
 pub const TREE: &str = "engine-checkpoint";
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
-pub const FORMAT: u32 = 4;
+pub const FORMAT: u32 = 5;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
-/// Leads per sled batch; a checkpoint of more leads is written in several (see
+/// Leads per page (see the layout above).
+pub const PAGE_LEADS: usize = 64;
+/// Pages per sled batch; a checkpoint of more pages is written in several (see
 /// `Writer::checkpoint`).
-pub const LEADS_PER_BATCH: usize = 2_048;
+pub const PAGES_PER_BATCH: usize = 32;
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
 
 fn key(tag: u8, n: u32) -> [u8; 5] {
@@ -42,8 +49,8 @@ fn key(tag: u8, n: u32) -> [u8; 5] {
     [tag, b[0], b[1], b[2], b[3]]
 }
 
-pub(crate) fn lead_key(no: LeadNo) -> [u8; 5] {
-    key(b'l', no)
+pub(crate) fn page_key(page: u32) -> [u8; 5] {
+    key(b'p', page)
 }
 
 pub(crate) fn sym_key(sym: u32) -> [u8; 5] {
@@ -56,11 +63,37 @@ pub(crate) fn history_key(part: u64) -> [u8; 9] {
     k
 }
 
-/// History stamps per sled value (about 1.3 MB: well below sled's blob threshold).
-pub(crate) const STAMPS_PER_PART: usize = 65_536;
+/// History points per sled value (under 1 MB: well below sled's blob threshold).
+pub(crate) const POINTS_PER_PART: usize = 65_536;
 
-pub(crate) fn encode_stamps(stamps: &[Stamp]) -> Result<Vec<u8>, EngineError> {
-    bincode::serde::encode_to_vec(stamps, BINCODE).map_err(|e| damaged("encode history", e))
+/// Sets of history points as sled values of at most [`POINTS_PER_PART`] points (a larger set
+/// is split; the loader puts it together again).
+pub(crate) fn encode_history(sets: Vec<SetPoints>) -> Result<Vec<Vec<u8>>, EngineError> {
+    let mut parts = Vec::new();
+    let mut part: Vec<SetPoints> = Vec::new();
+    let mut size = 0;
+    let mut flush = |part: &mut Vec<SetPoints>, size: &mut usize| -> Result<(), EngineError> {
+        if !part.is_empty() {
+            parts.push(bincode::serde::encode_to_vec(&*part, BINCODE).map_err(|e| damaged("encode history", e))?);
+        }
+        part.clear();
+        *size = 0;
+        Ok(())
+    };
+    for set in sets {
+        for chunk in set.points.chunks(POINTS_PER_PART) {
+            if size + chunk.len() > POINTS_PER_PART {
+                flush(&mut part, &mut size)?;
+            }
+            size += chunk.len();
+            part.push(SetPoints {
+                points: chunk.to_vec(),
+                ..set.clone_empty()
+            });
+        }
+    }
+    flush(&mut part, &mut size)?;
+    Ok(parts)
 }
 
 /// Everything but the leads and the dictionary: small, rewritten whole by every checkpoint.
@@ -120,16 +153,19 @@ fn damaged(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Checkpoint(format!("{what}: {e}"))
 }
 
-pub(crate) fn encode_lead(id: &str, slot: &LeadSlot) -> Result<Vec<u8>, EngineError> {
-    let stored = StoredLeadRef {
-        id,
-        facts: &slot.facts,
-        last_at: slot.last_at,
-        touches: &slot.touches,
-        extra: slot.extra.as_deref(),
-        filed: &slot.filed,
-    };
-    bincode::serde::encode_to_vec(&stored, BINCODE).map_err(|e| damaged("encode lead", e))
+/// One page: its leads as `(id, slot)`, in lead-number order.
+pub(crate) fn encode_page<'a>(leads: impl Iterator<Item = (&'a str, &'a LeadSlot)>) -> Result<Vec<u8>, EngineError> {
+    let stored: Vec<StoredLeadRef<'a>> = leads
+        .map(|(id, slot)| StoredLeadRef {
+            id,
+            facts: &slot.facts,
+            last_at: slot.last_at,
+            touches: &slot.touches,
+            extra: slot.extra.as_deref(),
+            filed: &slot.filed,
+        })
+        .collect();
+    bincode::serde::encode_to_vec(&stored, BINCODE).map_err(|e| damaged("encode page", e))
 }
 
 pub(crate) fn encode_header(header: &Header) -> Result<Vec<u8>, EngineError> {
@@ -146,7 +182,9 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 pub(crate) struct Loaded {
     pub header: Header,
     pub names: Vec<String>,
-    pub leads: Vec<StoredLead>,
+    /// The leads, page by page in lead-number order, decoded on their own thread while the
+    /// caller indexes the pages before; it checks their count against the header's.
+    pub leads: std::sync::mpsc::Receiver<Result<Vec<StoredLead>, EngineError>>,
     /// The history, decoded and indexed on its own thread while the leads load.
     pub history: std::thread::JoinHandle<Result<History, EngineError>>,
 }
@@ -160,7 +198,8 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
     };
     let header: Header = decode("header", &bytes)?;
     if header.format != FORMAT {
-        return Ok(None);
+        // Cleared and rebuilt by the caller, so no key of the old layout stays behind.
+        return Err(damaged("format", format!("{} is not {FORMAT}", header.format)));
     }
     let position = header.position;
     if position.seq > 0 {
@@ -181,13 +220,11 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
         parts.push(bytes);
     }
     let history = std::thread::spawn(move || {
-        let mut stamps = Vec::new();
+        let mut sets = Vec::new();
         for bytes in &parts {
-            stamps.extend(decode::<Vec<Stamp>>("history", bytes)?);
+            sets.extend(decode::<Vec<SetPoints>>("history", bytes)?);
         }
-        let mut history = History::new();
-        history.add(&mut stamps);
-        Ok(history)
+        Ok(History::from_sets(sets))
     });
     let mut names = Vec::with_capacity(header.syms as usize);
     for (i, item) in tree.scan_prefix([b'd']).enumerate() {
@@ -198,17 +235,33 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
         names.push(String::from_utf8(v.to_vec()).map_err(|e| damaged("dictionary", e))?);
     }
     names.truncate(header.syms as usize);
-    let mut leads = Vec::with_capacity(header.leads as usize);
-    for (i, item) in tree.scan_prefix([b'l']).enumerate().take(header.leads as usize) {
-        let (k, v) = item.map_err(|e| damaged("read lead", e))?;
-        if k.as_ref() != lead_key(i as LeadNo) {
-            return Err(damaged("leads", format!("lead {i} missing")));
+    if names.len() != header.syms as usize {
+        return Err(damaged("checkpoint", "fewer symbols than its header says"));
+    }
+    let (send, leads) = std::sync::mpsc::sync_channel(64);
+    let (tree, count) = (tree.clone(), header.leads as usize);
+    std::thread::spawn(move || {
+        let pages = count.div_ceil(PAGE_LEADS);
+        let mut scan = tree.scan_prefix([b'p']);
+        for i in 0..pages {
+            let page = match scan.next() {
+                Some(Ok((k, v))) => decode::<Vec<StoredLead>>("leads", &v).and_then(|page| {
+                    let expected = (count - i * PAGE_LEADS).min(PAGE_LEADS);
+                    if k.as_ref() != page_key(i as u32) || page.len() != expected {
+                        return Err(damaged("leads", format!("page {i} missing or short")));
+                    }
+                    Ok(page)
+                }),
+                Some(Err(e)) => Err(damaged("read leads", e)),
+                None => Err(damaged("leads", format!("page {i} missing"))),
+            };
+            let failed = page.is_err();
+            // The receiver gone means the restore stopped on an error of its own.
+            if send.send(page).is_err() || failed {
+                return;
+            }
         }
-        leads.push(decode::<StoredLead>("lead", &v)?);
-    }
-    if leads.len() != header.leads as usize || names.len() != header.syms as usize {
-        return Err(damaged("checkpoint", "fewer leads or symbols than its header says"));
-    }
+    });
     Ok(Some(Loaded {
         header,
         names,

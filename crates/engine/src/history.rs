@@ -84,6 +84,27 @@ pub struct Stamp {
     pub seq: u32,
 }
 
+/// The points of one set of the history, sorted: `(x, seq)` of each stamp.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPoints {
+    pub kind: Kind,
+    pub born: bool,
+    pub d: u8,
+    pub group: Sym,
+    pub m: u8,
+    pub points: Vec<Point>,
+}
+
+impl SetPoints {
+    /// The same set with no points.
+    pub fn clone_empty(&self) -> SetPoints {
+        SetPoints {
+            points: Vec::new(),
+            ..*self
+        }
+    }
+}
+
 /// The stamps of a lead's view changing from `old` to `new` at `seq`.
 pub fn diff(old: &View, new: &View, seq: u32, out: &mut Vec<Stamp>) {
     if old == new {
@@ -275,46 +296,84 @@ impl History {
 
     /// Adds stamps (in any order).
     pub fn add(&mut self, stamps: &mut [Stamp]) {
-        stamps.sort_unstable_by_key(|s| (s.d, s.group, s.kind == Kind::Cohort, s.m, s.born, s.x, s.seq));
-        for run in stamps.chunk_by(|a, b| (a.d, a.group, a.kind, a.m, a.born) == (b.d, b.group, b.kind, b.m, b.born)) {
-            let s = run[0];
-            let group = self.groups[s.d as usize].entry(s.group).or_default();
-            let lives = match s.kind {
-                Kind::Period => &mut group.period[s.m as usize],
-                Kind::Cohort => &mut group.cohort[s.m as usize],
-            };
-            let points: Vec<Point> = run.iter().map(|s| (s.x, s.seq)).collect();
-            if s.born {
-                lives.born.update(&points, &[]);
-            } else {
-                lives.died.update(&points, &[]);
-            }
+        for set in History::group(stamps) {
+            let lives = self.lives(&set);
+            let points = if set.born { &mut lives.born } else { &mut lives.died };
+            points.update(&set.points, &[]);
         }
     }
 
-    /// Every stamp, for a checkpoint of the whole history.
-    pub fn stamps(&self) -> Vec<Stamp> {
+    fn lives(&mut self, set: &SetPoints) -> &mut Lives {
+        let group = self.groups[set.d as usize].entry(set.group).or_default();
+        match set.kind {
+            Kind::Period => &mut group.period[set.m as usize],
+            Kind::Cohort => &mut group.cohort[set.m as usize],
+        }
+    }
+
+    /// Stamps (in any order) as the sets they add points to, each with its points sorted.
+    pub fn group(stamps: &mut [Stamp]) -> Vec<SetPoints> {
+        stamps.sort_unstable_by_key(|s| (s.d, s.group, s.kind == Kind::Cohort, s.m, s.born, s.x, s.seq));
+        stamps
+            .chunk_by(|a, b| (a.d, a.group, a.kind, a.m, a.born) == (b.d, b.group, b.kind, b.m, b.born))
+            .map(|run| SetPoints {
+                kind: run[0].kind,
+                born: run[0].born,
+                d: run[0].d,
+                group: run[0].group,
+                m: run[0].m,
+                points: run.iter().map(|s| (s.x, s.seq)).collect(),
+            })
+            .collect()
+    }
+
+    /// Every set with its points, for a checkpoint of the whole history.
+    pub fn sets(&self) -> Vec<SetPoints> {
         let mut out = Vec::new();
         for (d, groups) in self.groups.iter().enumerate() {
             for (group, g) in groups {
                 for (kind, sets) in [(Kind::Period, &g.period), (Kind::Cohort, &g.cohort)] {
                     for (m, lives) in sets.iter().enumerate() {
                         for (born, points) in [(true, &lives.born), (false, &lives.died)] {
-                            out.extend(points.items().into_iter().map(|(x, seq)| Stamp {
-                                kind,
-                                born,
-                                d: d as u8,
-                                group: *group,
-                                m: m as u8,
-                                x,
-                                seq,
-                            }));
+                            let points = points.items();
+                            if !points.is_empty() {
+                                out.push(SetPoints {
+                                    kind,
+                                    born,
+                                    d: d as u8,
+                                    group: *group,
+                                    m: m as u8,
+                                    points,
+                                });
+                            }
                         }
                     }
                 }
             }
         }
         out
+    }
+
+    /// The history made of sets as [`History::sets`] and [`History::group`] give them, the same
+    /// set any number of times (a checkpoint's parts, written at different times): each set's
+    /// points are put together and sorted once, with no sort of the whole history.
+    pub fn from_sets(mut sets: Vec<SetPoints>) -> History {
+        sets.sort_by_key(|s| (s.d, s.group, s.kind == Kind::Cohort, s.m, s.born));
+        let mut history = History::new();
+        for same in sets.chunk_by_mut(|a, b| (a.d, a.group, a.kind, a.m, a.born) == (b.d, b.group, b.kind, b.m, b.born))
+        {
+            let mut points = std::mem::take(&mut same[0].points);
+            if same.len() > 1 {
+                for more in &mut same[1..] {
+                    points.append(&mut more.points);
+                }
+                points.sort(); // sorted runs one after the other: merged, not sorted from scratch
+            }
+            let lives = history.lives(&same[0]);
+            let at = if same[0].born { &mut lives.born } else { &mut lives.died };
+            *at = Points::from_sorted(points);
+        }
+        history
     }
 
     pub fn bytes(&self) -> usize {

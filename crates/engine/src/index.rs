@@ -222,6 +222,21 @@ pub struct Points {
 }
 
 impl Points {
+    /// Points already sorted.
+    pub fn from_sorted(points: Vec<Point>) -> Points {
+        let base = Arc::new(points);
+        let mut out = Points {
+            runs: Runs {
+                guide: Arc::new(Guide::of(&base)),
+                base,
+                ..Runs::default()
+            },
+            ys: Arc::default(),
+        };
+        out.reindex();
+        out
+    }
+
     pub fn update(&mut self, add: &[Point], remove: &[Point]) {
         let before = Arc::as_ptr(&self.runs.base);
         self.runs.update(add, remove);

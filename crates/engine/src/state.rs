@@ -134,13 +134,18 @@ pub fn dim_key(d: usize, facts: &Facts, as_of: Micros) -> Sym {
 /// Items to add to and remove from one index set.
 type Delta<T> = (Vec<T>, Vec<T>);
 /// An index set of the funnel: (dimension, group, milestone).
-type SetKey = (usize, Sym, usize);
+/// The changes of one group's sets, per milestone.
+#[derive(Default)]
+struct GroupChanges {
+    period: [Delta<Micros>; 7],
+    cohort: [Delta<Point>; 7],
+}
 
 /// The index entries a batch adds and removes.
 #[derive(Default)]
 struct Changes {
-    period: FxHashMap<SetKey, Delta<Micros>>,
-    cohort: FxHashMap<SetKey, Delta<Point>>,
+    /// Per (dimension, group): one map lookup per lead and dimension.
+    groups: FxHashMap<(usize, Sym), GroupChanges>,
     settled: Delta<(Micros, LeadNo)>,
     deals: Delta<(Micros, LeadNo)>,
     /// `None` when the whole Markov index is rebuilt instead (after a rules change).
@@ -167,18 +172,17 @@ impl Changes {
             return;
         }
         let inquiry = facts.milestones[0];
+        let reached = Milestone::ALL.map(|m| facts.milestone_at(m, Micros::MAX));
         for d in 0..DIMS.len() {
-            let g = dim_key(d, facts, Micros::MAX);
-            for m in Milestone::ALL {
-                let Some(t) = facts.milestone_at(m, Micros::MAX) else {
-                    continue;
-                };
-                let p = self.period.entry((d, g, m as usize)).or_default();
+            let group = self.groups.entry((d, dim_key(d, facts, Micros::MAX))).or_default();
+            for (m, t) in reached.iter().enumerate() {
+                let Some(t) = *t else { continue };
+                let p = &mut group.period[m];
                 if add { &mut p.0 } else { &mut p.1 }.push(t);
-                if m == Milestone::Inquiry {
+                if m == Milestone::Inquiry as usize {
                     continue; // the inquiry cohort is the inquiry period count
                 }
-                let c = self.cohort.entry((d, g, m as usize)).or_default();
+                let c = &mut group.cohort[m];
                 if add { &mut c.0 } else { &mut c.1 }.push((inquiry, days_up(inquiry, t)));
             }
         }
@@ -980,16 +984,17 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes what changed since the last checkpoint (leads, new symbols) and the position, in
-    /// one atomic batch. When more leads changed than [`checkpoint::LEADS_PER_BATCH`] (after a
-    /// bulk load every lead did), the header is removed first and the leads go in batches of
-    /// that many (a crash part-way leaves no header, so no checkpoint: the next start rebuilds
-    /// from the log), then the header. Returns the number of leads written.
+    /// Writes what changed since the last checkpoint (the pages of the leads re-derived, new
+    /// symbols, history stamps) and the position, in one atomic batch. When more pages changed
+    /// than [`checkpoint::PAGES_PER_BATCH`] (after a bulk load every page did), the header is
+    /// removed first and the pages go in batches of that many (a crash part-way leaves no
+    /// header, so no checkpoint: the next start rebuilds from the log), then the header.
+    /// Returns the number of leads written.
     pub fn checkpoint(&mut self, tree: &sled::Tree) -> Result<usize, EngineError> {
         let failed = |e: sled::Error| EngineError::Checkpoint(format!("write: {e}"));
         self.finish_bulk();
         let mut history_parts: Vec<Vec<u8>> = Vec::new();
-        let mut leads: Vec<LeadNo> = if self.all_dirty {
+        let leads: Vec<LeadNo> = if self.all_dirty {
             tree.remove(checkpoint::HEADER_KEY).map_err(failed)?;
             let mut stale = sled::Batch::default();
             for item in tree.scan_prefix([b'h']) {
@@ -997,42 +1002,47 @@ impl Writer {
             }
             tree.apply_batch(stale).map_err(failed)?;
             self.history_part = 0;
-            for part in self.next.history.stamps().chunks(checkpoint::STAMPS_PER_PART) {
+            for part in checkpoint::encode_history(self.next.history.sets())? {
                 let mut batch = sled::Batch::default();
-                batch.insert(
-                    &checkpoint::history_key(self.history_part),
-                    checkpoint::encode_stamps(part)?,
-                );
+                batch.insert(&checkpoint::history_key(self.history_part), part);
                 tree.apply_batch(batch).map_err(failed)?;
                 self.history_part += 1;
             }
             self.unsaved.clear();
             (0..self.next.leads.len() as LeadNo).collect()
         } else {
-            for part in self.unsaved.chunks(checkpoint::STAMPS_PER_PART) {
-                history_parts.push(checkpoint::encode_stamps(part)?);
-            }
+            history_parts = checkpoint::encode_history(History::group(&mut self.unsaved))?;
             self.dirty.iter().copied().collect()
         };
-        leads.sort_unstable();
-        let mut parts: Vec<&[LeadNo]> = leads.chunks(checkpoint::LEADS_PER_BATCH.max(1)).collect();
+        let page_leads = checkpoint::PAGE_LEADS as LeadNo;
+        let mut pages: Vec<u32> = leads.iter().map(|no| no / page_leads).collect();
+        pages.sort_unstable();
+        pages.dedup();
+        let mut parts: Vec<&[u32]> = pages.chunks(checkpoint::PAGES_PER_BATCH.max(1)).collect();
         if parts.len() > 1 {
-            // Too many leads for one batch (sled's batches take a process-wide write lock, and
-            // one batch of every lead a backlog touched stalls the ledger's appends as long):
+            // Too many pages for one batch (sled's batches take a process-wide write lock, and
+            // one batch of every page a backlog touched stalls the ledger's appends as long):
             // no header until the last batch, so a crash part-way leaves no mixed checkpoint.
             tree.remove(checkpoint::HEADER_KEY).map_err(failed)?;
         }
         if parts.is_empty() {
-            parts = vec![&leads[..]];
+            parts = vec![&pages[..]];
         }
         let last = parts.len().saturating_sub(1);
+        let count = self.next.leads.len() as LeadNo;
         for (i, part) in parts.iter().enumerate() {
             let mut batch = sled::Batch::default();
-            for no in *part {
-                let (Some(slot), Some(id)) = (self.next.leads.get(*no as usize), self.next.names.name(*no)) else {
-                    continue;
-                };
-                batch.insert(&checkpoint::lead_key(*no), checkpoint::encode_lead(&id, slot)?);
+            for page in *part {
+                let nos = page * page_leads..((page + 1) * page_leads).min(count);
+                let mut leads = Vec::with_capacity(nos.len());
+                for no in nos {
+                    match (self.next.names.name(no), self.next.leads.get(no as usize)) {
+                        (Some(id), Some(slot)) => leads.push((id, slot)),
+                        _ => return Err(EngineError::Checkpoint(format!("lead {no} has no id or slot"))),
+                    }
+                }
+                let value = checkpoint::encode_page(leads.iter().map(|(id, slot)| (id.as_str(), *slot)))?;
+                batch.insert(&checkpoint::page_key(*page), value);
             }
             if i == last {
                 for part in history_parts.drain(..) {
@@ -1082,9 +1092,11 @@ impl Writer {
     /// A writer at the checkpoint's position, if `tree` holds one that matches `ledger`:
     /// slots loaded, indexes built from their facts.
     pub fn restore(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Writer>, EngineError> {
+        let started = std::time::Instant::now();
         let Some(loaded) = checkpoint::load(tree, ledger)? else {
             return Ok(None);
         };
+        let loaded_at = started.elapsed();
         let mut writer = Writer::default();
         for (i, name) in loaded.names.iter().enumerate() {
             if writer.dict.intern(name) as usize != i + 1 {
@@ -1092,15 +1104,21 @@ impl Writer {
             }
         }
         let header = loaded.header;
-        let mut names = Vec::with_capacity(loaded.leads.len());
+        let mut names = Vec::with_capacity(header.leads as usize);
         let rules = Arc::new(header.rules);
         // The Markov index is built on its own thread once every lead is in.
         let mut changes = Changes::default();
-        for (no, stored) in loaded.leads.into_iter().enumerate() {
-            names.push((Box::<str>::from(stored.id.as_str()), no as LeadNo));
-            let slot = stored.into_slot();
-            changes.note(no as LeadNo, &slot, &rules, true);
-            writer.next.leads.push(slot);
+        for page in loaded.leads.iter() {
+            for stored in page? {
+                let no = writer.next.leads.len() as LeadNo;
+                names.push((Box::<str>::from(stored.id.as_str()), no));
+                let slot = stored.into_slot();
+                changes.note(no, &slot, &rules, true);
+                writer.next.leads.push(slot);
+            }
+        }
+        if writer.next.leads.len() != header.leads as usize {
+            return Err(EngineError::Checkpoint("fewer leads than its header says".into()));
         }
         let markov = {
             let (leads, rules) = (writer.next.leads.clone(), Arc::clone(&rules));
@@ -1111,12 +1129,23 @@ impl Writer {
         writer.next.rules = rules;
         writer.next.spends = Arc::new(header.spends);
         writer.retracted = header.retracted.into_iter().collect();
+        let noted_at = started.elapsed();
         writer.apply_changes(changes);
+        let indexed_at = started.elapsed();
         writer.next.index.markov = markov.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let markov_at = started.elapsed();
         writer.next.history = loaded
             .history
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        tracing::info!(
+            load_secs = loaded_at.as_secs_f64(),
+            note_secs = (noted_at - loaded_at).as_secs_f64(),
+            index_secs = (indexed_at - noted_at).as_secs_f64(),
+            markov_wait_secs = (markov_at - indexed_at).as_secs_f64(),
+            history_wait_secs = (started.elapsed() - markov_at).as_secs_f64(),
+            "checkpoint restored"
+        );
         writer.next.history.latest = header.history_latest;
         writer.next.late = Arc::new(header.late.into_iter().collect());
         writer.next.rules_changed_at = header.rules_changed_at;
@@ -1142,20 +1171,22 @@ fn replace_keeping_filed(old: &mut LeadSlot, mut slot: LeadSlot) {
 /// Applies the difference of facts to the funnel indexes.
 fn apply_changes(index: &mut FunnelIndex, changes: Changes) {
     let mut touched: HashSet<(usize, Sym)> = HashSet::new();
-    for ((d, g, m), (mut add, mut remove)) in changes.period {
-        cancel(&mut add, &mut remove);
-        if add.is_empty() && remove.is_empty() {
-            continue;
+    for ((d, g), group) in changes.groups {
+        for (m, (mut add, mut remove)) in group.period.into_iter().enumerate() {
+            cancel(&mut add, &mut remove);
+            if add.is_empty() && remove.is_empty() {
+                continue;
+            }
+            touched.insert((d, g));
+            index.groups[d].entry(g).or_default().period[m].update(&add, &remove);
         }
-        touched.insert((d, g));
-        index.groups[d].entry(g).or_default().period[m].update(&add, &remove);
-    }
-    for ((d, g, m), (mut add, mut remove)) in changes.cohort {
-        cancel(&mut add, &mut remove);
-        if add.is_empty() && remove.is_empty() {
-            continue;
+        for (m, (mut add, mut remove)) in group.cohort.into_iter().enumerate() {
+            cancel(&mut add, &mut remove);
+            if add.is_empty() && remove.is_empty() {
+                continue;
+            }
+            index.groups[d].entry(g).or_default().cohort[m].update(&add, &remove);
         }
-        index.groups[d].entry(g).or_default().cohort[m].update(&add, &remove);
     }
     for (d, g) in touched {
         if index.groups[d].get(&g).is_some_and(|gi| gi.period[0].is_empty()) {
