@@ -6,7 +6,7 @@
 //! | key | value |
 //! |---|---|
 //! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
-//! | `b` ‖ first seq (u64 BE) | a [`block`] of consecutive entries (one per append batch, ≤ 64 KiB) |
+//! | `b` ‖ first seq (u64 BE) | a [`block`] of consecutive entries (one per append batch, ≤ 16 KiB) |
 //! | `j` ‖ first seq (u64 BE) | a run of the [`ids`] index: SHA-256(id)[..8] of each consecutive seq from there |
 //!
 //! Which entries belong to which lead is derived state: the engine files each entry's seq
