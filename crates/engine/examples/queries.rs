@@ -26,6 +26,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = Live::open(Ledger::open(&dir.join("ledger"))?)?;
     println!("open {:.2} s", started.elapsed().as_secs_f64());
     let engine = live.snapshot();
+    extern "C" {
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: returns free pages to the system only, as `funnel serve` does after its start.
+    unsafe { mi_collect(true) };
+    let rss = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").parse::<u64>())
+        })
+        .transpose()?
+        .unwrap_or(0);
+    println!("RSS {} B per lead", rss * 1024 / engine.leads().len().max(1) as u64);
     for (part, bytes) in engine.footprint() {
         println!("{part}: {} B/lead", bytes / engine.leads().len().max(1));
     }
