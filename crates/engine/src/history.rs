@@ -362,11 +362,12 @@ impl History {
         let mut history = History::new();
         for same in sets.chunk_by_mut(|a, b| (a.d, a.group, a.kind, a.m, a.born) == (b.d, b.group, b.kind, b.m, b.born))
         {
-            let mut points = std::mem::take(&mut same[0].points);
+            // Sized exactly: the points stay in the history for as long as the process runs.
+            let mut points = Vec::with_capacity(same.iter().map(|s| s.points.len()).sum());
+            for set in same.iter_mut() {
+                points.append(&mut set.points);
+            }
             if same.len() > 1 {
-                for more in &mut same[1..] {
-                    points.append(&mut more.points);
-                }
                 points.sort(); // sorted runs one after the other: merged, not sorted from scratch
             }
             let lives = history.lives(&same[0]);
