@@ -61,7 +61,8 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     endpoints: Vec<String>,
     /// Reuse this data dir (holding `ledger/` of `--query-leads` simulated leads, seed 3) for
-    /// the query benchmark instead of building one: saves minutes while iterating.
+    /// the query benchmark instead of building one: saves minutes while iterating. Built there
+    /// (seed 3, `--query-leads` leads) if it holds no ledger yet.
     #[arg(long)]
     query_data: Option<PathBuf>,
     /// Internal: replay the ledger in this directory and print figures as JSON.
@@ -608,8 +609,13 @@ fn replay_child(dir: &Path) {
 async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut Vec<Row>) {
     let scratch = Scratch::new("query");
     let data = match &args.query_data {
-        // A copy: the ingest measurement below appends to it.
+        // A copy: the ingest measurement below appends to it. Built there first if it holds
+        // no ledger yet, so that later runs reuse it.
         Some(dir) => {
+            if !dir.join("ledger").exists() {
+                let events = leads_for(args.query_leads, 3);
+                build_ledger(&dir.join("ledger"), &events);
+            }
             let copied = std::process::Command::new("cp")
                 .arg("-a")
                 .arg(dir.join("."))

@@ -23,7 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
     let only = args.next().unwrap_or_else(|| "funnel,attribution,at_seq,replay".into());
     let started = Instant::now();
-    let live = Live::open(Ledger::open(&dir.join("ledger"))?)?;
+    let ledger = Ledger::open(&dir.join("ledger"))?;
+    eprintln!("RSS after ledger open {} MB", rss_kb() / 1024);
+    let live = Live::open(ledger)?;
+    eprintln!("RSS after engine open {} MB", rss_kb() / 1024);
     println!("open {:.2} s", started.elapsed().as_secs_f64());
     let engine = live.snapshot();
     extern "C" {
@@ -31,6 +34,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // SAFETY: returns free pages to the system only, as `funnel serve` does after its start.
     unsafe { mi_collect(true) };
+    if std::env::var_os("MI_STATS").is_some() {
+        extern "C" {
+            fn mi_stats_print(out: *mut std::ffi::c_void);
+        }
+        // SAFETY: prints mimalloc's statistics to stderr.
+        unsafe { mi_stats_print(std::ptr::null_mut()) };
+    }
     let rss = std::fs::read_to_string("/proc/self/status")?
         .lines()
         .find_map(|l| {
@@ -155,4 +165,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("funnel at_seq by replay: {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
     }
     Ok(())
+}
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("VmRSS:")
+                    .and_then(|v| v.trim().trim_end_matches(" kB").parse::<u64>().ok())
+            })
+        })
+        .unwrap_or(0)
 }
