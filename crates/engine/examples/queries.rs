@@ -25,7 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let ledger = Ledger::open(&dir.join("ledger"))?;
     eprintln!("RSS after ledger open {} MB", rss_kb() / 1024);
-    let live = Live::open(ledger)?;
+    let live = Live::open(ledger, &dir.join("engine"))?;
     eprintln!("RSS after engine open {} MB", rss_kb() / 1024);
     println!("open {:.2} s", started.elapsed().as_secs_f64());
     let engine = live.snapshot();

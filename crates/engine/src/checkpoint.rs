@@ -1,5 +1,10 @@
 //! The engine's checkpoint: every lead's derived slot, the dictionary and the log position, in
-//! a sled tree beside the ledger (derived data: it can always be rebuilt from the log).
+//! a sled store of its own beside the ledger's (derived data: it can always be rebuilt from the
+//! log). A store of its own, so that what a restart reads can be let go: sled 0.34 evicts a
+//! page from its cache only once 64 accesses to that page's LRU shard (of 256) have queued up,
+//! so a one-shot read of the whole checkpoint (a few thousand pages) stayed cached for good,
+//! whatever the cache capacity: about 250 bytes per lead. [`open_store`] is called again after a
+//! restore, on a store nobody holds any more.
 //!
 //! A checkpoint writes only what changed since the last one (the leads re-derived, the new
 //! symbols) plus a small header with the position, all in one atomic sled batch: it costs what
@@ -31,8 +36,13 @@ use crate::history::{History, SetPoints};
 use crate::state::{LeadNo, Spend};
 use crate::EngineError;
 
-/// The sled tree that holds the checkpoint.
-pub const TREE: &str = "engine-checkpoint";
+/// The sled tree in the ledger's store that held the checkpoint before it had a store of its
+/// own: dropped at start.
+pub const LEGACY_TREE: &str = "engine-checkpoint";
+/// The checkpoint store's cache: it is written, and read once at start.
+const STORE_CACHE_BYTES: u64 = 8 << 20;
+/// How long a reopen waits for sled to let go of the store's file lock.
+const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
 pub const FORMAT: u32 = 5;
 
@@ -43,6 +53,25 @@ pub const PAGE_LEADS: usize = 64;
 /// `Writer::checkpoint`).
 pub const PAGES_PER_BATCH: usize = 32;
 const BINCODE: bincode::config::Configuration = bincode::config::standard();
+
+/// Opens (or creates) the checkpoint store in `dir`. Dropping a sled store releases its file
+/// lock a moment later, on a thread of sled's, so a reopen right after waits for it, up to
+/// [`STORE_LOCK_WAIT`].
+pub fn open_store(dir: &std::path::Path) -> Result<sled::Db, EngineError> {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::Config::new().path(dir).cache_capacity(STORE_CACHE_BYTES).open() {
+            // sled reports a held lock as an `Other` error that only its text names.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock") && started.elapsed() < STORE_LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(damaged(&format!("open {}", dir.display()), e)),
+            Ok(db) => return Ok(db),
+        }
+    }
+}
 
 fn key(tag: u8, n: u32) -> [u8; 5] {
     let b = n.to_be_bytes();

@@ -1,6 +1,7 @@
 //! The engine kept up with the ledger: one writer applies new entries and publishes an
 //! immutable snapshot after every chunk; readers load the latest snapshot without locking.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,8 +127,10 @@ pub struct Live {
 
 /// The writer and its checkpoint.
 struct Keeper {
+    ledger: Ledger,
     writer: Writer,
-    tree: sled::Tree,
+    /// The checkpoint's own store (see [`checkpoint`]).
+    store: sled::Db,
     checkpointed: Instant,
     /// How long the last checkpoint took.
     cost: Duration,
@@ -137,7 +140,12 @@ impl Keeper {
     fn checkpoint(&mut self) -> Result<(), EngineError> {
         let _span = info_span!("checkpoint").entered();
         let started = Instant::now();
-        let leads = self.writer.checkpoint(&self.tree)?;
+        let failed = |e: sled::Error| EngineError::Checkpoint(format!("flush: {e}"));
+        // The ledger first: a checkpoint never covers entries a crash could still take away
+        // (the two stores are flushed apart; one that did would be rebuilt, at a cost).
+        self.ledger.flush()?;
+        let leads = self.writer.checkpoint(&self.store)?;
+        self.store.flush().map_err(failed)?;
         self.checkpointed = Instant::now();
         self.cost = started.elapsed();
         info!(leads, seq = self.writer.head().seq, "checkpoint written");
@@ -149,17 +157,31 @@ impl Live {
     /// Loads the engine from its checkpoint and applies the log past it; with no usable
     /// checkpoint, builds it from the whole log (a bulk load) and writes one. A damaged or
     /// mismatched checkpoint is reported and rebuilt: it is derived data, the ledger is the truth.
-    pub fn open(ledger: Ledger) -> Result<Live, EngineError> {
+    ///
+    /// The checkpoint lives in a sled store of its own in `checkpoint_dir`.
+    pub fn open(ledger: Ledger, checkpoint_dir: &Path) -> Result<Live, EngineError> {
         let started = Instant::now();
-        let tree = ledger.derived_tree(checkpoint::TREE)?;
-        let restored = match Writer::restore(&tree, &ledger) {
+        if ledger.drop_legacy_tree(checkpoint::LEGACY_TREE)? {
+            info!("dropped the engine checkpoint of an earlier version from the ledger's store");
+        }
+        let store = checkpoint::open_store(checkpoint_dir)?;
+        let restored = match Writer::restore(&store, &ledger) {
             Ok(restored) => restored,
             Err(e) => {
                 warn!(error = %e, "engine checkpoint unusable: rebuilding the engine from the log");
-                tree.clear()
+                store
+                    .clear()
                     .map_err(|e| EngineError::Checkpoint(format!("clear: {e}")))?;
                 None
             }
+        };
+        // Everything restore read sits in sled's cache (see `checkpoint`): let go of the store
+        // and open it afresh.
+        let store = if restored.is_some() {
+            drop(store);
+            checkpoint::open_store(checkpoint_dir)?
+        } else {
+            store
         };
         let from_checkpoint = restored.is_some();
         let mut writer = restored.unwrap_or_else(Writer::bulk);
@@ -178,15 +200,16 @@ impl Live {
             "engine ready"
         );
         let mut keeper = Keeper {
+            ledger: ledger.clone(),
             writer,
-            tree,
+            store,
             checkpointed: Instant::now(),
             cost: Duration::ZERO,
         };
         if applied > 0 || !from_checkpoint {
+            // Durable (flushed) now, so a crash soon after start does not cost the next start
+            // a rebuild.
             keeper.checkpoint()?;
-            // Durable now, so a crash soon after start does not cost the next start a rebuild.
-            ledger.flush()?;
         }
         Ok(Live {
             ledger,

@@ -10,7 +10,7 @@ use funnel_core::event::{AcceptStage, Data, Money, Outcome, RejectionReason, Rul
 use funnel_core::report::{self, By, FunnelQuery, Interval, Window};
 use funnel_core::{Entry, Event, Projection};
 use funnel_engine::reports::{self as engine_reports, Timeline};
-use funnel_engine::{funnel, replay, Live, Writer};
+use funnel_engine::{checkpoint, funnel, replay, Live, Writer};
 use funnel_ledger::{Candidate, Ledger};
 use proptest::prelude::*;
 
@@ -136,7 +136,7 @@ fn history() -> impl Strategy<Value = Vec<Event>> {
 /// Appends events one by one (so retractions are filed under their target's lead), with a
 /// recording time that grows by an hour per event.
 fn ledger_of(dir: &std::path::Path, events: &[Event]) -> Ledger {
-    let ledger = Ledger::open(dir).expect("open scratch ledger");
+    let ledger = Ledger::open(&dir.join("ledger")).expect("open scratch ledger");
     append(&ledger, events, 0);
     ledger
 }
@@ -351,13 +351,15 @@ proptest! {
         let (a, b) = ((events.len() as f64 * a) as usize, (events.len() as f64 * b) as usize);
         let ledger = ledger_of(&dir.0, &events[..a]);
         {
-            let live = Live::open(ledger.clone()).expect("first start: bulk load, full checkpoint");
+            let live = Live::open(ledger.clone(), &dir.0.join("engine")).expect("first start: bulk load, full checkpoint");
             append(&ledger, &events[a..b], a);
             live.catch_up().expect("keep up");
             live.checkpoint().expect("checkpoint what changed");
         }
         append(&ledger, &events[b..], b);
-        let restarted = Live::open(ledger.clone()).expect("restart from the checkpoint").snapshot();
+        let restarted = Live::open(ledger.clone(), &dir.0.join("engine"))
+            .expect("restart from the checkpoint")
+            .snapshot();
         prop_assert_eq!(restarted.head(), ledger.head());
         let projection = oracle(&ledger, ledger.head().seq);
         for q in &questions {
@@ -406,12 +408,12 @@ fn history_equals_the_fold_at_every_prefix(events: &[Event], runs: &[usize], cut
         let a = (events.len() as f64 * cut) as usize;
         let ledger = ledger_of(&other.0, &events[..a]);
         {
-            let live = Live::open(ledger.clone()).expect("first start");
+            let live = Live::open(ledger.clone(), &other.0.join("engine")).expect("first start");
             append(&ledger, &events[a..], a);
             live.catch_up().expect("keep up");
             live.checkpoint().expect("checkpoint");
         }
-        Live::open(ledger).expect("restart").snapshot()
+        Live::open(ledger, &other.0.join("engine")).expect("restart").snapshot()
     };
     let far = BASE + 100_000 * HOUR;
     for upto in 0..=head {
@@ -483,16 +485,21 @@ fn a_checkpoint_of_another_log_is_rebuilt() {
         .collect();
     let (one, other) = (Scratch::new(), Scratch::new());
     let ledger = ledger_of(&one.0, &events[..30]);
-    drop(Live::open(ledger.clone()).expect("start"));
+    drop(Live::open(ledger.clone(), &one.0.join("engine")).expect("start"));
     // The same directory's checkpoint, copied beside a different log of the same length.
     let foreign = ledger_of(&other.0, &events[10..40]);
-    let tree = ledger.derived_tree(funnel_engine::checkpoint::TREE).expect("tree");
-    let copy = foreign.derived_tree(funnel_engine::checkpoint::TREE).expect("tree");
-    for item in tree.iter() {
-        let (k, v) = item.expect("read");
-        copy.insert(k, v).expect("copy");
+    {
+        let store = checkpoint::open_store(&one.0.join("engine")).expect("checkpoint store");
+        let copy = checkpoint::open_store(&other.0.join("engine")).expect("another checkpoint store");
+        for item in store.iter() {
+            let (k, v) = item.expect("read");
+            copy.insert(k, v).expect("copy");
+        }
+        assert!(!copy.is_empty(), "a checkpoint was copied");
     }
-    let engine = Live::open(foreign.clone()).expect("rebuilt from the log").snapshot();
+    let engine = Live::open(foreign.clone(), &other.0.join("engine"))
+        .expect("rebuilt from the log")
+        .snapshot();
     let projection = oracle(&foreign, foreign.head().seq);
     let q = Question {
         window: Window::default(),

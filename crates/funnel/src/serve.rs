@@ -64,7 +64,7 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let metrics = Arc::new(Metrics::default());
     let live = Arc::new(
-        tokio::task::block_in_place(|| Live::open(ledger.clone()))
+        tokio::task::block_in_place(|| Live::open(ledger.clone(), &data_dir.join("engine")))
             .map_err(|e| CliError::Failed(format!("engine: {e}")))?,
     );
     release_freed_heap();

@@ -595,9 +595,13 @@ impl Ledger {
         })
     }
 
-    /// Another tree in the same store, for state derived from the log (the projection checkpoint).
-    pub fn derived_tree(&self, name: &str) -> Result<sled::Tree> {
-        Ok(self.db.open_tree(name)?)
+    /// Drops a tree of derived state that an earlier version kept in the ledger's store (the
+    /// engine checkpoint now has a store of its own): whether there was one.
+    pub fn drop_legacy_tree(&self, name: &str) -> Result<bool> {
+        if !self.db.tree_names().iter().any(|t| t.as_ref() == name.as_bytes()) {
+            return Ok(false);
+        }
+        Ok(self.db.drop_tree(name)?)
     }
 }
 
