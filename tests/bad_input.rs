@@ -90,6 +90,29 @@ fn every_kind_of_bad_input_goes_to_the_dlq_with_its_reason() {
             "oversize",
             "limit",
         ),
+        (
+            // A repeated key is refused, not read as one of its values.
+            "funnel.events.touch.L1".into(),
+            vec![],
+            br#"{"id":"b-dupkey","type":"touch","lead_id":"L1","occurred_at":"2026-03-01T09:00:00Z","data":{"channel":"email","channel":"webinar"}}"#.to_vec(),
+            "malformed",
+            "duplicate key `channel`",
+        ),
+        (
+            // 2^62: two of them overflowed revenue and turned a linear credit negative.
+            "funnel.events.close.L1".into(),
+            vec![],
+            br#"{"id":"b-huge","type":"close","lead_id":"L1","occurred_at":"2026-03-01T09:00:00Z","data":{"outcome":"won","amount_minor":4611686018427387904,"currency":"USD"}}"#.to_vec(),
+            "invalid",
+            "limit of 1000000000000000",
+        ),
+        (
+            "funnel.events.spend.paid_search".into(),
+            vec![],
+            br#"{"id":"b-hugespend","type":"spend","occurred_at":"2026-03-01T09:00:00Z","data":{"channel":"paid_search","amount_minor":1000000000000001,"currency":"USD"}}"#.to_vec(),
+            "invalid",
+            "amount_minor",
+        ),
         ("funnel.events.touch.L2".into(), vec![], valid("b-subj", "L1").to_string().into_bytes(), "subject_mismatch", "funnel.events.touch.L1"),
         (
             "funnel.events.touch.L1".into(),

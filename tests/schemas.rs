@@ -116,6 +116,9 @@ fn mutations(event: &Value) -> Vec<Value> {
         ("currency", json!("usd")),
         ("amount_minor", json!(-1)),
         ("amount_minor", json!(5)),
+        ("amount_minor", json!(1_000_000_000_000_000i64)),
+        ("amount_minor", json!(1_000_000_000_000_001i64)),
+        ("amount_minor", json!(4_611_686_018_427_387_904i64)),
     ] {
         out.push(with_data(key, Some(value)));
     }

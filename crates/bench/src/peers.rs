@@ -17,7 +17,7 @@ pub struct OurNumbers {
     /// inquiry, mql, sal, sql, opportunity, won, lost (all time).
     pub funnel: [u64; 7],
     /// channel → (first_touch, linear), USD minor units.
-    pub attribution: BTreeMap<String, (i64, i64)>,
+    pub attribution: BTreeMap<String, (i128, i128)>,
 }
 
 impl OurNumbers {
@@ -122,7 +122,7 @@ fn sql_value(v: &Option<String>) -> String {
         .map_or("NULL".into(), |s| format!("'{}'", s.replace('\'', "''")))
 }
 
-fn compare(ours: &OurNumbers, funnel: [u64; 7], attribution: &BTreeMap<String, (i64, i64)>) -> String {
+fn compare(ours: &OurNumbers, funnel: [u64; 7], attribution: &BTreeMap<String, (i128, i128)>) -> String {
     let mut problems = Vec::new();
     if funnel != ours.funnel {
         problems.push(format!("funnel {funnel:?} ≠ ours {:?}", ours.funnel));
@@ -172,7 +172,7 @@ pub fn postgres(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec
     Ok((rates, secs, compare(ours, funnel, &attribution)))
 }
 
-fn parse_attribution(text: &str) -> Result<BTreeMap<String, (i64, i64)>, String> {
+fn parse_attribution(text: &str) -> Result<BTreeMap<String, (i128, i128)>, String> {
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
@@ -289,11 +289,16 @@ pub fn duckdb(events: &[Event], reps: usize, ours: &OurNumbers) -> Result<(Vec<f
         .filter_map(|v| v.as_u64())
         .collect();
     let funnel: [u64; 7] = funnel.try_into().map_err(|f| format!("duckdb funnel {f:?}"))?;
-    let attribution: BTreeMap<String, (i64, i64)> = answer["attribution"]
+    let attribution: BTreeMap<String, (i128, i128)> = answer["attribution"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|r| Some((r[0].as_str()?.to_owned(), (r[1].as_i64()?, r[2].as_i64()?))))
+        .filter_map(|r| {
+            Some((
+                r[0].as_str()?.to_owned(),
+                (r[1].as_i64()?.into(), r[2].as_i64()?.into()),
+            ))
+        })
         .collect();
     Ok((secs, compare(ours, funnel, &attribution)))
 }

@@ -65,7 +65,80 @@ impl Rejection {
     }
 }
 
-/// Money in integer minor units of an ISO-4217 currency.
+/// How [`strict_json`] names a repeated key.
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// Parses JSON as `serde_json` does, except that an object naming a key twice is an error
+/// (`duplicate key `name``), where `serde_json::Value` would keep the last value silently.
+pub fn strict_json(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice::<Strict>(bytes).map(|s| s.0)
+}
+
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!("{DUPLICATE_KEY} `{key}`")));
+            }
+            let Strict(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// Most minor units one event may carry (DESIGN §2): 10^15, a quadrillion cents. Sums of any
+/// number of amounts are [`MinorSum`]s, which 2^64 events of this much cannot overflow.
+pub const AMOUNT_MINOR_MAX: i64 = 1_000_000_000_000_000;
+
+/// A sum of money amounts (revenue, spend, credits over a window), in minor units.
+pub type MinorSum = i128;
+
+/// Money in integer minor units of an ISO-4217 currency, `0..=AMOUNT_MINOR_MAX`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {
     pub amount_minor: i64,
@@ -379,6 +452,29 @@ impl Event {
         Ok(())
     }
 
+    /// Why a retraction is refused, if it is (live ingest and import alike): its target must
+    /// be stored or earlier in the batch (the caller looks it up), must not be a retraction, and must belong to the retraction's `lead_id` if it names one.
+    pub fn check_retraction(&self, target: Option<&Event>) -> Result<(), Rejection> {
+        let Data::Retract { target_id, .. } = &self.data else {
+            return Ok(());
+        };
+        let target =
+            target.ok_or_else(|| Rejection::new(Reason::UnknownTarget, format!("no event with id `{target_id}`")))?;
+        if matches!(target.data, Data::Retract { .. }) {
+            return Err(Rejection::new(
+                Reason::UnknownTarget,
+                format!("`{target_id}` is a retraction; retractions cannot be retracted"),
+            ));
+        }
+        match (&self.lead_id, &target.lead_id) {
+            (Some(mine), theirs) if Some(mine) != theirs.as_ref() => Err(Rejection::new(
+                Reason::Invalid,
+                format!("lead_id `{mine}` does not match the target's lead {theirs:?}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads one event from JSON bytes: structure first (`malformed`), then every field
     /// (`invalid`, naming the field), then [`Event::validate`].
     pub fn from_json(bytes: &[u8]) -> Result<Event, Rejection> {
@@ -388,10 +484,12 @@ impl Event {
                 format!("payload is {} bytes; the limit is {PAYLOAD_BYTES_MAX}", bytes.len()),
             ));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let value = strict_json(bytes).map_err(|e| {
             // Valid JSON syntax whose number does not fit a finite f64 (e.g. `1e999`): a bad value, not bad JSON.
             if e.to_string().starts_with("number out of range") {
                 Rejection::invalid(format!("a number is not finite as a 64-bit float ({e})"))
+            } else if e.to_string().starts_with(DUPLICATE_KEY) {
+                Rejection::new(Reason::Malformed, e.to_string())
             } else {
                 Rejection::new(Reason::Malformed, format!("not JSON: {e}"))
             }
@@ -750,6 +848,12 @@ fn check_money(money: &Money) -> Result<(), Rejection> {
     if money.amount_minor < 0 {
         return Err(Rejection::invalid(format!(
             "data.amount_minor: must not be negative, got {}",
+            money.amount_minor
+        )));
+    }
+    if money.amount_minor > AMOUNT_MINOR_MAX {
+        return Err(Rejection::invalid(format!(
+            "data.amount_minor: {} is above the limit of {AMOUNT_MINOR_MAX} minor units per event",
             money.amount_minor
         )));
     }

@@ -331,7 +331,7 @@ fn markov_three_channels_solved_by_hand() {
     assert_eq!(credits(&p4, "markov"), [100, 300]);
     // Report totals: A 400, B 900 + 500 + 300 = 1700, C 100.
     let a = report::attribution(&projection, &[Model::Markov], Window::default(), By::Channel, as_of);
-    let rows: Vec<(&str, i64)> = a
+    let rows: Vec<(&str, i128)> = a
         .rows
         .iter()
         .map(|r| (r.key.as_str(), r.credits_minor["markov"]))

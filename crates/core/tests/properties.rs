@@ -2,7 +2,9 @@
 //! equals never recording the event, `as_of` equals deriving from the prefix, and JSON round-trips.
 
 use funnel_core::attribution::{shares_under, MarkovChain, Model};
-use funnel_core::event::{AcceptStage, Data, Money, Outcome, RejectionReason, RulesChange, Side, Team};
+use funnel_core::event::{
+    AcceptStage, Data, Money, Outcome, RejectionReason, RulesChange, Side, Team, AMOUNT_MINOR_MAX,
+};
 use funnel_core::lead::{LeadEvent, LeadFacts, Milestone};
 use funnel_core::report::{self, By, Window};
 use funnel_core::rules::{RulesEntry, RulesTimeline};
@@ -85,6 +87,23 @@ fn make_event(i: usize, (lead, kind, pick, hour): (u8, u8, u8, u16)) -> Event {
 fn history() -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec(event_strategy(), 1..120)
         .prop_map(|raw| raw.into_iter().enumerate().map(|(i, r)| make_event(i, r)).collect())
+}
+
+/// [`history`] with every amount moved to the top of the range: `AMOUNT_MINOR_MAX` less
+/// under a thousand.
+fn history_at_the_limit() -> impl Strategy<Value = Vec<Event>> {
+    history().prop_map(|mut events| {
+        for event in &mut events {
+            if let Data::Close {
+                amount: Some(money), ..
+            }
+            | Data::Spend { amount: money, .. } = &mut event.data
+            {
+                money.amount_minor = AMOUNT_MINOR_MAX - money.amount_minor % 1_000;
+            }
+        }
+        events
+    })
 }
 
 fn project(events: &[Event]) -> Projection {
@@ -213,6 +232,35 @@ proptest! {
                 prop_assert_eq!(early(a.milestones[m as usize]), early(b.milestones[m as usize]), "lead {} {:?}", lead, m);
             }
         }
+    }
+
+    /// Amounts at the per-event limit, many deals: every credit is non-negative, each deal's
+    /// credits sum to its amount under every model, each model's column sums to the currency's
+    /// total, and the cost report's revenue agrees with it.
+    #[test]
+    fn credits_at_the_amount_limit_are_exact_and_never_negative(events in history_at_the_limit()) {
+        let projection = project(&events);
+        let leads = projection.leads().values().filter_map(|s| Some((s.events.as_slice(), s.facts.as_ref()?)));
+        let chain = MarkovChain::build(leads, projection.rules(), END);
+        for deal in projection.leads().values().filter_map(|s| s.facts.as_ref()).flat_map(|f| &f.deals) {
+            prop_assert!(deal.amount.amount_minor > AMOUNT_MINOR_MAX - 1_000);
+            for model in Model::ALL.into_iter().filter(|_| !deal.touches.is_empty()) {
+                let shares = shares_under(deal, model, &chain);
+                prop_assert!(shares.iter().all(|s| s.credit_minor >= 0));
+                prop_assert_eq!(shares.iter().map(|s| i128::from(s.credit_minor)).sum::<i128>(), i128::from(deal.amount.amount_minor));
+            }
+        }
+        let attribution = report::attribution(&projection, &Model::ALL, Window::default(), By::Channel, END);
+        let cost = report::cost(&projection, Window::default(), By::Channel, END);
+        for total in &attribution.totals {
+            for model in Model::ALL {
+                let column: i128 = attribution.rows.iter().filter(|r| r.currency == total.currency).map(|r| r.credits_minor[model.as_str()]).sum();
+                prop_assert_eq!(column, total.amount_minor, "{} in {}", model.as_str(), &total.currency);
+            }
+            let revenue: i128 = cost.rows.iter().filter(|r| r.currency == total.currency).map(|r| r.revenue_minor).sum();
+            prop_assert_eq!(revenue, total.amount_minor);
+        }
+        prop_assert!(attribution.rows.iter().all(|r| r.credits_minor.values().all(|c| *c >= 0)));
     }
 
     #[test]

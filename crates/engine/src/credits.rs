@@ -12,13 +12,14 @@
 //! from [`crate::markov::MarkovIndex`]) and kept beside the snapshot for the next question with
 //! the same chain. Neither holds an answer: every question still sums its own window.
 //!
-//! Sums are wrapping `i64`, as the per-deal sum they replace: a window's difference is exact
-//! whenever the window's true sum fits in `i64`. Totals per currency sum in `i128`.
+//! Sums are [`MinorSum`]s (`i128`): with at most 10^15 minor units per deal they cannot
+//! overflow, so a window's difference is its exact sum.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use funnel_core::attribution::{allocate, markov_weights, MarkovChain, Model};
+use funnel_core::event::MinorSum;
 use funnel_core::time::Micros;
 
 use crate::dict::{Sym, NONE};
@@ -40,7 +41,7 @@ pub struct Row {
     /// Positions of the deals crediting this row, increasing.
     at: Vec<u32>,
     /// `sums[(j + 1) * MODELS + m]`: model `m`'s credits of the first `j + 1` deals of `at`.
-    sums: Vec<i64>,
+    sums: Vec<MinorSum>,
 }
 
 impl Row {
@@ -66,14 +67,14 @@ pub struct CreditSums {
     touches: Vec<(Sym, u32)>,
     rows: Vec<Row>,
     /// Per currency: positions of its deals and running sums of their amounts.
-    totals: Vec<(Sym, Vec<u32>, Vec<i128>)>,
+    totals: Vec<(Sym, Vec<u32>, Vec<MinorSum>)>,
 }
 
 /// A window's answer from the sums: per row with a deal in the window, its credits.
 pub struct WindowCredits<'a> {
-    pub rows: Vec<(&'a Row, [i64; 12])>,
+    pub rows: Vec<(&'a Row, [MinorSum; 12])>,
     /// `(currency, deals, amount)`.
-    pub totals: Vec<(Sym, u64, i128)>,
+    pub totals: Vec<(Sym, u64, MinorSum)>,
 }
 
 /// The rows a deal credits under breakdown `campaign` (else channel), each with the indexes of
@@ -128,7 +129,7 @@ impl CreditSums {
             });
             let (_, at, amounts) = &mut sums.totals[t];
             at.push(position);
-            amounts.push(amounts.last().copied().unwrap_or(0) + i128::from(deal.amount_minor));
+            amounts.push(amounts.last().copied().unwrap_or(0) + MinorSum::from(deal.amount_minor));
             let first = sums.touches.len();
             sums.touches.extend(deal.touches.iter().map(|(c, _)| (*c, 0)));
             for (key, touches) in deal_rows(deal, campaign) {
@@ -151,12 +152,15 @@ impl CreditSums {
                 row.at.push(position);
                 let base = row.sums.len() - MODELS;
                 for m in 0..MODELS {
-                    let credit = if touches.is_empty() {
-                        deal.amount_minor
+                    let credit: MinorSum = if touches.is_empty() {
+                        deal.amount_minor.into()
                     } else {
-                        touches.iter().map(|i| deal.credits[m * deal.touches.len() + i]).sum()
+                        touches
+                            .iter()
+                            .map(|i| MinorSum::from(deal.credits[m * deal.touches.len() + i]))
+                            .sum()
                     };
-                    let sum = row.sums[base + m].wrapping_add(credit);
+                    let sum = row.sums[base + m] + credit;
                     row.sums.push(sum);
                 }
             }
@@ -187,13 +191,13 @@ impl CreditSums {
             if j0 == j1 {
                 continue;
             }
-            let mut credits = [0i64; 12];
+            let mut credits: [MinorSum; 12] = [0; 12];
             for (m, credit) in credits.iter_mut().enumerate().take(MODELS) {
-                *credit = row.sums[j1 * MODELS + m].wrapping_sub(row.sums[j0 * MODELS + m]);
+                *credit = row.sums[j1 * MODELS + m] - row.sums[j0 * MODELS + m];
             }
             if let Some(markov) = markov {
                 let s = &markov.sums[r];
-                credits[Model::Markov as usize] = s[j1].wrapping_sub(s[j0]);
+                credits[Model::Markov as usize] = s[j1] - s[j0];
             }
             rows.push((row, credits));
         }
@@ -212,7 +216,7 @@ impl CreditSums {
 /// Markov credit running sums under one chain, per row of a [`CreditSums`] (same positions).
 #[derive(Debug)]
 pub struct MarkovSums {
-    sums: Vec<Vec<i64>>,
+    sums: Vec<Vec<MinorSum>>,
 }
 
 impl MarkovSums {
@@ -230,13 +234,13 @@ impl MarkovSums {
             .iter()
             .map(|sym| chain.removal_effects.get(dict.name(*sym)).copied().unwrap_or(0.0))
             .collect();
-        let mut sums: Vec<Vec<i64>> = vec![vec![0]; credit_sums.rows.len()];
+        let mut sums: Vec<Vec<MinorSum>> = vec![vec![0]; credit_sums.rows.len()];
         let mut path: Vec<usize> = Vec::new();
         for (p, amount) in credit_sums.amounts.iter().enumerate() {
             let touches = &credit_sums.touches[credit_sums.starts[p] as usize..credit_sums.starts[p + 1] as usize];
             if let [(BARE, row)] = touches {
                 let s = &mut sums[*row as usize];
-                s.push(s.last().copied().unwrap_or(0).wrapping_add(*amount));
+                s.push(s.last().copied().unwrap_or(0) + MinorSum::from(*amount));
                 continue;
             }
             path.clear();
@@ -247,14 +251,14 @@ impl MarkovSums {
                 if touches[..i].iter().any(|(_, r)| r == row) {
                     continue;
                 }
-                let credit: i64 = touches
+                let credit: MinorSum = touches
                     .iter()
                     .zip(&shares)
                     .filter(|((_, r), _)| r == row)
-                    .map(|(_, share)| share.credit_minor)
+                    .map(|(_, share)| MinorSum::from(share.credit_minor))
                     .sum();
                 let s = &mut sums[*row as usize];
-                s.push(s.last().copied().unwrap_or(0).wrapping_add(credit));
+                s.push(s.last().copied().unwrap_or(0) + credit);
             }
         }
         MarkovSums { sums }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use funnel_core::attribution::{MarkovChain, Model};
-use funnel_core::event::RejectionReason;
+use funnel_core::event::{MinorSum, RejectionReason};
 use funnel_core::lead::{LeadEvent, LeadFacts};
 use funnel_core::projection::Entry;
 use funnel_core::report::{
@@ -104,8 +104,8 @@ pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros
 
 #[derive(Default)]
 struct Sums {
-    spend: i64,
-    revenue: i64,
+    spend: MinorSum,
+    revenue: MinorSum,
     customers: BTreeSet<LeadNo>,
 }
 
@@ -121,13 +121,13 @@ pub fn cost(engine: &Engine, window: Window, by: By, as_of: Micros) -> CostRepor
         let s = sums
             .entry((dict.label(key).to_owned(), dict.name(spend.currency).to_owned()))
             .or_default();
-        s.spend = s.spend.saturating_add(spend.amount_minor);
+        s.spend += MinorSum::from(spend.amount_minor);
     }
     for (no, deal) in deals_in(engine, &window, as_of) {
         let Some(slot) = engine.lead(no) else { continue };
         let key = dict.label(slot.facts.key(by, as_of)).to_owned();
         let s = sums.entry((key, dict.name(deal.currency).to_owned())).or_default();
-        s.revenue = s.revenue.saturating_add(deal.amount_minor);
+        s.revenue += MinorSum::from(deal.amount_minor);
         s.customers.insert(no);
     }
     let sums = sums
@@ -146,11 +146,11 @@ pub fn plan(engine: &Engine, target_minor: i64, currency: &str, window: Window, 
         as_of,
     );
     let sym = engine.dict().get(currency);
-    let (mut won_deals, mut won_revenue) = (0u64, 0i64);
+    let (mut won_deals, mut won_revenue) = (0u64, MinorSum::default());
     for (_, deal) in deals_in(engine, &window, as_of) {
         if Some(deal.currency) == sym {
             won_deals += 1;
-            won_revenue = won_revenue.saturating_add(deal.amount_minor);
+            won_revenue += MinorSum::from(deal.amount_minor);
         }
     }
     report::plan_from(
@@ -234,7 +234,7 @@ pub fn attribution(engine: &Engine, models: &[Model], window: Window, by: By, as
         .map(|(currency, deals, amount)| CurrencyTotal {
             currency: dict.name(currency).to_owned(),
             deals,
-            amount_minor: amount.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+            amount_minor: amount,
         })
         .collect();
     totals.sort_by(|a, b| a.currency.cmp(&b.currency));

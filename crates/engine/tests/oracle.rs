@@ -567,3 +567,98 @@ fn within_days_and_weekly_series_by_hand() {
     let sals: Vec<u64> = series.iter().map(|b| b.period.sal).collect();
     assert_eq!(sals, [0, 1, 1]);
 }
+
+/// The bug: two won deals of 2^62 minor units saturated `/v1/cost` revenue and credited a
+/// channel −2^63 under `linear`. Amounts are now at most 10^15 per event and sums are 128-bit:
+/// 9,300 won deals at the limit total 9.3 × 10^18, past `i64::MAX` (≈ 9.22 × 10^18), and
+/// every figure stays exact and non-negative, in the engine and in the fold.
+#[test]
+fn revenue_and_credits_past_i64_stay_exact_and_never_negative() {
+    use funnel_core::event::AMOUNT_MINOR_MAX;
+    const DEALS: i64 = 9_300;
+    let mut events = Vec::new();
+    for i in 0..DEALS {
+        let lead = format!("L{i}");
+        let at = BASE + i * 1_000_000;
+        let ev = |kind: &str, t: i64, data: Data| Event {
+            id: format!("{kind}{i}"),
+            lead_id: Some(lead.clone()),
+            account_id: None,
+            occurred_at: t,
+            producer: None,
+            data,
+        };
+        for (k, channel) in ["email", "webinar"].iter().enumerate() {
+            events.push(ev(
+                &format!("t{k}-"),
+                at + k as i64,
+                Data::Touch {
+                    channel: (*channel).into(),
+                    campaign: None,
+                    content: None,
+                    team: Team::Marketing,
+                },
+            ));
+        }
+        events.push(ev(
+            "w",
+            at + 10,
+            Data::Close {
+                outcome: Outcome::Won,
+                amount: Some(Money {
+                    amount_minor: AMOUNT_MINOR_MAX,
+                    currency: "USD".into(),
+                }),
+                reason: None,
+                opportunity_id: None,
+            },
+        ));
+    }
+    let dir = Scratch::new();
+    let ledger = ledger_of(&dir.0, &events);
+    let engine = replay(&ledger, None, |_| {}).expect("replay");
+    let projection = oracle(&ledger, ledger.head().seq);
+    let as_of = BASE + 100_000 * HOUR;
+    // By hand: 9,300 × 10^15 in all; linear gives each of the two touches half of each deal.
+    let total: i128 = 9_300 * 1_000_000_000_000_000;
+    assert!(total > i128::from(i64::MAX));
+    let cost = engine_reports::cost(&engine, Window::default(), By::Channel, as_of);
+    assert_eq!(
+        json(&cost),
+        json(&report::cost(&projection, Window::default(), By::Channel, as_of))
+    );
+    let email = cost.rows.iter().find(|r| r.key == "email").expect("email row");
+    assert_eq!(
+        email.revenue_minor, total,
+        "revenue is booked to the first touch's channel"
+    );
+    assert_eq!(email.customers, DEALS as u64);
+    let attribution = engine_reports::attribution(&engine, &Model::ALL, Window::default(), By::Channel, as_of);
+    assert_eq!(
+        json(&attribution),
+        json(&report::attribution(
+            &projection,
+            &Model::ALL,
+            Window::default(),
+            By::Channel,
+            as_of
+        ))
+    );
+    assert_eq!(attribution.totals[0].amount_minor, total);
+    for row in &attribution.rows {
+        assert!(row.credits_minor.values().all(|c| *c >= 0), "{row:?}");
+    }
+    let linear = |key: &str| {
+        attribution
+            .rows
+            .iter()
+            .find(|r| r.key == key)
+            .expect("row")
+            .credits_minor["linear"]
+    };
+    assert_eq!((linear("email"), linear("webinar")), (total / 2, total / 2));
+    for model in Model::ALL {
+        let column: i128 = attribution.rows.iter().map(|r| r.credits_minor[model.as_str()]).sum();
+        assert_eq!(column, total, "{} credits sum to the deals", model.as_str());
+    }
+}

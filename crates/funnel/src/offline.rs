@@ -97,9 +97,31 @@ pub fn export(data_dir: &Path, out: Option<PathBuf>, at_seq: Option<u64>, json: 
     Ok(())
 }
 
+/// Imports an export into an empty data dir, all or nothing: an entry that live ingest would
+/// refuse (or that breaks the chain) refuses the whole file, naming its line and reason, and
+/// leaves the data dir as it was. (An export is one hash chain: skipping an entry would break
+/// every link after it.)
 pub fn import(data_dir: &Path, file: Option<PathBuf>, json: bool) -> Result<(), CliError> {
     let ledger = open_ledger(data_dir)?;
-    let head = import_into(&ledger, file.as_deref(), json)?;
+    let was_empty = ledger.head().seq == 0;
+    let head = match import_into(&ledger, file.as_deref(), json) {
+        Ok(head) => head,
+        Err(e) => {
+            drop(ledger);
+            if was_empty {
+                // What was staged before the refused line goes: the ledger was empty before.
+                let partial = data_dir.join("ledger");
+                std::fs::remove_dir_all(&partial).map_err(|r| {
+                    CliError::Failed(format!(
+                        "{e}; and removing the partial import {}: {r}",
+                        partial.display()
+                    ))
+                })?;
+                return Err(CliError::Failed(format!("{e}; nothing was imported")));
+            }
+            return Err(e);
+        }
+    };
     if json {
         println!(
             "{}",

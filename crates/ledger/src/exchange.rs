@@ -2,7 +2,7 @@
 //! entry with ids, seqs, recorded_at and hashes preserved, so an import into an empty ledger
 //! reproduces the same chain head, and anyone can verify an export from the specification alone.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use funnel_core::time::{format_rfc3339, parse_rfc3339};
@@ -152,7 +152,10 @@ pub fn import(ledger: &Ledger, input: impl BufRead, mut progress: impl FnMut(u64
         let line_no = n as u64 + 1;
         let line = line?;
         let refuse = |reason: String| LedgerError::Import { line: line_no, reason };
-        let parsed: ExportLine = serde_json::from_str(&line).map_err(|e| refuse(e.to_string()))?;
+        // Strict, as live ingest is: a repeated key anywhere in the line refuses it.
+        let parsed: ExportLine = funnel_core::event::strict_json(line.as_bytes())
+            .and_then(serde_json::from_value)
+            .map_err(|e| refuse(e.to_string()))?;
         let entry = parsed.into_entry().map_err(refuse)?;
         loader.add(&entry)?.map_err(refuse)?;
         if loader.staged() == IMPORT_BATCH_ENTRIES {
@@ -169,8 +172,9 @@ pub(crate) struct Loader<'a> {
     head: crate::Head,
     blocks: BlockWriter,
     batch: sled::Batch,
-    /// This batch's ids and their leads: not in the tree yet, so checked here.
-    pending: HashSet<String>,
+    /// This batch's events by id: not in the tree yet, so checked here (ids and retraction
+    /// targets).
+    pending: HashMap<String, Event>,
     ids: IdIndexBatch,
     /// The last seq written to sled.
     stored: u64,
@@ -192,7 +196,7 @@ impl<'a> Loader<'a> {
             head,
             blocks: BlockWriter::default(),
             batch: sled::Batch::default(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             ids: IdIndexBatch::default(),
             stored: 0,
         })
@@ -207,11 +211,22 @@ impl<'a> Loader<'a> {
         self.pending.len()
     }
 
-    /// Stages one entry, or says why it cannot follow the ones before it.
+    /// Stages one entry, or says why it cannot follow the ones before it: the checks of live
+    /// ingest (an id seen before, a retraction's target) against every entry before it, this
+    /// batch's included, and the chain's own.
     pub(crate) fn add(&mut self, entry: &Entry) -> Result<std::result::Result<(), String>> {
         let id = &entry.event.id;
-        if self.pending.contains(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
+        if self.pending.contains_key(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
             return Ok(Err(format!("event id `{id}` appears twice")));
+        }
+        if let funnel_core::event::Data::Retract { target_id, .. } = &entry.event.data {
+            let target = match self.pending.get(target_id) {
+                Some(event) => Some(event.clone()),
+                None => self.ids.find(self.ledger, target_id, self.stored)?.map(|e| e.event),
+            };
+            if let Err(rejection) = entry.event.check_retraction(target.as_ref()) {
+                return Ok(Err(format!("{}: {}", rejection.reason.as_str(), rejection.message)));
+            }
         }
         if let Err(reason) = crate::check_link(&self.head.position, entry) {
             return Ok(Err(reason));
@@ -221,7 +236,7 @@ impl<'a> Loader<'a> {
         }
         self.ids.add(id, entry.seq);
         self.blocks.push(entry);
-        self.pending.insert(id.clone());
+        self.pending.insert(id.clone(), entry.event.clone());
         self.head.position = LogPosition {
             seq: entry.seq,
             hash: entry.hash,

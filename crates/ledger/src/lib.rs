@@ -59,7 +59,8 @@ pub enum LedgerError {
     /// An entry's bytes or chain do not check out. Report loudly; never serve from this store.
     #[error("ledger damaged at seq {seq}: {reason}")]
     Damaged { seq: u64, reason: String },
-    /// An import line was refused; nothing after it was imported.
+    /// An import line was refused; nothing from it on was imported (`funnel import` then
+    /// removes what was, so a refused file leaves the data dir as it was).
     #[error("import line {line}: {reason}")]
     Import { line: u64, reason: String },
     /// Import needs an empty ledger.

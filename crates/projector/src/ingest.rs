@@ -452,7 +452,7 @@ fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, Proje
                             Some(target) => Some(target),
                             None => ledger.find(target_id)?.map(|entry| entry.event),
                         };
-                        check_retraction(&event, target.as_ref())
+                        event.check_retraction(target.as_ref())
                     }
                     _ => Ok(()),
                 };
@@ -469,27 +469,4 @@ fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, Proje
         });
     }
     Ok(verdicts)
-}
-
-/// Why a retraction is refused, if it is: its target must be stored (or earlier in the batch),
-/// must not be a retraction, and must belong to the retraction's `lead_id` if it names one.
-fn check_retraction(retract: &Event, target: Option<&Event>) -> Result<(), Rejection> {
-    let Data::Retract { target_id, .. } = &retract.data else {
-        return Ok(());
-    };
-    let target =
-        target.ok_or_else(|| Rejection::new(Reason::UnknownTarget, format!("no event with id `{target_id}`")))?;
-    if matches!(target.data, Data::Retract { .. }) {
-        return Err(Rejection::new(
-            Reason::UnknownTarget,
-            format!("`{target_id}` is a retraction; retractions cannot be retracted"),
-        ));
-    }
-    match (&retract.lead_id, &target.lead_id) {
-        (Some(mine), theirs) if Some(mine) != theirs.as_ref() => Err(Rejection::new(
-            Reason::Invalid,
-            format!("lead_id `{mine}` does not match the target's lead {theirs:?}"),
-        )),
-        _ => Ok(()),
-    }
 }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::{window_fields, By, Log, Window};
 use crate::attribution::{shares_under, DealCredits, MarkovChain, Model, Share, UNATTRIBUTED};
+use crate::event::MinorSum;
 use crate::lead::LeadFacts;
 use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
@@ -15,7 +16,7 @@ use crate::time::{format_rfc3339, Micros};
 pub struct AttributionRow {
     pub key: String,
     pub currency: String,
-    pub credits_minor: BTreeMap<&'static str, i64>,
+    pub credits_minor: BTreeMap<&'static str, MinorSum>,
 }
 
 /// Deals credited in one currency.
@@ -23,7 +24,7 @@ pub struct AttributionRow {
 pub struct CurrencyTotal {
     pub currency: String,
     pub deals: u64,
-    pub amount_minor: i64,
+    pub amount_minor: MinorSum,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,7 +61,7 @@ pub fn attribution(
     as_of: Micros,
 ) -> AttributionReport {
     let chain = chain_for(projection, models, as_of);
-    let mut rows: BTreeMap<(String, String), BTreeMap<&'static str, i64>> = BTreeMap::new();
+    let mut rows: BTreeMap<(String, String), BTreeMap<&'static str, MinorSum>> = BTreeMap::new();
     let mut totals: BTreeMap<String, CurrencyTotal> = BTreeMap::new();
     let deals = projection
         .leads()
@@ -75,7 +76,7 @@ pub fn attribution(
             amount_minor: 0,
         });
         total.deals += 1;
-        total.amount_minor = total.amount_minor.saturating_add(deal.amount.amount_minor);
+        total.amount_minor += MinorSum::from(deal.amount.amount_minor);
         for model in models {
             if deal.touches.is_empty() {
                 credit(
@@ -143,7 +144,7 @@ impl AttributionReport {
 }
 
 fn credit(
-    rows: &mut BTreeMap<(String, String), BTreeMap<&'static str, i64>>,
+    rows: &mut BTreeMap<(String, String), BTreeMap<&'static str, MinorSum>>,
     models: &[Model],
     key: String,
     currency: &str,
@@ -153,7 +154,7 @@ fn credit(
     let row = rows
         .entry((key, currency.to_owned()))
         .or_insert_with(|| models.iter().map(|m| (m.as_str(), 0)).collect());
-    *row.entry(model.as_str()).or_default() += amount;
+    *row.entry(model.as_str()).or_default() += MinorSum::from(amount);
 }
 
 /// One touch's weight and credit under one model.

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{window_fields, By, Log, Window, NONE_KEY};
-use crate::event::Data;
+use crate::event::{Data, MinorSum};
 use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
@@ -14,13 +14,13 @@ use crate::time::{format_rfc3339, Micros};
 pub struct CostRow {
     pub key: String,
     pub currency: String,
-    pub spend_minor: i64,
+    pub spend_minor: MinorSum,
     /// Leads sourced here with a won deal in this currency in the window.
     pub customers: u64,
     /// spend ÷ customers, rounded half away from zero; `null` with no customers.
-    pub cost_per_customer_minor: Option<i64>,
+    pub cost_per_customer_minor: Option<MinorSum>,
     /// Won deal amounts in the window.
-    pub revenue_minor: i64,
+    pub revenue_minor: MinorSum,
     /// (revenue − spend) ÷ spend; `null` with no spend.
     pub roi: Option<f64>,
 }
@@ -37,8 +37,8 @@ pub struct CostReport {
 
 #[derive(Default)]
 struct Sums<'a> {
-    spend: i64,
-    revenue: i64,
+    spend: MinorSum,
+    revenue: MinorSum,
     customers: BTreeSet<&'a str>,
 }
 
@@ -59,7 +59,7 @@ pub fn cost(projection: &Projection, window: Window, by: By, as_of: Micros) -> C
                 _ => channel.clone(),
             };
             let s = sums.entry((key, amount.currency.clone())).or_default();
-            s.spend = s.spend.saturating_add(amount.amount_minor);
+            s.spend += MinorSum::from(amount.amount_minor);
         }
     }
     for (lead_id, facts) in projection
@@ -71,7 +71,7 @@ pub fn cost(projection: &Projection, window: Window, by: By, as_of: Micros) -> C
             let s = sums
                 .entry((by.key(facts, as_of), deal.amount.currency.clone()))
                 .or_default();
-            s.revenue = s.revenue.saturating_add(deal.amount.amount_minor);
+            s.revenue += MinorSum::from(deal.amount.amount_minor);
             s.customers.insert(lead_id);
         }
     }
@@ -89,7 +89,7 @@ impl CostReport {
         window: &Window,
         by: By,
         as_of: Micros,
-        sums: impl IntoIterator<Item = ((String, String), i64, i64, u64)>,
+        sums: impl IntoIterator<Item = ((String, String), MinorSum, MinorSum, u64)>,
     ) -> CostReport {
         let (from, to) = window_fields(window);
         CostReport {
@@ -110,8 +110,8 @@ impl CostReport {
 
 impl CostRow {
     /// A row from its sums: cost per customer rounded half away from zero, ROI over spend.
-    pub fn of(key: String, currency: String, spend: i64, revenue: i64, customers: u64) -> CostRow {
-        let n = customers as i64;
+    pub fn of(key: String, currency: String, spend: MinorSum, revenue: MinorSum, customers: u64) -> CostRow {
+        let n = MinorSum::from(customers);
         CostRow {
             key,
             currency,

@@ -3,6 +3,7 @@
 use serde::Serialize;
 
 use super::{window_fields, Counts, FunnelGroup, Log, Rates, Window};
+use crate::event::MinorSum;
 use crate::projection::{LogPosition, Projection};
 use crate::time::{format_rfc3339, Micros};
 
@@ -29,7 +30,7 @@ pub struct PlanReport {
     pub revenue_target_minor: i64,
     /// Won deals in the currency, closed in the window.
     pub won_deals: u64,
-    pub won_revenue_minor: i64,
+    pub won_revenue_minor: MinorSum,
     /// won_revenue ÷ won_deals, rounded half away from zero.
     pub average_deal_minor: Option<i64>,
     /// Milestones reached in the window: the flow the rates come from.
@@ -41,15 +42,19 @@ pub struct PlanReport {
     pub insufficient: Vec<String>,
 }
 
-/// ⌈a·b / c⌉ in exact integer arithmetic.
+/// ⌈a·b / c⌉ in exact integer arithmetic (saturating at `u64::MAX`, which no count reaches).
 fn ceil_mul_div(a: u64, b: u64, c: u64) -> u64 {
-    let (a, b, c) = (u128::from(a), u128::from(b), u128::from(c));
-    u64::try_from((a * b).div_ceil(c)).unwrap_or(u64::MAX)
+    ceil_mul_div_wide(a, b, u128::from(c))
+}
+
+/// ⌈a·b / c⌉ with `c` as wide as a money sum (`a·b` < 2^128 always).
+fn ceil_mul_div_wide(a: u64, b: u64, c: u128) -> u64 {
+    u64::try_from((u128::from(a) * u128::from(b)).div_ceil(c)).unwrap_or(u64::MAX)
 }
 
 pub fn plan(projection: &Projection, target_minor: i64, currency: &str, window: Window, as_of: Micros) -> PlanReport {
     let mut flow = FunnelGroup::new("(all)".into());
-    let (mut won_deals, mut won_revenue) = (0u64, 0i64);
+    let (mut won_deals, mut won_revenue) = (0u64, MinorSum::default());
     for facts in projection.leads().values().filter_map(|s| s.facts.as_ref()) {
         flow.add(facts, &window, None, as_of);
         for deal in facts
@@ -58,7 +63,7 @@ pub fn plan(projection: &Projection, target_minor: i64, currency: &str, window: 
             .filter(|d| d.close_at <= as_of && window.contains(d.close_at) && d.amount.currency == currency)
         {
             won_deals += 1;
-            won_revenue = won_revenue.saturating_add(deal.amount.amount_minor);
+            won_revenue += MinorSum::from(deal.amount.amount_minor);
         }
     }
     plan_from(
@@ -83,7 +88,7 @@ pub fn plan_from(
     as_of: Micros,
     p: Counts,
     won_deals: u64,
-    won_revenue: i64,
+    won_revenue: MinorSum,
 ) -> PlanReport {
     let mut insufficient = Vec::new();
     if won_deals < PLAN_WON_DEALS_MIN {
@@ -107,7 +112,7 @@ pub fn plan_from(
     }
     let needed = insufficient.is_empty().then(|| {
         // wins = ⌈target ÷ average deal⌉ = ⌈target · deals ÷ revenue⌉, then up the waterfall by the inverse rates.
-        let won = ceil_mul_div(target_minor.unsigned_abs(), won_deals, won_revenue.unsigned_abs());
+        let won = ceil_mul_div_wide(target_minor.unsigned_abs(), won_deals, won_revenue.unsigned_abs());
         let sql = ceil_mul_div(won, p.sql, p.won);
         let sal = ceil_mul_div(sql, p.sal, p.sql);
         let mql = ceil_mul_div(sal, p.mql, p.sal);
@@ -131,7 +136,11 @@ pub fn plan_from(
         revenue_target_minor: target_minor,
         won_deals,
         won_revenue_minor: won_revenue,
-        average_deal_minor: (won_deals > 0).then(|| (won_revenue + won_deals as i64 / 2) / won_deals as i64),
+        average_deal_minor: (won_deals > 0).then(|| {
+            let n = MinorSum::from(won_deals);
+            // At most the largest amount, so it fits.
+            i64::try_from((won_revenue + n / 2) / n).unwrap_or(i64::MAX)
+        }),
         period: p,
         rates: Rates {
             mql_per_inquiry: rate(p.mql, p.inquiry),
