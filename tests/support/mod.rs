@@ -263,11 +263,17 @@ pub fn try_get(addr: &str, path: &str) -> Option<(u16, Value)> {
 
 /// A minimal HTTP/1.1 GET returning the body as sent.
 pub fn try_get_text(addr: &str, path: &str) -> Option<(u16, String)> {
+    try_get_with(addr, path, &[]).map(|(status, _, body)| (status, body))
+}
+
+/// A GET with extra request headers: status, response head (lower case) and body.
+pub fn try_get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> Option<(u16, String, String)> {
     let mut stream = TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = Vec::new();
@@ -275,12 +281,13 @@ pub fn try_get_text(addr: &str, path: &str) -> Option<(u16, String)> {
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
         dechunk(body)
     } else {
         body.to_owned()
     };
-    Some((status, body))
+    Some((status, head, body))
 }
 
 fn dechunk(mut body: &str) -> String {

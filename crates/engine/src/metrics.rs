@@ -22,6 +22,8 @@ pub struct Metrics {
     pub queries: AtomicU64,
     pub query_micros: AtomicU64,
     pub query_errors: AtomicU64,
+    /// HTTP requests refused for want of a token or of role (401, 403).
+    pub refused_requests: AtomicU64,
 }
 
 impl Metrics {
@@ -92,6 +94,12 @@ impl Metrics {
             "counter",
             "HTTP queries answered with an error.",
             vec![(String::new(), get(&self.query_errors))],
+        );
+        metric(
+            "funnel_http_refused_total",
+            "counter",
+            "HTTP requests refused: no bearer token, an unknown one, or too little role.",
+            vec![(String::new(), get(&self.refused_requests))],
         );
         metric(
             "funnel_query_micros_total",

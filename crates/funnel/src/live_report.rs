@@ -1,4 +1,5 @@
-//! `funnel report`: ask a running service, over a minimal HTTP/1.1 GET.
+//! `funnel report`: ask a running service, over a minimal HTTP/1.1 GET, with the bearer token
+//! in `FUNNEL_TOKEN` if set (an environment variable, so it stays out of `ps` and shell history).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -13,7 +14,11 @@ pub async fn report(url: &str, args: &ReportArgs) -> Result<(), CliError> {
     let path = args.path();
     let fail = |e: std::io::Error| CliError::Failed(format!("GET http://{addr}{path}: {e}"));
     let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(fail)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let authorization = std::env::var("FUNNEL_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .map_or_else(String::new, |t| format!("Authorization: Bearer {}\r\n", t.trim()));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(fail)?;
     let mut response = Vec::new();
     stream

@@ -60,6 +60,21 @@ enum Command {
         /// Address for the HTTP API and dashboard.
         #[arg(long, default_value = "127.0.0.1:8080")]
         http: String,
+        #[command(flatten)]
+        access: serve::Access,
+    },
+    /// Add a bearer token for the HTTP API to a token file: prints the token once; the file
+    /// keeps only its SHA-256.
+    Token {
+        /// The token file (created if absent).
+        #[arg(long, env = "FUNNEL_TOKENS")]
+        tokens: PathBuf,
+        /// viewer (aggregate reports), auditor (adds timelines, explain, verify) or admin (adds /metrics).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["viewer", "auditor", "admin"]))]
+        role: String,
+        /// Who holds it (shown in refusals and logs).
+        #[arg(long)]
+        name: String,
     },
     /// Publish events from NDJSON (a file or stdin); invalid lines are reported and not sent.
     Emit {
@@ -191,7 +206,13 @@ fn main() {
 
 async fn run(command: Command) -> Result<(), CliError> {
     match command {
-        Command::Serve { nats_url, data, http } => serve::serve(nats_url, &data.data_dir, &http).await,
+        Command::Serve {
+            nats_url,
+            data,
+            http,
+            access,
+        } => serve::serve(nats_url, &data.data_dir, &http, &access).await,
+        Command::Token { tokens, role, name } => serve::add_token(&tokens, &role, &name),
         Command::Emit {
             file,
             bincode,

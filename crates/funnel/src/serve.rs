@@ -1,13 +1,14 @@
 //! `funnel serve`: ledger, ingest, projector and HTTP in one process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use funnel_engine::Live;
 use funnel_ledger::{Ledger, LedgerError};
 use funnel_projector::{ingest, live, Metrics, Settings};
+use funnel_query::{Role, Tokens};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::{nats_child, CliError};
 
@@ -42,7 +43,78 @@ pub fn open_ledger_with(data_dir: &Path, open: fn(&Path) -> Result<Ledger, Ledge
     }
 }
 
-pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Result<(), CliError> {
+/// Who may use the HTTP API.
+#[derive(clap::Args, Clone)]
+pub struct Access {
+    /// Bearer tokens with roles (`funnel token` adds them); every route but `/` and `/health`
+    /// then needs one. Without it `serve` listens on loopback only.
+    #[arg(long, env = "FUNNEL_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// Serve a non-loopback address without tokens: anyone who reaches it reads every lead.
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+/// The tokens `serve` requires, or `None` to answer everyone: only on loopback, or when told
+/// `--insecure-no-auth` (logged loudly).
+fn http_access(http: &str, access: &Access) -> Result<Option<Tokens>, CliError> {
+    if let Some(path) = &access.tokens {
+        let tokens = Tokens::load(path).map_err(|e| CliError::Failed(format!("token file: {e}")))?;
+        info!(tokens = tokens.len(), file = %path.display(), "HTTP API requires bearer tokens");
+        return Ok(Some(tokens));
+    }
+    let addrs: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(http)
+        .map_err(|e| CliError::Failed(format!("--http {http}: {e}")))?
+        .collect();
+    if !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()) {
+        return Ok(None);
+    }
+    if access.insecure_no_auth {
+        warn!(
+            http,
+            "INSECURE: serving {http} with no tokens (--insecure-no-auth): anyone who reaches it reads every lead"
+        );
+        return Ok(None);
+    }
+    Err(CliError::Failed(format!(
+        "refusing to serve {http} without a token file: it is not a loopback address, so anyone on the network \
+         could read every lead. Give --tokens FILE (add tokens with `funnel token`), listen on 127.0.0.1, \
+         or pass --insecure-no-auth"
+    )))
+}
+
+/// `funnel token`: a new random token for `role`, its hash appended to the file; the token is
+/// printed once, on stdout.
+pub fn add_token(file: &Path, role: &str, name: &str) -> Result<(), CliError> {
+    let role = Role::parse(role).ok_or_else(|| CliError::Failed(format!("no role `{role}`")))?;
+    if name.trim().is_empty() || name.contains('\n') {
+        return Err(CliError::Failed("--name must be one non-empty line".into()));
+    }
+    let mut random = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(|e| CliError::Failed(format!("/dev/urandom: {e}")))?,
+        &mut random,
+    )
+    .map_err(|e| CliError::Failed(format!("/dev/urandom: {e}")))?;
+    let token: String = std::iter::once("fl_".to_owned())
+        .chain(random.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let mut text = std::fs::read_to_string(file).unwrap_or_default();
+    if text.is_empty() {
+        text.push_str("# funnel-ledger HTTP tokens: role, SHA-256 of the token, name. Add with `funnel token`.\n");
+    } else if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&funnel_query::access::token_line(&token, role, name.trim()));
+    text.push('\n');
+    Tokens::parse(&text).map_err(|(line, e)| CliError::Failed(format!("{} line {line}: {e}", file.display())))?;
+    std::fs::write(file, text).map_err(|e| CliError::Failed(format!("write {}: {e}", file.display())))?;
+    println!("{token}");
+    Ok(())
+}
+
+pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str, access: &Access) -> Result<(), CliError> {
+    let tokens = http_access(http, access)?;
     let ledger = open_ledger(data_dir)?;
     let child = match nats_url {
         Some(_) => None,
@@ -86,7 +158,11 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str) -> Res
         shutdown.clone(),
     ));
     let mut projector = tokio::spawn(live::run(live.clone(), head_rx, shutdown.clone()));
-    let app = funnel_query::router(funnel_query::AppState::new(live.clone(), metrics));
+    let mut state = funnel_query::AppState::new(live.clone(), metrics);
+    if let Some(tokens) = tokens {
+        state = state.with_tokens(tokens);
+    }
+    let app = funnel_query::router(state);
     let mut http_shutdown = shutdown.clone();
     let queries = query_runtime()?;
     let mut server = queries.spawn(async move {

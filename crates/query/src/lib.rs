@@ -3,6 +3,7 @@
 //! an expensive question never delays a lead lookup or a health check. Handlers never panic
 //! on input: bad parameters are 4xx JSON errors of the shape `{"error": {"code", "message"}}`.
 
+pub mod access;
 mod params;
 mod request;
 
@@ -10,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{MatchedPath, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -21,6 +23,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::info_span;
 
+pub use access::{Role, Tokens};
 pub use params::{Params, TimeTravel};
 pub use request::{Query, Request, PLAN_WINDOW_DAYS, REPORTS};
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub reports: Arc<Semaphore>,
     /// Lead lookups at once: their own pool, so that reports never delay them.
     pub lookups: Arc<Semaphore>,
+    /// The bearer tokens accepted; `None` answers everyone (loopback, or `--insecure-no-auth`).
+    pub tokens: Option<Arc<Tokens>>,
 }
 
 impl AppState {
@@ -48,7 +53,14 @@ impl AppState {
             metrics,
             reports: Arc::new(Semaphore::new(REPORT_WORKERS_MAX)),
             lookups: Arc::new(Semaphore::new(LOOKUP_WORKERS_MAX)),
+            tokens: None,
         }
+    }
+
+    /// Requires a token of the right role on every route but `/` and `/health`.
+    pub fn with_tokens(mut self, tokens: Tokens) -> AppState {
+        self.tokens = Some(Arc::new(tokens));
+        self
     }
 }
 
@@ -76,6 +88,20 @@ impl ApiError {
             message: message.into(),
         }
     }
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: "unauthorized",
+            message: message.into(),
+        }
+    }
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "forbidden",
+            message: message.into(),
+        }
+    }
     pub fn store(e: impl std::fmt::Display) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -88,12 +114,18 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"code": self.code, "message": self.message}});
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        response
     }
 }
 
@@ -114,8 +146,46 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/{report}", get(report_route))
         .route("/v1/audit/head", get(audit_head))
         .route("/v1/audit/verify", get(audit_verify))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorise))
         .fallback(|| async { ApiError::not_found("no such endpoint; see DESIGN.md §5") })
         .with_state(state)
+}
+
+/// Lets a request through if its route is open or its bearer token's role is enough
+/// ([`access`]); otherwise a JSON 401 (no token, or one not known) or 403 (too little role).
+async fn authorise(
+    State(state): State<AppState>,
+    route: Option<MatchedPath>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let Some(tokens) = &state.tokens else {
+        return next.run(request).await;
+    };
+    let route = route.as_ref().map_or("", |r| r.as_str());
+    let Some(needed) = Role::needed_for(route) else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let refused = match presented.map(|token| tokens.holder(token)) {
+        None => ApiError::unauthorized("this endpoint needs a bearer token: `Authorization: Bearer <token>`"),
+        Some(None) => ApiError::unauthorized("the bearer token is not one this service knows"),
+        Some(Some(holder)) if holder.role < needed => ApiError::forbidden(format!(
+            "{route} needs the {} role; this token ({}) is {}",
+            needed.as_str(),
+            holder.name,
+            holder.role.as_str()
+        )),
+        Some(Some(_)) => return next.run(request).await,
+    };
+    state.metrics.refused_requests.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(route, code = refused.code, "request refused");
+    refused.into_response()
 }
 
 /// Runs a handler body inside a span, counting it and its time.
