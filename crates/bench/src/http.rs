@@ -96,3 +96,72 @@ pub async fn load(addr: &str, paths: Vec<String>, clients: usize, seconds: u64) 
     }
     (all, started.elapsed().as_secs_f64())
 }
+
+/// What a flood of requests got: answers by status and `error.code`, and latencies (µs) of
+/// every answer.
+#[derive(Debug, Default)]
+pub struct Flooded {
+    pub answers: std::collections::BTreeMap<String, usize>,
+    pub latencies: Vec<u64>,
+    /// Requests with no answer at all (connection refused or closed): the process gave way.
+    pub failed: usize,
+}
+
+/// `clients` tasks sending `paths` round robin for `seconds`, counting every answer (not only
+/// 200s) and reconnecting after a failure.
+pub async fn flood(addr: &str, paths: Vec<String>, clients: usize, seconds: u64) -> Flooded {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let paths = std::sync::Arc::new(paths);
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (addr, paths) = (addr.to_owned(), paths.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut got = Flooded::default();
+            let mut i = c;
+            let mut client = None;
+            while Instant::now() < deadline {
+                if client.is_none() {
+                    client = Client::connect(&addr).await.ok();
+                }
+                let Some(connection) = client.as_mut() else {
+                    got.failed += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let t = Instant::now();
+                let limit = deadline.saturating_duration_since(t) + UNANSWERED_GRACE;
+                match tokio::time::timeout(limit, connection.get(&paths[i % paths.len()])).await {
+                    Ok(Ok((status, body))) => {
+                        got.latencies.push(t.elapsed().as_micros() as u64);
+                        let code = serde_json::from_slice::<serde_json::Value>(&body)
+                            .ok()
+                            .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                            .unwrap_or_default();
+                        *got.answers
+                            .entry(format!("{status} {code}").trim().to_owned())
+                            .or_default() += 1;
+                    }
+                    Ok(Err(_)) => {
+                        got.failed += 1;
+                        client = None;
+                    }
+                    // Still computing at the end: abandoned (the server sees the hang-up).
+                    Err(_) => break,
+                }
+                i += clients;
+            }
+            got
+        }));
+    }
+    let mut all = Flooded::default();
+    for task in tasks {
+        let got = task.await.unwrap_or_default();
+        for (k, n) in got.answers {
+            *all.answers.entry(k).or_default() += n;
+        }
+        all.latencies.extend(got.latencies);
+        all.failed += got.failed;
+    }
+    all.latencies.sort_unstable();
+    all
+}

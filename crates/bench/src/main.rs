@@ -704,6 +704,9 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     let attribution_paths: Vec<String> = (0..DISTINCT)
         .map(|_| format!("/v1/attribution?model=all&as_of={AS_OF}&{}", window()))
         .collect();
+    let markov_paths: Vec<String> = (0..DISTINCT)
+        .map(|_| format!("/v1/attribution?model=markov&as_of={AS_OF}&{}", window()))
+        .collect();
     let at_seq_paths: Vec<String> = (0..DISTINCT)
         .map(|_| format!("/v1/funnel?as_of={AS_OF}&at_seq={}", head / 2 + next(head / 2)))
         .collect();
@@ -752,6 +755,32 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
             "requests/s",
         ));
     }
+    if args.endpoints.iter().any(|e| e == "flood") {
+        let replays: Vec<String> = (0..DISTINCT)
+            .map(|_| format!("/v1/attribution?model=all&as_of={AS_OF}&at_seq={}", 1 + next(head - 1)))
+            .collect();
+        let markov = markov_paths;
+        let mut expensive = Vec::new();
+        for i in 0..DISTINCT {
+            expensive.push(replays[i].clone());
+            expensive.push(markov[i].clone());
+            if i % 8 == 0 {
+                expensive.push("/v1/audit/verify".to_owned());
+            }
+        }
+        let lead_paths: Vec<String> = (0..DISTINCT)
+            .map(|_| format!("/v1/leads/sim3-L{:06}?as_of={AS_OF}", next(args.query_leads)))
+            .collect();
+        flood(
+            &addr,
+            service.pid(),
+            expensive,
+            lead_paths,
+            args.query_seconds.max(30),
+            rows,
+        )
+        .await;
+    }
     if args.endpoints.is_empty() {
         versus_chdb(&addr, args.query_leads, rows).await;
     }
@@ -759,6 +788,53 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
         drop(service);
         ingest_while_queried(funnel_bin, &url, &data, args, head, funnel_paths_again, rows).await;
     }
+}
+
+/// Clients sending expensive questions at once (log-prefix replays, Markov attribution, chain
+/// verification), far more than the workers: the service must stay up, answer the excess
+/// `503 busy` or `timeout` at once, keep its memory bounded, and keep answering health checks
+/// and lead lookups meanwhile.
+const FLOOD_CLIENTS: usize = 256;
+
+async fn flood(addr: &str, pid: u32, expensive: Vec<String>, leads: Vec<String>, seconds: u64, rows: &mut Vec<Row>) {
+    let (rss_before, _) = rss(pid);
+    let flood = http::flood(addr, expensive, FLOOD_CLIENTS, seconds);
+    let health = http::load(addr, vec!["/health".to_owned()], 1, seconds);
+    let lookups = http::load(addr, leads, 4, seconds);
+    let (flooded, (mut health, _), (mut lookups, _)) = tokio::join!(flood, health, lookups);
+    health.sort_unstable();
+    lookups.sort_unstable();
+    let (rss_after, peak) = rss(pid);
+    let alive = http::Client::connect(addr).await.is_ok();
+    let answers: Vec<String> = flooded.answers.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+    let mut row = Row::new(
+        format!("6. flood, {FLOOD_CLIENTS} clients of replays/Markov/verify for {seconds} s: answers"),
+        vec![flooded.answers.values().sum::<usize>() as f64],
+        "answers",
+    );
+    row.note = format!(
+        "{}; no answer {}; p50 {:.1} ms, p99 {:.1} ms; still up after: {alive}",
+        answers.join(", "),
+        flooded.failed,
+        percentile(&flooded.latencies, 0.5),
+        percentile(&flooded.latencies, 0.99)
+    );
+    rows.push(row);
+    rows.push(Row::new(
+        "6. flood: /health p50 / p99 meanwhile, one client",
+        vec![percentile(&health, 0.5), percentile(&health, 0.99)],
+        "ms",
+    ));
+    rows.push(Row::new(
+        "6. flood: /v1/leads/{id} p50 / p99 meanwhile, 4 clients",
+        vec![percentile(&lookups, 0.5), percentile(&lookups, 0.99)],
+        "ms",
+    ));
+    rows.push(Row::new(
+        "6. flood: service RSS before / after / peak",
+        vec![rss_before as f64 / 1e6, rss_after as f64 / 1e6, peak as f64 / 1e6],
+        "MB",
+    ));
 }
 
 /// Percentile `q` of sorted latencies in µs, in ms.

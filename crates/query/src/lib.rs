@@ -2,14 +2,20 @@
 //! Reports run off the async workers in a bounded pool ([`REPORT_WORKERS_MAX`] at a time), so
 //! an expensive question never delays a lead lookup or a health check. Handlers never panic
 //! on input: bad parameters are 4xx JSON errors of the shape `{"error": {"code", "message"}}`.
+//!
+//! Every cost is bounded, so a flood degrades latency and never takes the process down: each
+//! pool lets a bounded number of requests wait and answers the next `503 busy` at once; at most
+//! [`REPLAYS_MAX`] log-prefix replay runs at a time (each as large as the live engine); every
+//! request is answered within [`REQUEST_TIMEOUT`] (`503 timeout`, and a replay stops); trend
+//! series are capped in buckets.
 
 pub mod access;
 mod params;
 mod request;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Path, RawQuery, State};
 use axum::http::{header, StatusCode};
@@ -20,7 +26,7 @@ use axum::Router;
 use funnel_core::report;
 use funnel_engine::{Engine, Live, Metrics};
 use serde_json::{json, Value};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::info_span;
 
 pub use access::{Role, Tokens};
@@ -34,14 +40,77 @@ pub const REPORT_WORKERS_MAX: usize = 2;
 /// unbounded, 32 lookups at once contend for the store's locks and the tail latency doubles.
 pub const LOOKUP_WORKERS_MAX: usize = 4;
 
+/// Requests that may wait for a report permit; one more is answered 503 `busy` at once, so a
+/// flood of questions queues a bounded amount of work and memory.
+pub const REPORTS_WAITING_MAX: usize = 64;
+/// Lead lookups that may wait for a permit.
+pub const LOOKUPS_WAITING_MAX: usize = 256;
+/// Chain verifications at once (each reads the whole log), and how many may wait.
+pub const VERIFY_WORKERS_MAX: usize = 1;
+pub const VERIFY_WAITING_MAX: usize = 4;
+/// Log-prefix replays at once: a time-travel question the history cannot answer builds an
+/// engine of the prefix, as large as the live one. One more is answered 503 `busy`.
+pub const REPLAYS_MAX: usize = 1;
+/// Longest a request may take: then it is answered 503 `timeout`, and a replay computing for it
+/// stops at its next chunk.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Workers of one kind, and a bound on how many requests may wait for them.
+pub struct Pool {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    waiting_max: usize,
+    name: &'static str,
+}
+
+impl Pool {
+    pub fn new(name: &'static str, workers: usize, waiting_max: usize) -> Pool {
+        Pool {
+            permits: Arc::new(Semaphore::new(workers)),
+            waiting: AtomicUsize::new(0),
+            waiting_max,
+            name,
+        }
+    }
+
+    /// A permit, waiting if need be; `busy` at once if too many wait already.
+    async fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.waiting_max {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::busy(format!(
+                "{} {} requests are waiting already; retry shortly",
+                self.waiting_max, self.name
+            )));
+        }
+        // Counted out again however the wait ends, the asker's hang-up included.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| ApiError::store("worker pool closed"))
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
-    pub reports: Arc<Semaphore>,
+    pub reports: Arc<Pool>,
     /// Lead lookups at once: their own pool, so that reports never delay them.
-    pub lookups: Arc<Semaphore>,
+    pub lookups: Arc<Pool>,
+    pub verifications: Arc<Pool>,
+    pub replays: Arc<Semaphore>,
     /// The bearer tokens accepted; `None` answers everyone (loopback, or `--insecure-no-auth`).
     pub tokens: Option<Arc<Tokens>>,
 }
@@ -51,8 +120,10 @@ impl AppState {
         AppState {
             live,
             metrics,
-            reports: Arc::new(Semaphore::new(REPORT_WORKERS_MAX)),
-            lookups: Arc::new(Semaphore::new(LOOKUP_WORKERS_MAX)),
+            reports: Arc::new(Pool::new("report", REPORT_WORKERS_MAX, REPORTS_WAITING_MAX)),
+            lookups: Arc::new(Pool::new("lead lookup", LOOKUP_WORKERS_MAX, LOOKUPS_WAITING_MAX)),
+            verifications: Arc::new(Pool::new("verify", VERIFY_WORKERS_MAX, VERIFY_WAITING_MAX)),
+            replays: Arc::new(Semaphore::new(REPLAYS_MAX)),
             tokens: None,
         }
     }
@@ -102,6 +173,21 @@ impl ApiError {
             message: message.into(),
         }
     }
+    /// Too much asked at once: retry shortly (`Retry-After: 1`).
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "busy",
+            message: message.into(),
+        }
+    }
+    pub fn timeout() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: format!("not answered within {} s", REQUEST_TIMEOUT.as_secs()),
+        }
+    }
     pub fn store(e: impl std::fmt::Display) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -124,6 +210,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        }
+        if self.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response
     }
@@ -230,6 +321,11 @@ fn engine_for(state: &AppState, seq: Option<u64>, hung_up: &AtomicBool) -> Resul
     let live = state.live.snapshot();
     match seq {
         Some(s) if s != live.head().seq => {
+            let _replay = state.replays.clone().try_acquire_owned().map_err(|_| {
+                ApiError::busy(format!(
+                    "{REPLAYS_MAX} log-prefix replay(s) running already (at_seq/known_at that the history cannot answer); retry shortly"
+                ))
+            })?;
             funnel_engine::replay_unless(ledger, Some(s), hung_up, |_| {}).map_err(ApiError::store)
         }
         _ => Ok(live),
@@ -266,9 +362,21 @@ async fn audit_head(State(state): State<AppState>) -> Response {
 }
 
 async fn audit_verify(State(state): State<AppState>) -> Response {
+    within_time(verify(state)).await
+}
+
+async fn verify(state: AppState) -> Response {
+    let permit = match state.verifications.enter().await {
+        Ok(permit) => permit,
+        Err(e) => return e.into_response(),
+    };
     let ledger = state.live.ledger().clone();
     let started = Instant::now();
-    let verification = tokio::task::spawn_blocking(move || ledger.verify(|_| {})).await;
+    let verification = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        ledger.verify(|_| {})
+    })
+    .await;
     state.metrics.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.metrics.query_micros.fetch_add(
         started.elapsed().as_micros() as u64,
@@ -295,15 +403,23 @@ async fn report_route(
     Path(report): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    answer(state, report, None, query).await
+    within_time(answer(state, report, None, query)).await
+}
+
+/// The answer, or 503 `timeout` after [`REQUEST_TIMEOUT`] (dropping the answer's future sets
+/// its hang-up flag, which stops a replay).
+async fn within_time(answer: impl std::future::Future<Output = Response>) -> Response {
+    tokio::time::timeout(REQUEST_TIMEOUT, answer)
+        .await
+        .unwrap_or_else(|_| ApiError::timeout().into_response())
 }
 
 async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    answer(state, "lead".into(), Some(lead_id), query).await
+    within_time(answer(state, "lead".into(), Some(lead_id), query)).await
 }
 
 async fn explain(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    answer(state, "explain".into(), Some(lead_id), query).await
+    within_time(answer(state, "explain".into(), Some(lead_id), query)).await
 }
 
 /// Parses, then answers a quick question in place; anything else is computed on a blocking
@@ -328,9 +444,9 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
     } else {
         &state.lookups
     };
-    let permit = match pool.clone().acquire_owned().await {
+    let permit = match pool.enter().await {
         Ok(permit) => permit,
-        Err(_) => return ApiError::store("report pool closed").into_response(),
+        Err(e) => return answered(&state, name, || Err(e)),
     };
     let worker = state.clone();
     let hung_up = Arc::new(AtomicBool::new(false));
@@ -379,4 +495,46 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of one worker lets one request wait and answers the next `busy` at once; a
+    /// waiter that gives up frees its place.
+    #[test]
+    fn a_full_pool_answers_busy_instead_of_queueing_without_bound() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let pool = Arc::new(Pool::new("report", 1, 1));
+            let working = pool.enter().await.expect("a free worker");
+            let waiter = {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.enter().await.map(|_| ()) })
+            };
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let refused = pool.enter().await.expect_err("one waits already");
+            assert_eq!(
+                (refused.status, refused.code),
+                (StatusCode::SERVICE_UNAVAILABLE, "busy")
+            );
+            waiter.abort();
+            let _ = waiter.await;
+            assert_eq!(
+                pool.waiting.load(Ordering::Acquire),
+                0,
+                "the waiter that gave up is counted out"
+            );
+            let again = {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.enter().await.map(|_| ()) })
+            };
+            drop(working);
+            again.await.expect("join").expect("the next waiter gets the worker");
+        });
+    }
 }
