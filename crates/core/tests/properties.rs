@@ -106,6 +106,38 @@ fn history_at_the_limit() -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
+/// Every deal with touches, under every model: one share per touch, none negative, summing
+/// to the deal's amount (a deal without touches is credited whole to `(none)`).
+fn every_deal_credited_exactly(projection: &Projection) -> Result<(), TestCaseError> {
+    let leads = projection
+        .leads()
+        .values()
+        .filter_map(|s| Some((s.events.as_slice(), s.facts.as_ref()?)));
+    let chain = MarkovChain::build(leads, projection.rules(), END);
+    for deal in projection
+        .leads()
+        .values()
+        .filter_map(|s| s.facts.as_ref())
+        .flat_map(|f| &f.deals)
+    {
+        if deal.touches.is_empty() {
+            continue;
+        }
+        for model in Model::ALL {
+            let shares = shares_under(deal, model, &chain);
+            prop_assert_eq!(shares.len(), deal.touches.len());
+            prop_assert!(shares.iter().all(|s| s.credit_minor >= 0));
+            prop_assert_eq!(
+                shares.iter().map(|s| i128::from(s.credit_minor)).sum::<i128>(),
+                i128::from(deal.amount.amount_minor),
+                "{}",
+                model.as_str()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn project(events: &[Event]) -> Projection {
     Projection::of_events(events)
 }
@@ -240,16 +272,10 @@ proptest! {
     #[test]
     fn credits_at_the_amount_limit_are_exact_and_never_negative(events in history_at_the_limit()) {
         let projection = project(&events);
-        let leads = projection.leads().values().filter_map(|s| Some((s.events.as_slice(), s.facts.as_ref()?)));
-        let chain = MarkovChain::build(leads, projection.rules(), END);
         for deal in projection.leads().values().filter_map(|s| s.facts.as_ref()).flat_map(|f| &f.deals) {
             prop_assert!(deal.amount.amount_minor > AMOUNT_MINOR_MAX - 1_000);
-            for model in Model::ALL.into_iter().filter(|_| !deal.touches.is_empty()) {
-                let shares = shares_under(deal, model, &chain);
-                prop_assert!(shares.iter().all(|s| s.credit_minor >= 0));
-                prop_assert_eq!(shares.iter().map(|s| i128::from(s.credit_minor)).sum::<i128>(), i128::from(deal.amount.amount_minor));
-            }
         }
+        every_deal_credited_exactly(&projection)?;
         let attribution = report::attribution(&projection, &Model::ALL, Window::default(), By::Channel, END);
         let cost = report::cost(&projection, Window::default(), By::Channel, END);
         for total in &attribution.totals {
@@ -265,20 +291,7 @@ proptest! {
 
     #[test]
     fn credits_sum_to_each_deal_and_are_never_negative(events in history()) {
-        let projection = project(&events);
-        let leads = projection.leads().values().filter_map(|s| Some((s.events.as_slice(), s.facts.as_ref()?)));
-        let chain = MarkovChain::build(leads, projection.rules(), END);
-        for deal in projection.leads().values().filter_map(|s| s.facts.as_ref()).flat_map(|f| &f.deals) {
-            if deal.touches.is_empty() {
-                continue; // credited whole to (none)
-            }
-            for model in Model::ALL {
-                let shares = shares_under(deal, model, &chain);
-                prop_assert_eq!(shares.len(), deal.touches.len());
-                prop_assert!(shares.iter().all(|s| s.credit_minor >= 0));
-                prop_assert_eq!(shares.iter().map(|s| s.credit_minor).sum::<i64>(), deal.amount.amount_minor, "{}", model.as_str());
-            }
-        }
+        every_deal_credited_exactly(&project(&events))?;
     }
 
     #[test]

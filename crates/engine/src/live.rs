@@ -127,7 +127,6 @@ pub struct Live {
 
 /// The writer and its checkpoint.
 struct Keeper {
-    ledger: Ledger,
     writer: Writer,
     /// The checkpoint's own store (see [`checkpoint`]).
     store: sled::Db,
@@ -137,13 +136,13 @@ struct Keeper {
 }
 
 impl Keeper {
-    fn checkpoint(&mut self) -> Result<(), EngineError> {
+    fn checkpoint(&mut self, ledger: &Ledger) -> Result<(), EngineError> {
         let _span = info_span!("checkpoint").entered();
         let started = Instant::now();
         let failed = |e: sled::Error| EngineError::Checkpoint(format!("flush: {e}"));
         // The ledger first: a checkpoint never covers entries a crash could still take away
         // (the two stores are flushed apart; one that did would be rebuilt, at a cost).
-        self.ledger.flush()?;
+        ledger.flush()?;
         let leads = self.writer.checkpoint(&self.store)?;
         self.store.flush().map_err(failed)?;
         self.checkpointed = Instant::now();
@@ -200,7 +199,6 @@ impl Live {
             "engine ready"
         );
         let mut keeper = Keeper {
-            ledger: ledger.clone(),
             writer,
             store,
             checkpointed: Instant::now(),
@@ -209,7 +207,7 @@ impl Live {
         if applied > 0 || !from_checkpoint {
             // Durable (flushed) now, so a crash soon after start does not cost the next start
             // a rebuild.
-            keeper.checkpoint()?;
+            keeper.checkpoint(&ledger)?;
         }
         Ok(Live {
             ledger,
@@ -238,13 +236,16 @@ impl Live {
             true
         })?;
         if keeper.checkpointed.elapsed() >= CHECKPOINT_EVERY.max(keeper.cost * CHECKPOINT_COST_SHARE) {
-            keeper.checkpoint()?;
+            keeper.checkpoint(&self.ledger)?;
         }
         Ok(applied)
     }
 
     /// Checkpoints what changed since the last checkpoint (on shutdown).
     pub fn checkpoint(&self) -> Result<(), EngineError> {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).checkpoint()
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .checkpoint(&self.ledger)
     }
 }

@@ -70,8 +70,8 @@ enum Command {
         #[arg(long, env = "FUNNEL_TOKENS")]
         tokens: PathBuf,
         /// viewer (aggregate reports), auditor (adds timelines, explain, verify) or admin (adds /metrics).
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["viewer", "auditor", "admin"]))]
-        role: String,
+        #[arg(long, value_parser = funnel_query::Role::parse_arg)]
+        role: funnel_query::Role,
         /// Who holds it (shown in refusals and logs).
         #[arg(long)]
         name: String,
@@ -212,7 +212,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             http,
             access,
         } => serve::serve(nats_url, &data.data_dir, &http, &access).await,
-        Command::Token { tokens, role, name } => serve::add_token(&tokens, &role, &name),
+        Command::Token { tokens, role, name } => serve::add_token(&tokens, role, &name),
         Command::Emit {
             file,
             bincode,

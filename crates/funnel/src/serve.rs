@@ -85,30 +85,9 @@ fn http_access(http: &str, access: &Access) -> Result<Option<Tokens>, CliError> 
 
 /// `funnel token`: a new random token for `role`, its hash appended to the file; the token is
 /// printed once, on stdout.
-pub fn add_token(file: &Path, role: &str, name: &str) -> Result<(), CliError> {
-    let role = Role::parse(role).ok_or_else(|| CliError::Failed(format!("no role `{role}`")))?;
-    if name.trim().is_empty() || name.contains('\n') {
-        return Err(CliError::Failed("--name must be one non-empty line".into()));
-    }
-    let mut random = [0u8; 32];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").map_err(|e| CliError::Failed(format!("/dev/urandom: {e}")))?,
-        &mut random,
-    )
-    .map_err(|e| CliError::Failed(format!("/dev/urandom: {e}")))?;
-    let token: String = std::iter::once("fl_".to_owned())
-        .chain(random.iter().map(|b| format!("{b:02x}")))
-        .collect();
-    let mut text = std::fs::read_to_string(file).unwrap_or_default();
-    if text.is_empty() {
-        text.push_str("# funnel-ledger HTTP tokens: role, SHA-256 of the token, name. Add with `funnel token`.\n");
-    } else if !text.ends_with('\n') {
-        text.push('\n');
-    }
-    text.push_str(&funnel_query::access::token_line(&token, role, name.trim()));
-    text.push('\n');
-    Tokens::parse(&text).map_err(|(line, e)| CliError::Failed(format!("{} line {line}: {e}", file.display())))?;
-    std::fs::write(file, text).map_err(|e| CliError::Failed(format!("write {}: {e}", file.display())))?;
+pub fn add_token(file: &Path, role: Role, name: &str) -> Result<(), CliError> {
+    let token =
+        funnel_query::access::add_token(file, role, name).map_err(|e| CliError::Failed(format!("token file {e}")))?;
     println!("{token}");
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! entry with ids, seqs, recorded_at and hashes preserved, so an import into an empty ledger
 //! reproduces the same chain head, and anyone can verify an export from the specification alone.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::{BufRead, Write};
 
 use funnel_core::time::{format_rfc3339, parse_rfc3339};
@@ -172,9 +172,8 @@ pub(crate) struct Loader<'a> {
     head: crate::Head,
     blocks: BlockWriter,
     batch: sled::Batch,
-    /// This batch's events by id: not in the tree yet, so checked here (ids and retraction
-    /// targets).
-    pending: HashMap<String, Event>,
+    /// This batch's ids: not in the tree yet, so checked here.
+    pending: HashSet<String>,
     ids: IdIndexBatch,
     /// The last seq written to sled.
     stored: u64,
@@ -196,7 +195,7 @@ impl<'a> Loader<'a> {
             head,
             blocks: BlockWriter::default(),
             batch: sled::Batch::default(),
-            pending: HashMap::new(),
+            pending: HashSet::new(),
             ids: IdIndexBatch::default(),
             stored: 0,
         })
@@ -216,14 +215,16 @@ impl<'a> Loader<'a> {
     /// batch's included, and the chain's own.
     pub(crate) fn add(&mut self, entry: &Entry) -> Result<std::result::Result<(), String>> {
         let id = &entry.event.id;
-        if self.pending.contains_key(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
+        if self.pending.contains(id) || self.ids.find(self.ledger, id, self.stored)?.is_some() {
             return Ok(Err(format!("event id `{id}` appears twice")));
         }
         if let funnel_core::event::Data::Retract { target_id, .. } = &entry.event.data {
-            let target = match self.pending.get(target_id) {
-                Some(event) => Some(event.clone()),
-                None => self.ids.find(self.ledger, target_id, self.stored)?.map(|e| e.event),
-            };
+            if self.pending.contains(target_id) {
+                // Staged, not stored yet: store the batch, so the target is looked up where
+                // every other one is (rare: a retraction within a thousand entries of its target).
+                self.apply()?;
+            }
+            let target = self.ids.find(self.ledger, target_id, self.stored)?.map(|e| e.event);
             if let Err(rejection) = entry.event.check_retraction(target.as_ref()) {
                 return Ok(Err(format!("{}: {}", rejection.reason.as_str(), rejection.message)));
             }
@@ -236,7 +237,7 @@ impl<'a> Loader<'a> {
         }
         self.ids.add(id, entry.seq);
         self.blocks.push(entry);
-        self.pending.insert(id.clone(), entry.event.clone());
+        self.pending.insert(id.clone());
         self.head.position = LogPosition {
             seq: entry.seq,
             hash: entry.hash,

@@ -46,6 +46,11 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == text)
     }
 
+    /// [`Role::parse`] with an error for people (a command-line argument).
+    pub fn parse_arg(text: &str) -> Result<Role, String> {
+        Role::parse(text).ok_or_else(|| format!("`{text}` is not one of viewer, auditor, admin"))
+    }
+
     /// The least role a route (as the router declares it) needs; `None` when it is open to
     /// anyone. A route not named here needs `admin`, so a new one is closed until placed.
     pub fn needed_for(route: &str) -> Option<Role> {
@@ -61,12 +66,14 @@ impl Role {
 /// Why the token file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
-    #[error("read {path}: {source}")]
+    #[error("{path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path} line {line}: {reason}")]
     Line { path: String, line: usize, reason: String },
     #[error("{0} holds no token")]
     Empty(String),
+    #[error("a token's name must be one non-empty line")]
+    Name,
 }
 
 /// One token as the file names it.
@@ -105,6 +112,42 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 /// The file line for a token: `role hash name`.
 pub fn token_line(token: &str, role: Role, name: &str) -> String {
     format!("{} {} {}", role.as_str(), hex(&token_hash(token)), name)
+}
+
+/// A new token for `role` held by `name`: 256 random bits, its line appended to the token file
+/// at `path` (created with a comment if absent). The token itself is returned, never stored.
+pub fn add_token(path: &Path, role: Role, name: &str) -> Result<String, AccessError> {
+    let shown = path.display().to_string();
+    let name = name.trim();
+    if name.is_empty() || name.contains('\n') {
+        return Err(AccessError::Name);
+    }
+    let mut random = [0u8; 32];
+    let read = |source| AccessError::Read {
+        path: "/dev/urandom".into(),
+        source,
+    };
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").map_err(read)?, &mut random).map_err(read)?;
+    let token = format!("fl_{}", hex(&random));
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            "# funnel-ledger HTTP tokens: role, SHA-256 of the token, name. Add with `funnel token`.\n".to_owned()
+        }
+        Err(source) => return Err(AccessError::Read { path: shown, source }),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&token_line(&token, role, name));
+    text.push('\n');
+    Tokens::parse(&text).map_err(|(line, reason)| AccessError::Line {
+        path: shown.clone(),
+        line,
+        reason,
+    })?;
+    std::fs::write(path, text).map_err(|source| AccessError::Read { path: shown, source })?;
+    Ok(token)
 }
 
 impl Tokens {

@@ -238,6 +238,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/audit/head", get(audit_head))
         .route("/v1/audit/verify", get(audit_verify))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorise))
+        .route_layer(middleware::from_fn(within_time))
         .fallback(|| async { ApiError::not_found("no such endpoint; see DESIGN.md §5") })
         .with_state(state)
 }
@@ -362,10 +363,6 @@ async fn audit_head(State(state): State<AppState>) -> Response {
 }
 
 async fn audit_verify(State(state): State<AppState>) -> Response {
-    within_time(verify(state)).await
-}
-
-async fn verify(state: AppState) -> Response {
     let permit = match state.verifications.enter().await {
         Ok(permit) => permit,
         Err(e) => return e.into_response(),
@@ -403,23 +400,23 @@ async fn report_route(
     Path(report): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    within_time(answer(state, report, None, query)).await
+    answer(state, report, None, query).await
 }
 
-/// The answer, or 503 `timeout` after [`REQUEST_TIMEOUT`] (dropping the answer's future sets
-/// its hang-up flag, which stops a replay).
-async fn within_time(answer: impl std::future::Future<Output = Response>) -> Response {
-    tokio::time::timeout(REQUEST_TIMEOUT, answer)
+/// Every route's answer, or 503 `timeout` after [`REQUEST_TIMEOUT`] (dropping the handler's
+/// future sets its hang-up flag, which stops a replay).
+async fn within_time(request: axum::extract::Request, next: Next) -> Response {
+    tokio::time::timeout(REQUEST_TIMEOUT, next.run(request))
         .await
         .unwrap_or_else(|_| ApiError::timeout().into_response())
 }
 
 async fn lead(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    within_time(answer(state, "lead".into(), Some(lead_id), query)).await
+    answer(state, "lead".into(), Some(lead_id), query).await
 }
 
 async fn explain(State(state): State<AppState>, Path(lead_id): Path<String>, RawQuery(query): RawQuery) -> Response {
-    within_time(answer(state, "explain".into(), Some(lead_id), query)).await
+    answer(state, "explain".into(), Some(lead_id), query).await
 }
 
 /// Parses, then answers a quick question in place; anything else is computed on a blocking

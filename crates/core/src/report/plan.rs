@@ -42,13 +42,9 @@ pub struct PlanReport {
     pub insufficient: Vec<String>,
 }
 
-/// ⌈a·b / c⌉ in exact integer arithmetic (saturating at `u64::MAX`, which no count reaches).
-fn ceil_mul_div(a: u64, b: u64, c: u64) -> u64 {
-    ceil_mul_div_wide(a, b, u128::from(c))
-}
-
-/// ⌈a·b / c⌉ with `c` as wide as a money sum (`a·b` < 2^128 always).
-fn ceil_mul_div_wide(a: u64, b: u64, c: u128) -> u64 {
+/// ⌈a·b / c⌉ in exact integer arithmetic, `c` as wide as a money sum (`a·b` < 2^128 always;
+/// saturating at `u64::MAX`, which no count reaches).
+fn ceil_mul_div(a: u64, b: u64, c: u128) -> u64 {
     u64::try_from((u128::from(a) * u128::from(b)).div_ceil(c)).unwrap_or(u64::MAX)
 }
 
@@ -112,11 +108,11 @@ pub fn plan_from(
     }
     let needed = insufficient.is_empty().then(|| {
         // wins = ⌈target ÷ average deal⌉ = ⌈target · deals ÷ revenue⌉, then up the waterfall by the inverse rates.
-        let won = ceil_mul_div_wide(target_minor.unsigned_abs(), won_deals, won_revenue.unsigned_abs());
-        let sql = ceil_mul_div(won, p.sql, p.won);
-        let sal = ceil_mul_div(sql, p.sal, p.sql);
-        let mql = ceil_mul_div(sal, p.mql, p.sal);
-        let inquiry = ceil_mul_div(mql, p.inquiry, p.mql);
+        let won = ceil_mul_div(target_minor.unsigned_abs(), won_deals, won_revenue.unsigned_abs());
+        let sql = ceil_mul_div(won, p.sql, u128::from(p.won));
+        let sal = ceil_mul_div(sql, p.sal, u128::from(p.sql));
+        let mql = ceil_mul_div(sal, p.mql, u128::from(p.sal));
+        let inquiry = ceil_mul_div(mql, p.inquiry, u128::from(p.mql));
         Plan {
             won,
             sql,
