@@ -68,6 +68,10 @@ struct Args {
     /// Internal: replay the ledger in this directory and print figures as JSON.
     #[arg(long, hide = true)]
     replay_child: Option<PathBuf>,
+    /// Only build a data dir of `--query-leads` simulated leads (seed 3) here, for
+    /// `--query-data` or the engine's `queries` example, and stop.
+    #[arg(long)]
+    build_data: Option<PathBuf>,
 }
 
 /// One line of the table.
@@ -160,6 +164,12 @@ fn main() {
     let args = Args::parse();
     if let Some(dir) = &args.replay_child {
         replay_child(dir);
+        return;
+    }
+    if let Some(dir) = &args.build_data {
+        let events = leads_for(args.query_leads, 3);
+        let rate = build_ledger(&dir.join("ledger"), &events);
+        eprintln!("built {} events into {} at {rate:.0} events/s", events.len(), dir.display());
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
