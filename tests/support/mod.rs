@@ -58,8 +58,19 @@ impl NatsServer {
     /// nats-server picks its own free port (`-p -1`) and reports it in a ports file: no races
     /// between tests running in parallel.
     pub fn start() -> NatsServer {
+        NatsServer::start_with(None, &[])
+    }
+
+    /// With a configuration file (its address, port and store overridden as in [`start`]) and
+    /// environment variables the file refers to.
+    pub fn start_with(config: Option<&Path>, env: &[(String, String)]) -> NatsServer {
         let store = TempDir::new("nats");
-        let child = Command::new(nats_server_binary())
+        let mut command = Command::new(nats_server_binary());
+        if let Some(config) = config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .args(["-a", "127.0.0.1", "-p", "-1", "-js", "--ports_file_dir"])
             .arg(store.path())
             .arg("-sd")
@@ -134,6 +145,8 @@ pub struct Service {
     pub data_dir: PathBuf,
     pub nats_url: String,
     env: Vec<(String, String)>,
+    /// Further arguments of `funnel serve` (credentials, say).
+    args: Vec<String>,
 }
 
 impl Service {
@@ -142,12 +155,18 @@ impl Service {
     }
 
     pub fn start_with(nats: &NatsServer, data_dir: &Path, env: &[(&str, &str)]) -> Service {
+        Service::start_as(nats, data_dir, env, &[])
+    }
+
+    /// With further `serve` arguments.
+    pub fn start_as(nats: &NatsServer, data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Service {
         let mut service = Service {
             child: None,
             http: String::new(),
             data_dir: data_dir.to_owned(),
             nats_url: nats.url.clone(),
             env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         service.spawn();
         service
@@ -165,6 +184,7 @@ impl Service {
                 "--data-dir",
             ])
             .arg(&self.data_dir)
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FUNNEL_LOG", "error")
             .stdout(Stdio::piped())
@@ -314,16 +334,101 @@ pub struct RawNats {
 
 impl RawNats {
     pub fn connect(port: u16) -> RawNats {
+        RawNats::connect_as(port, None)
+    }
+
+    /// Connects as the user of `seed` (an nkey seed): the CONNECT carries its public key and
+    /// its signature of the server's nonce, as the protocol docs describe.
+    pub fn connect_as(port: u16, seed: Option<&str>) -> RawNats {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect nats");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("read timeout");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
         let mut info = String::new();
         reader.read_line(&mut info).expect("INFO");
-        assert!(info.starts_with("INFO"), "unexpected greeting {info}");
+        let info: Value = serde_json::from_str(info.strip_prefix("INFO ").unwrap_or_else(|| panic!("greeting {info}")))
+            .expect("INFO json");
+        let mut connect = serde_json::json!({"verbose": false, "pedantic": false, "headers": true, "protocol": 1});
+        if let Some(seed) = seed {
+            let pair = nkeys::KeyPair::from_seed(seed).expect("seed");
+            let nonce = info["nonce"]
+                .as_str()
+                .expect("the server sends a nonce when it wants nkeys");
+            let signature = pair.sign(nonce.as_bytes()).expect("sign");
+            connect["nkey"] = pair.public_key().into();
+            connect["sig"] = base64_url(&signature).into();
+        }
         let mut writer = stream;
         writer
-            .write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"protocol\":1}\r\n")
+            .write_all(format!("CONNECT {connect}\r\n").as_bytes())
             .expect("CONNECT");
         RawNats { reader, writer }
+    }
+
+    /// Sends PING and reads until PONG: `Err` with the server's `-ERR` line if one comes
+    /// first (a refused login or a permissions violation), or if the server hangs up.
+    pub fn check(&mut self) -> Result<(), String> {
+        if self.writer.write_all(b"PING\r\n").is_err() {
+            return Err("connection closed".into());
+        }
+        // Up to the PONG (or the server hanging up), so the next call starts clean.
+        let mut refusal = None;
+        loop {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return Err(refusal.unwrap_or_else(|| "connection closed".into())),
+                Ok(_) if line.starts_with("-ERR") => refusal = Some(line.trim().to_owned()),
+                Ok(_) if line.starts_with("PONG") => return refusal.map_or(Ok(()), Err),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Subscribes to `subject`; `Err` with the server's refusal.
+    pub fn try_subscribe(&mut self, subject: &str) -> Result<(), String> {
+        write!(self.writer, "SUB {subject} 9\r\n").expect("SUB");
+        let checked = self.check();
+        write!(self.writer, "UNSUB 9\r\n").expect("UNSUB");
+        checked
+    }
+
+    /// Publishes `payload`; `Err` with the server's refusal.
+    pub fn try_publish(&mut self, subject: &str, payload: &[u8]) -> Result<(), String> {
+        self.publish(subject, &[], payload);
+        self.check()
+    }
+
+    /// A request (a JetStream API call, say): the first reply, or `Err` with the server's
+    /// refusal to let this user publish on `subject`.
+    pub fn try_request(&mut self, subject: &str, payload: &[u8]) -> Result<Value, String> {
+        let inbox = format!("_INBOX.test.{}", std::process::id());
+        write!(self.writer, "SUB {inbox} 8\r\n").expect("SUB");
+        write!(self.writer, "PUB {subject} {inbox} {}\r\n", payload.len()).expect("PUB");
+        self.writer.write_all(payload).expect("payload");
+        self.writer.write_all(b"\r\nPING\r\n").expect("CRLF");
+        let (mut reply, mut pong) = (None, false);
+        // Until both the answer (or refusal) and the PONG of this request's PING are in, so the
+        // next call starts clean.
+        while reply.is_none() || !pong {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).expect("read");
+            assert!(!line.is_empty(), "nats closed the connection");
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.first().copied() {
+                Some("-ERR") => reply = Some(Err(line.trim().to_owned())),
+                Some("PONG") => pong = true,
+                Some("MSG") => {
+                    let mut body = vec![0; words[words.len() - 1].parse::<usize>().expect("bytes") + 2];
+                    self.reader.read_exact(&mut body).expect("body");
+                    body.truncate(body.len() - 2);
+                    reply = Some(Ok(serde_json::from_slice(&body).unwrap_or(Value::Null)));
+                }
+                _ => {}
+            }
+        }
+        write!(self.writer, "UNSUB 8\r\n").expect("UNSUB");
+        reply.unwrap_or(Err("no reply".into()))
     }
 
     /// PUB or HPUB of `payload` on `subject` with the given headers.
@@ -406,6 +511,22 @@ impl RawNats {
             assert!(!line.starts_with("-ERR"), "nats error: {line}");
         }
     }
+}
+
+/// RFC 4648 base64url without padding (the encoding of an nkey signature in CONNECT).
+fn base64_url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 /// The subject DESIGN.md §3 assigns to a contract event (computed here, not by our code).

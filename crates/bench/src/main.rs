@@ -169,7 +169,11 @@ fn main() {
     if let Some(dir) = &args.build_data {
         let events = leads_for(args.query_leads, 3);
         let rate = build_ledger(&dir.join("ledger"), &events);
-        eprintln!("built {} events into {} at {rate:.0} events/s", events.len(), dir.display());
+        eprintln!(
+            "built {} events into {} at {rate:.0} events/s",
+            events.len(),
+            dir.display()
+        );
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -9,6 +9,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod live_report;
+mod nats_auth;
 mod nats_child;
 mod offline;
 mod publish;
@@ -45,6 +46,8 @@ struct Connect {
     #[arg(long, env = "FUNNEL_NATS_URL")]
     nats_url: Option<String>,
     #[command(flatten)]
+    auth: nats_auth::NatsAuth,
+    #[command(flatten)]
     data: DataDir,
 }
 
@@ -55,6 +58,8 @@ enum Command {
         /// Connect to this NATS server instead of starting one.
         #[arg(long, env = "FUNNEL_NATS_URL")]
         nats_url: Option<String>,
+        #[command(flatten)]
+        auth: nats_auth::NatsAuth,
         #[command(flatten)]
         data: DataDir,
         /// Address for the HTTP API and dashboard.
@@ -208,10 +213,11 @@ async fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve {
             nats_url,
+            auth,
             data,
             http,
             access,
-        } => serve::serve(nats_url, &data.data_dir, &http, &access).await,
+        } => serve::serve(nats_url, &auth, &data.data_dir, &http, &access).await,
         Command::Token { tokens, role, name } => serve::add_token(&tokens, role, &name),
         Command::Emit {
             file,

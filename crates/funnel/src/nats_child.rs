@@ -1,8 +1,10 @@
-//! The local nats-server `funnel serve` starts when no --nats-url is given.
+//! The local nats-server `funnel serve` starts when no --nats-url is given: `deploy/nats-server.conf`
+//! with users whose keys are generated into the data dir (see [`crate::nats_auth`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::nats_auth::local_users;
 use crate::CliError;
 
 /// Where the binary is looked for, in order, after `$FUNNEL_NATS_SERVER`.
@@ -79,8 +81,10 @@ pub async fn start(data_dir: &Path) -> Result<NatsChild, CliError> {
     let config = data_dir.join("nats-server.conf");
     std::fs::write(&config, include_str!("../../../deploy/nats-server.conf"))
         .map_err(|e| CliError::Failed(format!("write {}: {e}", config.display())))?;
+    let users = local_users(data_dir)?;
     let port = free_port()?;
     let child = tokio::process::Command::new(&binary)
+        .envs(users.iter().map(|(user, key)| (user.config_variable(), key)))
         .arg("-c")
         .arg(&config)
         .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])

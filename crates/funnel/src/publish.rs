@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use funnel_core::Event;
 use funnel_producer::{Encoding, Producer};
 
+use crate::nats_auth::NatsUser;
 use crate::{CliError, Connect};
 
 /// The NATS URL: --nats-url, else the one `funnel serve` wrote for --data-dir, else the default port.
@@ -23,9 +24,10 @@ fn nats_url(connect: &Connect) -> String {
 
 pub async fn publish(connect: &Connect, events: &[Event], bincode: bool, json: bool) -> Result<(), CliError> {
     let url = nats_url(connect);
-    let client = async_nats::connect(&url)
-        .await
-        .map_err(|e| CliError::Failed(format!("connect to {url}: {e}")))?;
+    let client = connect
+        .auth
+        .connect(&url, &connect.data.data_dir, NatsUser::Producer, "funnel-producer")
+        .await?;
     let producer = Producer::new(client.clone(), if bincode { Encoding::Bincode } else { Encoding::Json });
     let total = events.len();
     let sent = producer

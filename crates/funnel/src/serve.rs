@@ -10,6 +10,7 @@ use funnel_query::{Role, Tokens};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::nats_auth::{NatsAuth, NatsUser};
 use crate::{nats_child, CliError};
 
 /// Opens the ledger of a data dir, re-checking its tail; a damaged ledger is [`CliError::Damaged`].
@@ -92,7 +93,13 @@ pub fn add_token(file: &Path, role: Role, name: &str) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str, access: &Access) -> Result<(), CliError> {
+pub async fn serve(
+    nats_url: Option<String>,
+    auth: &NatsAuth,
+    data_dir: &Path,
+    http: &str,
+    access: &Access,
+) -> Result<(), CliError> {
     let tokens = http_access(http, access)?;
     let ledger = open_ledger(data_dir)?;
     let child = match nats_url {
@@ -102,11 +109,7 @@ pub async fn serve(nats_url: Option<String>, data_dir: &Path, http: &str, access
     let url = nats_url
         .or_else(|| child.as_ref().map(|c| c.url.clone()))
         .unwrap_or_default();
-    let client = async_nats::ConnectOptions::new()
-        .name("funnel-serve")
-        .connect(&url)
-        .await
-        .map_err(|e| CliError::Failed(format!("connect to NATS at {url}: {e}")))?;
+    let client = auth.connect(&url, data_dir, NatsUser::Service, "funnel-serve").await?;
     let js = async_nats::jetstream::new(client);
     let settings = Settings::from_env().map_err(CliError::Failed)?;
     // Streams exist before /health answers, so producers never publish into the void.
