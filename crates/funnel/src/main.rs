@@ -13,6 +13,7 @@ mod nats_auth;
 mod nats_child;
 mod offline;
 mod publish;
+mod recover;
 mod serve;
 
 use std::path::PathBuf;
@@ -145,6 +146,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a damaged ledger: keep it aside, salvage its verified prefix, ingest again what
+    /// JetStream still holds after it, and say exactly what was salvaged, re-ingested and lost.
+    Recover {
+        #[command(flatten)]
+        connect: Connect,
+        #[arg(long)]
+        json: bool,
+    },
     /// Upgrade a format-1 ledger to format 2 (schemas/chain.md), keeping the old store as ledger.v1.
     Migrate {
         #[command(flatten)]
@@ -256,6 +265,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         } => offline::export(&data.data_dir, out, at_seq, json),
         Command::Import { data, file, json } => offline::import(&data.data_dir, file, json),
         Command::Migrate { data, json } => offline::migrate(&data.data_dir, json),
+        Command::Recover { connect, json } => recover::recover(&connect, json).await,
         Command::Replay(args) => offline::replay(args),
         Command::Attribution(audit) => audit.run("attribution", None).await,
         Command::Explain { lead, audit } => audit.run("explain", Some(lead)).await,

@@ -166,6 +166,32 @@ pub fn import(ledger: &Ledger, input: impl BufRead, mut progress: impl FnMut(u64
     loader.finish()
 }
 
+/// Copies entries `1..=last` of `damaged` (opened unchecked) into the empty ledger `into`,
+/// checking every link as import does: the verified prefix of a damaged store, same seqs,
+/// same hashes, same head. Stops with [`LedgerError::Damaged`] if an entry of that prefix
+/// does not check out after all.
+pub fn salvage(damaged: &Ledger, into: &Ledger, last: u64) -> Result<LogPosition> {
+    let head = into.head();
+    if head.seq != 0 {
+        return Err(LedgerError::NotEmpty(head.seq));
+    }
+    let migrated_from = damaged.meta()?.and_then(|m| m.migrated_from);
+    let mut loader = Loader::start(into, migrated_from)?;
+    for entry in damaged.entries(1) {
+        let entry = entry?;
+        if entry.seq > last {
+            break;
+        }
+        loader
+            .add(&entry)?
+            .map_err(|reason| LedgerError::Damaged { seq: entry.seq, reason })?;
+        if loader.staged() == IMPORT_BATCH_ENTRIES {
+            loader.apply()?;
+        }
+    }
+    loader.finish()
+}
+
 /// Loads whole entries into an empty ledger in batches: what import and migration share.
 pub(crate) struct Loader<'a> {
     ledger: &'a Ledger,

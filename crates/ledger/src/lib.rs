@@ -34,7 +34,7 @@ use serde_json::Value;
 
 use block::{Block, BlockWriter};
 pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
-pub use exchange::{export, import, ExportHeader, ExportLine};
+pub use exchange::{export, import, salvage, ExportHeader, ExportLine};
 pub use migrate::{migrate, Migration};
 
 /// Name of the sled tree holding the log and its indexes.

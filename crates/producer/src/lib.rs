@@ -51,7 +51,11 @@ pub fn decode(content_type: Option<&str>, payload: &[u8]) -> Result<Event, Rejec
             if payload.len() > funnel_core::event::PAYLOAD_BYTES_MAX {
                 return Err(Rejection::new(funnel_core::Reason::Oversize, "payload over the limit"));
             }
-            let (event, used): (Event, usize) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
+            // The limit bounds what a length prefix can make the decoder allocate: without it,
+            // eight crafted bytes ask for exabytes and abort the process (found by
+            // tests/fuzz_decode.rs).
+            let config = bincode::config::standard().with_limit::<{ funnel_core::event::PAYLOAD_BYTES_MAX }>();
+            let (event, used): (Event, usize) = bincode::serde::decode_from_slice(payload, config)
                 .map_err(|e| Rejection::new(funnel_core::Reason::Malformed, format!("not bincode: {e}")))?;
             if used != payload.len() {
                 return Err(Rejection::new(
@@ -160,4 +164,50 @@ async fn wait_one(
         message: e.to_string(),
     })?;
     Ok(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use funnel_core::event::Data;
+    use funnel_core::{Event, Reason};
+
+    use super::{decode, encode, Encoding, BINCODE, JSON};
+
+    fn score(score: f64) -> Event {
+        Event {
+            id: "s1".into(),
+            lead_id: Some("L1".into()),
+            account_id: None,
+            occurred_at: 1_772_355_600_000_000,
+            producer: None,
+            data: Data::Score {
+                score,
+                model: None,
+                reason: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_bincode_length_prefix_cannot_ask_for_exabytes() {
+        // The event's first field is its id; a u64 varint length (marker 253) of 2^61 used to
+        // make the decoder allocate that much and abort the whole process.
+        let mut payload = vec![253];
+        payload.extend_from_slice(&(1u64 << 61).to_le_bytes());
+        payload.extend_from_slice(b"abc");
+        let refused = decode(Some(BINCODE), &payload).expect_err("refused");
+        assert_eq!(refused.reason, Reason::Malformed, "{}", refused.message);
+    }
+
+    #[test]
+    fn the_same_event_is_the_same_value_whether_sent_as_json_or_bincode() {
+        // Shortest-form floats that a fast, not correctly rounded, parser reads 1 ULP off.
+        for x in [48.00001692771912, 1952.0000000033176, 8.98949006612271e207] {
+            let event = score(x);
+            let json = decode(Some(JSON), &encode(&event, Encoding::Json));
+            let bincode = decode(Some(BINCODE), &encode(&event, Encoding::Bincode));
+            assert_eq!(json.as_ref().ok(), Some(&event), "{x} as JSON");
+            assert_eq!(bincode.as_ref().ok(), Some(&event), "{x} as bincode");
+        }
+    }
 }

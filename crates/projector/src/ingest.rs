@@ -151,19 +151,54 @@ async fn open_consumer(
         }
     }
     stream
-        .get_or_create_consumer(
-            &settings.consumer,
-            pull::Config {
-                durable_name: Some(settings.consumer.clone()),
-                ack_policy: AckPolicy::All,
-                deliver_policy,
-                ack_wait: settings.ack_wait,
-                max_ack_pending: settings.ack_pending_max,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&settings.consumer, consumer_config(settings, deliver_policy))
         .await
         .map_err(|e| ProjectorError::Nats(format!("create consumer: {e}")))
+}
+
+fn consumer_config(settings: &Settings, deliver_policy: jetstream::consumer::DeliverPolicy) -> pull::Config {
+    pull::Config {
+        durable_name: Some(settings.consumer.clone()),
+        ack_policy: jetstream::consumer::AckPolicy::All,
+        deliver_policy,
+        ack_wait: settings.ack_wait,
+        max_ack_pending: settings.ack_pending_max,
+        ..Default::default()
+    }
+}
+
+/// Points the durable consumer at stream seq `start`: the next [`run`] receives every message
+/// the stream still holds from there on (`funnel recover`, after salvaging a ledger prefix).
+pub async fn rewind(js: &jetstream::Context, settings: &Settings, start: u64) -> Result<(), ProjectorError> {
+    let stream = ensure_streams(js, settings).await?;
+    if stream.consumer_info(&settings.consumer).await.is_ok() {
+        stream
+            .delete_consumer(&settings.consumer)
+            .await
+            .map_err(|e| ProjectorError::Nats(format!("rewind consumer {}: {e}", settings.consumer)))?;
+    }
+    let deliver_policy = jetstream::consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: start.max(1),
+    };
+    stream
+        .create_consumer(consumer_config(settings, deliver_policy))
+        .await
+        .map_err(|e| ProjectorError::Nats(format!("rewind consumer {}: {e}", settings.consumer)))?;
+    Ok(())
+}
+
+/// Whether the durable consumer has handed out and seen acked everything the stream holds:
+/// every message stored in the ledger or filed in the DLQ.
+pub async fn caught_up(js: &jetstream::Context, settings: &Settings) -> Result<bool, ProjectorError> {
+    let stream = js
+        .get_stream(&settings.stream)
+        .await
+        .map_err(|e| ProjectorError::Nats(format!("stream {}: {e}", settings.stream)))?;
+    let info = stream
+        .consumer_info(&settings.consumer)
+        .await
+        .map_err(|e| ProjectorError::Nats(format!("consumer {}: {e}", settings.consumer)))?;
+    Ok(info.num_pending == 0 && info.num_ack_pending == 0)
 }
 
 /// Stage 1: receives batches and decodes them, until shutdown or until the appender stops.
