@@ -61,23 +61,84 @@ pub async fn ensure_streams(js: &jetstream::Context, settings: &Settings) -> Res
 }
 
 /// One message's verdict before the ledger sees it: the decoded event, or why it is refused.
-struct Decoded {
-    message: jetstream::Message,
+/// `M` is the message itself (a JetStream message; the simulation's own in its tests).
+pub struct Decoded<M> {
+    pub message: M,
+    pub stream_seq: u64,
+    pub outcome: Result<Event, Rejection>,
+}
+
+/// One message's verdict once retraction targets are resolved: the event, or why it is refused.
+struct Verdict<M> {
+    message: M,
     stream_seq: u64,
     outcome: Result<Event, Rejection>,
 }
 
-/// One message's verdict once retraction targets are resolved: the event, or why it is refused.
-struct Verdict {
-    message: jetstream::Message,
-    stream_seq: u64,
-    outcome: Result<Event, Rejection>,
+/// What ingest made of one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filed {
+    /// Stored at this seq.
+    Stored(u64),
+    /// The same event is already stored at this seq: nothing written.
+    Duplicate(u64),
+    /// Refused: for the DLQ.
+    Refused(Rejection),
+}
+
+/// Decodes and validates one message and checks its subject.
+pub fn decode(subject: &str, content_type: Option<&str>, payload: &[u8]) -> Result<Event, Rejection> {
+    funnel_producer::decode(content_type, payload).and_then(|event| event.check_subject(subject).map(|()| event))
+}
+
+/// Everything ingest decides about a batch: resolves retraction targets, appends what is valid
+/// (recorded at `now`; not yet flushed) and says what became of each message, in order.
+/// Where the messages come from is the caller's: JetStream in [`run`], a simulated stream in
+/// `tests/simulation.rs`.
+pub fn file_batch<M>(
+    ledger: &Ledger,
+    decoded: Vec<Decoded<M>>,
+    now: i64,
+) -> Result<Vec<(M, u64, Filed)>, ProjectorError> {
+    let verdicts = resolve(ledger, decoded)?;
+    let candidates: Vec<Candidate> = verdicts
+        .iter()
+        .filter_map(|v| {
+            let event = v.outcome.as_ref().ok()?;
+            Some(Candidate {
+                event,
+                stream_seq: v.stream_seq,
+            })
+        })
+        .collect();
+    let appended = ledger.append_batch(&candidates, now)?;
+    let mut appended = appended.into_iter();
+    let mut filed = Vec::with_capacity(verdicts.len());
+    for verdict in verdicts {
+        let outcome = match verdict.outcome {
+            Err(rejection) => Filed::Refused(rejection),
+            Ok(event) => match appended.next() {
+                Some(Appended::Stored(seq)) => Filed::Stored(seq),
+                Some(Appended::Duplicate(seq)) => Filed::Duplicate(seq),
+                Some(Appended::Conflict(seq)) => Filed::Refused(Rejection::new(
+                    Reason::IdConflict,
+                    format!(
+                        "id `{}` is already stored at seq {seq} with different content",
+                        event.id
+                    ),
+                )),
+                None => unreachable!("the ledger answers once per candidate"),
+            },
+        };
+        filed.push((verdict.message, verdict.stream_seq, outcome));
+    }
+    Ok(filed)
 }
 
 /// A decoded batch on its way to the appender.
 struct Batch {
     no: u64,
-    decoded: Vec<Decoded>,
+    decoded: Vec<Decoded<jetstream::Message>>,
     span: tracing::Span,
 }
 
@@ -307,55 +368,28 @@ fn ingest_batch(
     js: &jetstream::Context,
     ledger: &Ledger,
     metrics: &Arc<Metrics>,
-    decoded: Vec<Decoded>,
+    decoded: Vec<Decoded<jetstream::Message>>,
     crash_before_ack: bool,
 ) -> Result<impl std::future::Future<Output = Result<(), ProjectorError>> + Send + 'static, ProjectorError> {
-    let verdicts = resolve(ledger, decoded)?;
-    let candidates: Vec<Candidate> = verdicts
-        .iter()
-        .filter_map(|v| {
-            let event = v.outcome.as_ref().ok()?;
-            Some(Candidate {
-                event,
-                stream_seq: v.stream_seq,
-            })
-        })
-        .collect();
-    let appended = ledger.append_batch(&candidates, now_micros())?;
+    let filed = file_batch(ledger, decoded, now_micros())?;
     ledger.flush()?;
     if crash_before_ack {
         warn!("{CRASH_AFTER_APPEND_ENV}: aborting after flush, before ack");
         std::process::abort();
     }
-    let last = verdicts.last().map(|v| v.message.clone());
-    let mut appended = appended.into_iter();
+    let last = filed.last().map(|(message, _, _)| message.clone());
     let mut refused = Vec::new();
-    for verdict in verdicts {
-        let refusal = match &verdict.outcome {
-            Err(rejection) => Some(rejection.clone()),
-            Ok(event) => match appended.next() {
-                Some(Appended::Stored(_)) => {
-                    metrics.ingest_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    None
-                }
-                Some(Appended::Duplicate(_)) => {
-                    metrics
-                        .ingest_duplicates
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    None
-                }
-                Some(Appended::Conflict(seq)) => Some(Rejection::new(
-                    Reason::IdConflict,
-                    format!(
-                        "id `{}` is already stored at seq {seq} with different content",
-                        event.id
-                    ),
-                )),
-                None => unreachable!("the ledger answers once per candidate"),
-            },
-        };
-        if let Some(rejection) = refusal {
-            refused.push((verdict, rejection));
+    for (message, stream_seq, outcome) in filed {
+        match outcome {
+            Filed::Stored(_) => {
+                metrics.ingest_stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Filed::Duplicate(_) => {
+                metrics
+                    .ingest_duplicates
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Filed::Refused(rejection) => refused.push((message, stream_seq, rejection)),
         }
     }
     let (js, metrics) = (js.clone(), Arc::clone(metrics));
@@ -374,29 +408,28 @@ const DLQ_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20
 async fn settle(
     js: jetstream::Context,
     metrics: Arc<Metrics>,
-    refused: Vec<(Verdict, Rejection)>,
+    refused: Vec<(jetstream::Message, u64, Rejection)>,
     last: Option<jetstream::Message>,
 ) -> Result<(), ProjectorError> {
     let mut pending = Vec::with_capacity(refused.len());
-    for (verdict, rejection) in &refused {
+    for (message, stream_seq, rejection) in &refused {
         metrics.count_dlq(rejection.reason);
-        warn!(stream_seq = verdict.stream_seq, reason = rejection.reason.as_str(), error = %rejection.message, "refused");
-        pending.push(publish_dlq(&js, verdict, rejection).await);
+        warn!(stream_seq, reason = rejection.reason.as_str(), error = %rejection.message, "refused");
+        pending.push(publish_dlq(&js, message, *stream_seq, rejection).await);
     }
-    for ((verdict, rejection), first_try) in refused.iter().zip(pending) {
+    for ((message, stream_seq, rejection), first_try) in refused.iter().zip(pending) {
         let mut stored = confirmed(first_try).await;
         let mut pause = DLQ_RETRY_PAUSE;
         for _ in 1..DLQ_TRIES {
             let Err(e) = &stored else { break };
-            warn!(stream_seq = verdict.stream_seq, error = %e, "DLQ publish failed; trying again");
+            warn!(stream_seq, error = %e, "DLQ publish failed; trying again");
             tokio::time::sleep(pause).await;
             pause *= 2;
-            stored = confirmed(publish_dlq(&js, verdict, rejection).await).await;
+            stored = confirmed(publish_dlq(&js, message, *stream_seq, rejection).await).await;
         }
         if let Err(e) = stored {
             return Err(ProjectorError::Nats(format!(
-                "the DLQ did not store the refusal of stream seq {} after {DLQ_TRIES} tries ({e}); stopping before acking past it",
-                verdict.stream_seq
+                "the DLQ did not store the refusal of stream seq {stream_seq} after {DLQ_TRIES} tries ({e}); stopping before acking past it"
             )));
         }
     }
@@ -415,19 +448,20 @@ async fn settle(
 /// has stored it. The message id makes a retry (or a redelivery's second refusal) a duplicate.
 async fn publish_dlq(
     js: &jetstream::Context,
-    verdict: &Verdict,
+    message: &jetstream::Message,
+    stream_seq: u64,
     rejection: &Rejection,
 ) -> Result<jetstream::context::PublishAckFuture, String> {
     let mut headers = HeaderMap::new();
     headers.insert(DLQ_ERROR_HEADER, rejection.message.replace(['\r', '\n'], " ").as_str());
-    headers.insert(DLQ_SUBJECT_HEADER, verdict.message.subject.as_str());
-    headers.insert(DLQ_STREAM_SEQ_HEADER, verdict.stream_seq.to_string().as_str());
+    headers.insert(DLQ_SUBJECT_HEADER, message.subject.as_str());
+    headers.insert(DLQ_STREAM_SEQ_HEADER, stream_seq.to_string().as_str());
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
-        format!("dlq-{}", verdict.stream_seq).as_str(),
+        format!("dlq-{stream_seq}").as_str(),
     );
     let subject = format!("funnel.dlq.{}", rejection.reason.as_str());
-    js.publish_with_headers(subject, headers, verdict.message.payload.clone())
+    js.publish_with_headers(subject, headers, message.payload.clone())
         .await
         .map_err(|e| e.to_string())
 }
@@ -439,7 +473,7 @@ async fn confirmed(published: Result<jetstream::context::PublishAckFuture, Strin
 
 /// Decodes and validates every message and checks its subject: no ledger access, so it runs
 /// while the previous batch is appended.
-fn decode_batch(messages: Vec<jetstream::Message>) -> Vec<Decoded> {
+fn decode_batch(messages: Vec<jetstream::Message>) -> Vec<Decoded<jetstream::Message>> {
     messages
         .into_iter()
         .map(|message| {
@@ -449,8 +483,7 @@ fn decode_batch(messages: Vec<jetstream::Message>) -> Vec<Decoded> {
                 .as_ref()
                 .and_then(|h| h.get(funnel_producer::CONTENT_TYPE))
                 .map(|v| v.as_str());
-            let outcome = funnel_producer::decode(content_type, &message.payload)
-                .and_then(|event| event.check_subject(message.subject.as_str()).map(|()| event));
+            let outcome = decode(message.subject.as_str(), content_type, &message.payload);
             Decoded {
                 message,
                 stream_seq,
@@ -462,11 +495,11 @@ fn decode_batch(messages: Vec<jetstream::Message>) -> Vec<Decoded> {
 
 /// Resolves retraction targets against the ledger (which holds every earlier batch) and the
 /// events earlier in the same batch.
-fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, ProjectorError> {
-    let is_retract = |d: &Decoded| matches!(&d.outcome, Ok(e) if matches!(e.data, Data::Retract { .. }));
+fn resolve<M>(ledger: &Ledger, decoded: Vec<Decoded<M>>) -> Result<Vec<Verdict<M>>, ProjectorError> {
+    let is_retract = |d: &Decoded<M>| matches!(&d.outcome, Ok(e) if matches!(e.data, Data::Retract { .. }));
     // Where each id first occurs in this batch: needed only when the batch holds a retraction.
     let mut earlier: Option<HashMap<String, usize>> = decoded.iter().any(is_retract).then(HashMap::new);
-    let mut verdicts: Vec<Verdict> = Vec::with_capacity(decoded.len());
+    let mut verdicts: Vec<Verdict<M>> = Vec::with_capacity(decoded.len());
     for Decoded {
         message,
         stream_seq,
@@ -478,14 +511,16 @@ fn resolve(ledger: &Ledger, decoded: Vec<Decoded>) -> Result<Vec<Verdict>, Proje
             Ok(event) => {
                 let checked = match &event.data {
                     Data::Retract { target_id, .. } => {
-                        let in_batch = earlier
-                            .as_ref()
-                            .and_then(|ids| ids.get(target_id))
-                            .and_then(|&i| verdicts[i].outcome.as_ref().ok())
-                            .cloned();
-                        let target = match in_batch {
-                            Some(target) => Some(target),
-                            None => ledger.find(target_id)?.map(|entry| entry.event),
+                        // A stored event first: an event earlier in this batch with the same
+                        // id is a duplicate or a conflict, and never what the id stands for
+                        // (found by tests/simulation.rs).
+                        let target = match ledger.find(target_id)? {
+                            Some(entry) => Some(entry.event),
+                            None => earlier
+                                .as_ref()
+                                .and_then(|ids| ids.get(target_id))
+                                .and_then(|&i| verdicts[i].outcome.as_ref().ok())
+                                .cloned(),
                         };
                         event.check_retraction(target.as_ref())
                     }
