@@ -389,3 +389,84 @@ fn serve_and_emit_log_in_with_a_password_over_tls_checked_against_a_ca() {
     assert_eq!(code, Some(0), "emit over TLS: {stderr}");
     service.wait_for_seq(1, Duration::from_secs(30));
 }
+
+#[test]
+fn the_nats_server_serve_starts_itself_lets_in_only_the_keys_it_generated() {
+    use std::io::BufRead;
+    let dir = TempDir::new("nats-own");
+    let data = dir.path().join("data");
+    let mut serve = Command::new(funnel_bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("FUNNEL_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("funnel serve");
+    let stdout = serve.stdout.take().expect("stdout");
+    let http = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            Some(
+                line.strip_prefix("funnel: serving http://")?
+                    .split('/')
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .expect("serve prints its address");
+    let url = std::fs::read_to_string(data.join("nats.url")).expect("nats.url");
+    let port: u16 = url
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let seed = |name: &str| std::fs::read_to_string(data.join(format!("nats-keys/{name}.nk"))).expect("seed");
+
+    let mut refusals = 0;
+    refused(
+        RawNats::connect(port).check(),
+        "anonymous login to serve's server",
+        &mut refusals,
+    );
+    for name in ["service", "producer", "auditor"] {
+        assert!(seed(name).starts_with("SU"), "{name}: an nkey user seed");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let file = data.join(format!("nats-keys/{name}.nk"));
+            let mode = std::fs::metadata(file).expect("seed file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}.nk is readable by its owner only");
+        }
+    }
+    refused(
+        RawNats::connect_as(port, Some(&seed("producer"))).try_publish("funnel.dlq.invalid", b"{}"),
+        "producer to the DLQ",
+        &mut refusals,
+    );
+    // `simulate` with the same data dir logs in as the producer, and the service ingests it.
+    let (code, stderr) = run_funnel(&["simulate", "--leads", "5", "--data-dir", &data.to_string_lossy()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let stream = RawNats::connect_as(port, Some(&seed("auditor")))
+        .try_request("$JS.API.STREAM.INFO.FUNNEL", b"")
+        .expect("an auditor reads stream state");
+    let published = stream["state"]["messages"].as_u64().expect("messages");
+    assert!(published > 0, "{stream}");
+    support::wait_for(Duration::from_secs(30), "the simulated events stored", || {
+        support::try_get(&http, "/health").is_some_and(|(_, h)| h["log"]["seq"].as_u64() == Some(published))
+    });
+    // SIGTERM: serve stops its nats-server on the way out (a SIGKILL would leave it running).
+    let _ = Command::new("kill").args(["-TERM", &serve.id().to_string()]).status();
+    let started = Instant::now();
+    while serve.try_wait().expect("wait").is_none() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    if let Ok(pid) = std::fs::read_to_string(data.join("nats-server.pid")) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    eprintln!("refused {refusals} unauthorised attempts on serve's own nats-server");
+}

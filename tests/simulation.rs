@@ -340,7 +340,7 @@ struct Tally {
     redeliveries: u64,
     messages: u64,
     duplicates: u64,
-    refused: u64,
+    refused: BTreeMap<&'static str, u64>,
 }
 
 fn run_seed(seed: u64, tally: &mut Tally) {
@@ -422,7 +422,7 @@ fn run_seed(seed: u64, tally: &mut Tally) {
             tally.messages += 1;
             match outcome {
                 Filed::Refused(rejection) => {
-                    tally.refused += 1;
+                    *tally.refused.entry(rejection.reason.as_str()).or_default() += 1;
                     assert!(
                         !rejection.message.is_empty(),
                         "seed {seed}: a refusal without a message"
@@ -645,7 +645,7 @@ fn ingest_ledger_and_engine_keep_design_section_7_under_crashes_and_redeliveries
     }
     let crashes: u64 = tally.crashes.values().sum();
     eprintln!(
-        "simulation: {} seeds, {} messages filed, {} duplicates, {} refused, {} redeliveries, {} crashes {:?}",
+        "simulation: {} seeds, {} messages filed, {} duplicates, refused {:?}, {} redeliveries, {} crashes {:?}",
         tally.seeds, tally.messages, tally.duplicates, tally.refused, tally.redeliveries, crashes, tally.crashes
     );
     assert!(crashes > 0 || tally.seeds < 10, "the simulation injected no crash");
