@@ -1,10 +1,12 @@
 //! `funnel report`: ask a running service, over a minimal HTTP/1.1 GET, with the bearer token
-//! in `FUNNEL_TOKEN` if set (an environment variable, so it stays out of `ps` and shell history).
+//! in `FUNNEL_TOKEN` if set (an environment variable, so it stays out of `ps` and shell history),
+//! or over NATS request/reply (`--via nats`).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::nats_auth::NatsUser;
 use crate::offline::ReportArgs;
-use crate::CliError;
+use crate::{CliError, Connect};
 
 /// Longest answer accepted, in bytes.
 const RESPONSE_BYTES_MAX: usize = 256 * 1024 * 1024;
@@ -44,6 +46,36 @@ pub async fn report(url: &str, args: &ReportArgs) -> Result<(), CliError> {
         return Err(CliError::Failed(format!("{status}: {message}")));
     }
     args.print(&body)
+}
+
+/// `funnel report --via nats`: the same answer from `funnel.query.<report>`.
+pub async fn report_nats(connect: &Connect, args: &ReportArgs) -> Result<(), CliError> {
+    let url = crate::publish::nats_url(connect);
+    let client = connect
+        .auth
+        .connect(&url, &connect.data.data_dir, NatsUser::Auditor, "funnel-report")
+        .await?;
+    let (subject, payload) = args.nats_request();
+    let request = async_nats::Request::new()
+        .payload(payload.into())
+        .timeout(Some(funnel_query::REQUEST_TIMEOUT + std::time::Duration::from_secs(5)));
+    let reply = client
+        .send_request(subject.clone(), request)
+        .await
+        .map_err(|e| CliError::Failed(format!("{subject} at {url}: {e}")))?;
+    let error_code = reply
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::service::NATS_SERVICE_ERROR_CODE))
+        .map(|v| v.as_str().to_owned());
+    if let Some(code) = error_code {
+        let error: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        let message = error["error"]["message"]
+            .as_str()
+            .map_or_else(|| String::from_utf8_lossy(&reply.payload).into_owned(), str::to_owned);
+        return Err(CliError::Failed(format!("{code}: {message}")));
+    }
+    args.print(&reply.payload)
 }
 
 fn dechunk(mut body: &[u8]) -> Vec<u8> {

@@ -13,6 +13,7 @@ mod nats_auth;
 mod nats_child;
 mod offline;
 mod publish;
+mod query_service;
 mod recover;
 mod serve;
 
@@ -52,6 +53,8 @@ struct Connect {
     data: DataDir,
 }
 
+// Parsed once per process: the size of its largest variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run ingest, projector and the HTTP query service (starting a local nats-server with no --nats-url).
@@ -180,6 +183,12 @@ enum Command {
         /// The service's HTTP address.
         #[arg(long, default_value = "http://127.0.0.1:8080", env = "FUNNEL_URL")]
         url: String,
+        /// Ask over HTTP (`--url`) or over NATS request/reply (`funnel.query.<report>`, as the
+        /// auditor user of `--data-dir`'s server unless credentials are given).
+        #[arg(long, default_value = "http", value_parser = ["http", "nats"])]
+        via: String,
+        #[command(flatten)]
+        connect: Connect,
     },
 }
 
@@ -269,6 +278,14 @@ async fn run(command: Command) -> Result<(), CliError> {
         Command::Replay(args) => offline::replay(args),
         Command::Attribution(audit) => audit.run("attribution", None).await,
         Command::Explain { lead, audit } => audit.run("explain", Some(lead)).await,
-        Command::Report { report, url } => live_report::report(&url, &report).await,
+        Command::Report {
+            report,
+            url,
+            via,
+            connect,
+        } => match via.as_str() {
+            "nats" => live_report::report_nats(&connect, &report).await,
+            _ => live_report::report(&url, &report).await,
+        },
     }
 }

@@ -195,7 +195,28 @@ pub struct ReportParams {
 impl ReportArgs {
     /// The query string the HTTP API takes for these arguments.
     pub fn query(&self) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
+        serde_urlencoded::to_string(self.pairs()).unwrap_or_default()
+    }
+
+    /// The request `funnel.query.<report>` takes over NATS: the same parameters as a JSON
+    /// object, with `lead_id` for `lead` and `explain`.
+    pub fn nats_request(&self) -> (String, Vec<u8>) {
+        let mut request: serde_json::Map<String, serde_json::Value> = self
+            .pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into()))
+            .collect();
+        if let Some(lead) = &self.lead {
+            request.insert("lead_id".into(), lead.clone().into());
+        }
+        (
+            format!("{}.{}", crate::query_service::PREFIX, self.report),
+            serde_json::Value::Object(request).to_string().into_bytes(),
+        )
+    }
+
+    fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs: Vec<(&'static str, String)> = Vec::new();
         for (key, value) in [
             ("as_of", &self.params.as_of),
             ("known_at", &self.params.known_at),
@@ -215,7 +236,7 @@ impl ReportArgs {
         if let Some(target) = self.params.revenue_target_minor {
             pairs.push(("revenue_target_minor", target.to_string()));
         }
-        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+        pairs
     }
 
     /// The HTTP path of this report.

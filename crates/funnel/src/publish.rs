@@ -10,7 +10,7 @@ use crate::nats_auth::NatsUser;
 use crate::{CliError, Connect};
 
 /// The NATS URL: --nats-url, else the one `funnel serve` wrote for --data-dir, else the default port.
-fn nats_url(connect: &Connect) -> String {
+pub fn nats_url(connect: &Connect) -> String {
     connect
         .nats_url
         .clone()

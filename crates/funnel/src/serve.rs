@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::nats_auth::{NatsAuth, NatsUser};
-use crate::{nats_child, CliError};
+use crate::{nats_child, query_service, CliError};
 
 /// Opens the ledger of a data dir, re-checking its tail; a damaged ledger is [`CliError::Damaged`].
 pub fn open_ledger(data_dir: &Path) -> Result<Ledger, CliError> {
@@ -110,7 +110,7 @@ pub async fn serve(
         .or_else(|| child.as_ref().map(|c| c.url.clone()))
         .unwrap_or_default();
     let client = auth.connect(&url, data_dir, NatsUser::Service, "funnel-serve").await?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(client.clone());
     let settings = Settings::from_env().map_err(CliError::Failed)?;
     // Streams exist before /health answers, so producers never publish into the void.
     ingest::ensure_streams(&js, &settings)
@@ -144,9 +144,10 @@ pub async fn serve(
     if let Some(tokens) = tokens {
         state = state.with_tokens(tokens);
     }
-    let app = funnel_query::router(state);
+    let app = funnel_query::router(state.clone());
     let mut http_shutdown = shutdown.clone();
     let queries = query_runtime()?;
+    let mut nats_queries = queries.spawn(query_service::run(client, state, shutdown.clone()));
     let mut server = queries.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, app)
@@ -167,6 +168,7 @@ pub async fn serve(
         r = &mut ingest => Err(format!("ingest stopped: {}", describe(r))),
         r = &mut projector => Err(format!("projector stopped: {}", describe(r))),
         r = &mut server => Err(format!("http stopped: {r:?}")),
+        r = &mut nats_queries => Err(format!("NATS query service stopped: {}", describe(r))),
     };
     info!("shutting down");
     shutdown_tx.send_replace(true);
@@ -174,6 +176,7 @@ pub async fn serve(
         let _ = projector.await;
         let _ = ingest.await;
         let _ = server.await;
+        let _ = nats_queries.await;
     })
     .await;
     queries.shutdown_background();

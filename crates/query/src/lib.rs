@@ -197,15 +197,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The error's JSON, the same over every transport: `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> Vec<u8> {
+        json!({"error": {"code": self.code, "message": self.message}})
+            .to_string()
+            .into_bytes()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, "application/json")],
-            body.to_string(),
-        )
-            .into_response();
+        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], self.body()).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -219,8 +222,6 @@ impl IntoResponse for ApiError {
         response
     }
 }
-
-type Answer = Result<Response, ApiError>;
 
 fn json_response(value: &impl serde::Serialize) -> Response {
     let body = serde_json::to_vec(value).unwrap_or_default();
@@ -280,8 +281,12 @@ async fn authorise(
     refused.into_response()
 }
 
-/// Runs a handler body inside a span, counting it and its time.
-fn answered(state: &AppState, name: &'static str, body: impl FnOnce() -> Answer) -> Response {
+/// Runs a handler body inside a span, counting it, its time and its errors.
+fn answered<T>(
+    state: &AppState,
+    name: &'static str,
+    body: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     let started = Instant::now();
     let span = info_span!("request", endpoint = name);
     let answer = span.in_scope(body);
@@ -291,10 +296,10 @@ fn answered(state: &AppState, name: &'static str, body: impl FnOnce() -> Answer)
         started.elapsed().as_micros() as u64,
         std::sync::atomic::Ordering::Relaxed,
     );
-    answer.unwrap_or_else(|e| {
+    if answer.is_err() {
         m.query_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        e.into_response()
-    })
+    }
+    answer
 }
 
 /// The log position the time-travel parameters ask for: `None` means "the live head".
@@ -349,13 +354,15 @@ fn last_seq_recorded_by(ledger: &funnel_ledger::Ledger, head: u64, t: i64) -> Re
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    answered(&state, "health", || {
-        let head = state.live.ledger().head();
-        let projected = state.live.snapshot().head().seq;
-        Ok(json_response(
-            &json!({"status": "ok", "log": report::Log::from(head), "projected_seq": projected}),
-        ))
-    })
+    let health = answered(&state, "health", || Ok(health_json(&state)));
+    health.map_or_else(IntoResponse::into_response, |h| json_response(&h))
+}
+
+/// `/health` and `/v1/audit/head`: the chain head and how far the engine has projected it.
+pub fn health_json(state: &AppState) -> Value {
+    let head = state.live.ledger().head();
+    let projected = state.live.snapshot().head().seq;
+    json!({"status": "ok", "log": report::Log::from(head), "projected_seq": projected})
 }
 
 async fn audit_head(State(state): State<AppState>) -> Response {
@@ -419,21 +426,33 @@ async fn explain(State(state): State<AppState>, Path(lead_id): Path<String>, Raw
     answer(state, "explain".into(), Some(lead_id), query).await
 }
 
-/// Parses, then answers a quick question in place; anything else is computed on a blocking
-/// thread after taking a permit: expensive reports of the report pool, lead lookups of their
-/// own pool.
 async fn answer(state: AppState, report: String, lead_id: Option<String>, query: Option<String>) -> Response {
+    match ask(&state, &report, lead_id, query).await {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// One report's answer as the JSON bytes every transport sends (HTTP here, NATS request/reply
+/// in `funnel serve`): parses, then answers a quick question in place; anything else is
+/// computed on a blocking thread after taking a permit: expensive reports of the report pool,
+/// lead lookups of their own pool. Dropping the future before it is ready (the asker hung up,
+/// or the request timed out) stops a replay computing for it. The request timeout is the
+/// caller's (see [`REQUEST_TIMEOUT`]).
+pub async fn ask(
+    state: &AppState,
+    report: &str,
+    lead_id: Option<String>,
+    query: Option<String>,
+) -> Result<Vec<u8>, ApiError> {
     let name: &'static str = REPORTS.iter().find(|r| **r == report).copied().unwrap_or("unknown");
-    let request = match Request::parse(&report, lead_id.as_deref(), query.as_deref()) {
+    let request = match Request::parse(report, lead_id.as_deref(), query.as_deref()) {
         Ok(request) => request,
-        Err(e) => return answered(&state, name, || Err(e)),
+        Err(e) => return answered(state, name, || Err(e)),
     };
     let engine = state.live.snapshot();
     if request.is_quick(&engine) {
-        return answered(&state, name, || {
-            let body = request.answer(&engine, state.live.ledger())?;
-            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
-        });
+        return answered(state, name, || request.answer(&engine, state.live.ledger()));
     }
     drop(engine);
     let pool = if request.is_expensive() {
@@ -443,7 +462,7 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
     };
     let permit = match pool.enter().await {
         Ok(permit) => permit,
-        Err(e) => return answered(&state, name, || Err(e)),
+        Err(e) => return answered(state, name, || Err(e)),
     };
     let worker = state.clone();
     let hung_up = Arc::new(AtomicBool::new(false));
@@ -459,15 +478,14 @@ async fn answer(state: AppState, report: String, lead_id: Option<String>, query:
                 .transpose()?
                 .flatten()
             {
-                return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+                return Ok(body);
             }
             let engine = engine_for(&worker, seq, &hung_up)?;
-            let body = request.answer(&engine, ledger)?;
-            Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+            request.answer(&engine, ledger)
         })
     })
     .await;
-    computed.unwrap_or_else(|e| ApiError::store(format!("report task: {e}")).into_response())
+    computed.unwrap_or_else(|e| Err(ApiError::store(format!("report task: {e}"))))
 }
 
 /// Sets its flag when dropped before the answer is ready: the client hung up, so a replay
