@@ -18,7 +18,7 @@ for _ in $(seq 1 100); do
 done
 "$funnel" simulate --data-dir "$data" --leads "${LEADS:-5000}"
 sleep 1
-curl -s "http://$http/v1/funnel?by=channel"
+"$funnel" report funnel --by channel --url "http://$http"
 echo
 echo "Dashboard:   http://$http/"
 echo "Funnel JSON: http://$http/v1/funnel?by=channel"

@@ -8,10 +8,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod human;
 mod live_report;
 mod nats_auth;
 mod nats_child;
 mod offline;
+mod progress;
 mod publish;
 mod query_service;
 mod recover;
@@ -205,11 +207,14 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FUNNEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        quiet_on_closed_pipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -224,6 +229,18 @@ fn main() {
             CliError::Damaged(_) => EXIT_DAMAGED,
             CliError::Failed(_) => 1,
         });
+    }
+}
+
+/// `funnel replay explain … | head` ends quietly when `head` has read enough, as Unix tools
+/// do: the default action of SIGPIPE (Rust ignores it, which turns the closed pipe into a panic
+/// in `println!`). Not for `serve`, whose sockets must outlive a client that hangs up.
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread is started;
+    // no handler runs in this process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

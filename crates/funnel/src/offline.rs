@@ -6,38 +6,26 @@ use std::path::{Path, PathBuf};
 use funnel_core::report;
 use funnel_ledger::Ledger;
 
+use crate::progress::{clear, Progress};
 use crate::serve::{open_ledger, open_ledger_with};
 use crate::{CliError, DataDir};
 
-#[derive(serde::Deserialize)]
-struct Counts {
-    inquiry: u64,
-    mql: u64,
-    sal: u64,
-    sql: u64,
-    opportunity: u64,
-    won: u64,
-    lost: u64,
-}
-
-fn progress(json: bool, what: &'static str) -> impl FnMut(u64) {
-    move |n| {
-        if !json {
-            eprint!("\r{what} {n} entries");
-        }
-    }
+/// Progress of a walk over `total` entries (see [`Progress`]); nothing with `--json`.
+fn progress(json: bool, what: &'static str, total: u64) -> impl FnMut(u64) {
+    let mut bar = Progress::new(what, Some(total), json);
+    move |n| bar.update(n)
 }
 
 pub fn verify(data_dir: &Path, json: bool) -> Result<(), CliError> {
     let ledger = open_ledger_with(data_dir, Ledger::open_unchecked)?;
-    let v = ledger.verify(progress(json, "verified"));
+    let v = ledger.verify(progress(json, "verified", ledger.head().seq));
     if json {
         println!("{}", funnel_query::verification_json(&v));
     }
     match &v.first_bad {
         None => {
             if !json {
-                eprintln!("\rchain ok: {} entries, head {}", v.checked, v.head.hash_hex());
+                eprintln!("{}chain ok: {} entries, head {}", clear(), v.checked, v.head.hash_hex());
             }
             Ok(())
         }
@@ -49,7 +37,7 @@ pub fn verify(data_dir: &Path, json: bool) -> Result<(), CliError> {
 }
 
 pub fn migrate(data_dir: &Path, json: bool) -> Result<(), CliError> {
-    let m = funnel_ledger::migrate(&data_dir.join("ledger"), progress(json, "migrated"))
+    let m = funnel_ledger::migrate(&data_dir.join("ledger"), progress(json, "migrated", 0))
         .map_err(|e| CliError::Failed(format!("migrate: {e}")))?;
     if json {
         println!(
@@ -62,8 +50,8 @@ pub fn migrate(data_dir: &Path, json: bool) -> Result<(), CliError> {
             })
         );
     } else {
-        eprintln!(
-            "\rmigrated {} entries to chain format {}\n  format-1 head {} (recorded in the new chain's genesis)\n  format-2 head {}\n  old store kept in {}",
+        eprintln!("{}migrated {} entries to chain format {}\n  format-1 head {} (recorded in the new chain's genesis)\n  format-2 head {}\n  old store kept in {}",
+            clear(),
             m.entries,
             funnel_ledger::CHAIN_FORMAT,
             m.v1_head.hash_hex(),
@@ -83,8 +71,13 @@ pub fn export(data_dir: &Path, out: Option<PathBuf>, at_seq: Option<u64>, json: 
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let quiet = json || out.is_none();
-    let head = funnel_ledger::export(&ledger, &mut writer, at_seq, progress(quiet, "exported"))
-        .map_err(|e| CliError::Failed(format!("export: {e}")))?;
+    let head = funnel_ledger::export(
+        &ledger,
+        &mut writer,
+        at_seq,
+        progress(quiet, "exported", at_seq.unwrap_or(u64::MAX).min(ledger.head().seq)),
+    )
+    .map_err(|e| CliError::Failed(format!("export: {e}")))?;
     drop(writer);
     if json && out.is_some() {
         println!(
@@ -92,7 +85,7 @@ pub fn export(data_dir: &Path, out: Option<PathBuf>, at_seq: Option<u64>, json: 
             serde_json::json!({"exported": head.seq, "log": report::Log::from(head)})
         );
     } else if !quiet {
-        eprintln!("\rexported {} entries, head {}", head.seq, head.hash_hex());
+        eprintln!("{}exported {} entries, head {}", clear(), head.seq, head.hash_hex());
     }
     Ok(())
 }
@@ -128,7 +121,7 @@ pub fn import(data_dir: &Path, file: Option<PathBuf>, json: bool) -> Result<(), 
             serde_json::json!({"imported": head.seq, "log": report::Log::from(head)})
         );
     } else {
-        eprintln!("\rimported {} entries, head {}", head.seq, head.hash_hex());
+        eprintln!("{}imported {} entries, head {}", clear(), head.seq, head.hash_hex());
     }
     Ok(())
 }
@@ -140,7 +133,7 @@ fn import_into(ledger: &Ledger, file: Option<&Path>, json: bool) -> Result<funne
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    funnel_ledger::import(ledger, reader, progress(json, "imported"))
+    funnel_ledger::import(ledger, reader, progress(json, "imported", 0))
         .map_err(|e| CliError::Failed(format!("import: {e}")))
 }
 
@@ -265,38 +258,9 @@ impl ReportArgs {
             return Ok(());
         }
         let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| CliError::Failed(e.to_string()))?;
-        match serde_json::from_value::<FunnelView>(value.clone()) {
-            Ok(funnel) if self.report == "funnel" => print!("{}", funnel_table(&funnel)),
-            _ if self.report == "attribution" => print!("{}", attribution_table(&value)),
-            _ => {
-                let mut lines = Vec::new();
-                flatten("", &value, &mut lines);
-                let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-                for (k, v) in lines {
-                    println!("{k:<width$}  {v}");
-                }
-            }
-        }
+        let text = crate::human::render(&self.report, &value).unwrap_or_else(|| format!("{value:#}\n"));
+        print!("{text}");
         Ok(())
-    }
-}
-
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
-    let join = |k: &str| {
-        if prefix.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{prefix}.{k}")
-        }
-    };
-    match value {
-        serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| flatten(&join(k), v, out)),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .for_each(|(i, v)| flatten(&join(&i.to_string()), v, out)),
-        serde_json::Value::String(s) => out.push((prefix.to_owned(), s.clone())),
-        other => out.push((prefix.to_owned(), other.to_string())),
     }
 }
 
@@ -336,107 +300,16 @@ pub fn replay(args: ReplayArgs) -> Result<(), CliError> {
         None => (None, open_ledger(&args.data.data_dir)?),
     };
     let seq = funnel_query::resolve_seq(&ledger, &request.travel).map_err(bad)?;
-    let engine = funnel_engine::replay(&ledger, seq, progress(report.params.json, "replayed"))
-        .map_err(|e| CliError::Failed(format!("replay: {e}")))?;
+    let engine = funnel_engine::replay(
+        &ledger,
+        seq,
+        progress(report.params.json, "replayed", seq.unwrap_or(ledger.head().seq)),
+    )
+    .map_err(|e| CliError::Failed(format!("replay: {e}")))?;
     if !report.params.json {
-        eprint!("\r");
+        eprint!("{}", clear());
     }
     report.print(&request.answer(&engine, &ledger).map_err(bad)?)
-}
-
-/// The parts of a funnel report the table shows.
-#[derive(serde::Deserialize)]
-struct FunnelView {
-    log: LogView,
-    as_of: String,
-    by: Option<String>,
-    total: GroupView,
-    groups: Vec<GroupView>,
-}
-
-#[derive(serde::Deserialize)]
-struct LogView {
-    seq: u64,
-    hash: String,
-}
-
-#[derive(serde::Deserialize)]
-struct GroupView {
-    key: String,
-    cohort: Counts,
-    rates: RatesView,
-}
-
-#[derive(serde::Deserialize)]
-struct RatesView {
-    win_rate: Option<f64>,
-}
-
-fn funnel_table(r: &FunnelView) -> String {
-    let mut out = format!(
-        "log seq {} · head {} · as of {}\n{:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
-        r.log.seq,
-        r.log.hash,
-        r.as_of,
-        r.by.as_deref().unwrap_or("cohort"),
-        "inquiry",
-        "mql",
-        "sal",
-        "sql",
-        "opp",
-        "won",
-        "lost",
-        "win rate"
-    );
-    for g in r.groups.iter().chain(std::iter::once(&r.total)) {
-        let c = &g.cohort;
-        out.push_str(&format!(
-            "{:<24}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}\n",
-            g.key,
-            c.inquiry,
-            c.mql,
-            c.sal,
-            c.sql,
-            c.opportunity,
-            c.won,
-            c.lost,
-            g.rates
-                .win_rate
-                .map_or("–".to_owned(), |w| format!("{:.1}%", w * 100.0))
-        ));
-    }
-    out
-}
-
-/// Rows × models, credits in minor units.
-fn attribution_table(r: &serde_json::Value) -> String {
-    let models: Vec<&str> = r["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m.as_str())
-        .collect();
-    let mut out = format!(
-        "log seq {} · head {} · as of {}\n",
-        r["log"]["seq"], r["log"]["hash"], r["as_of"]
-    );
-    out.push_str(&format!("{:<20}{:<5}", r["by"].as_str().unwrap_or("key"), "cur"));
-    for m in &models {
-        out.push_str(&format!("{m:>16}"));
-    }
-    out.push('\n');
-    for row in r["rows"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<20}{:<5}",
-            row["key"].as_str().unwrap_or(""),
-            row["currency"].as_str().unwrap_or("")
-        ));
-        for m in &models {
-            out.push_str(&format!("{:>16}", row["credits_minor"][m]));
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// `funnel attribution` and `funnel explain`: offline by default, live with --url.

@@ -30,12 +30,9 @@ pub async fn publish(connect: &Connect, events: &[Event], bincode: bool, json: b
         .await?;
     let producer = Producer::new(client.clone(), if bincode { Encoding::Bincode } else { Encoding::Json });
     let total = events.len();
+    let mut bar = crate::progress::Progress::new("published", Some(total as u64), json);
     let sent = producer
-        .publish_all(events, |n| {
-            if !json {
-                eprint!("\rpublished {n}/{total}");
-            }
-        })
+        .publish_all(events, |n| bar.update(n))
         .await
         .map_err(|e| CliError::Failed(e.to_string()))?;
     client
@@ -45,7 +42,7 @@ pub async fn publish(connect: &Connect, events: &[Event], bincode: bool, json: b
     if json {
         println!("{}", serde_json::json!({"published": sent, "nats_url": url}));
     } else {
-        eprintln!("\rpublished {sent} events to {url}");
+        bar.finish(&format!("published {sent} events to {url}"));
     }
     Ok(())
 }
