@@ -55,7 +55,7 @@ impl Role {
     /// anyone. A route not named here needs `admin`, so a new one is closed until placed.
     pub fn needed_for(route: &str) -> Option<Role> {
         match route {
-            "/" | "/health" => None,
+            "/" | "/health" | "/openapi.json" => None,
             "/v1/{report}" | "/v1/audit/head" => Some(Role::Viewer),
             "/v1/leads/{lead_id}" | "/v1/attribution/explain/{lead_id}" | "/v1/audit/verify" => Some(Role::Auditor),
             _ => Some(Role::Admin),

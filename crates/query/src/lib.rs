@@ -10,6 +10,7 @@
 //! series are capped in buckets.
 
 pub mod access;
+pub mod openapi;
 mod params;
 mod request;
 
@@ -228,20 +229,44 @@ fn json_response(value: &impl serde::Serialize) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// Every route the router serves, in the order [`router`] adds them: the OpenAPI document is
+/// generated from this list.
+pub const ROUTES: [&str; 9] = [
+    "/",
+    "/health",
+    "/openapi.json",
+    "/metrics",
+    "/v1/leads/{lead_id}",
+    "/v1/attribution/explain/{lead_id}",
+    "/v1/{report}",
+    "/v1/audit/head",
+    "/v1/audit/verify",
+];
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(dashboard))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .route("/v1/leads/{lead_id}", get(lead))
-        .route("/v1/attribution/explain/{lead_id}", get(explain))
-        .route("/v1/{report}", get(report_route))
-        .route("/v1/audit/head", get(audit_head))
-        .route("/v1/audit/verify", get(audit_verify))
+    let handlers: [axum::routing::MethodRouter<AppState>; 9] = [
+        get(dashboard),
+        get(health),
+        get(openapi_json),
+        get(metrics),
+        get(lead),
+        get(explain),
+        get(report_route),
+        get(audit_head),
+        get(audit_verify),
+    ];
+    ROUTES
+        .into_iter()
+        .zip(handlers)
+        .fold(Router::new(), |router, (path, handler)| router.route(path, handler))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorise))
         .route_layer(middleware::from_fn(within_time))
-        .fallback(|| async { ApiError::not_found("no such endpoint; see DESIGN.md §5") })
+        .fallback(|| async { ApiError::not_found("no such endpoint; see DESIGN.md §5 or /openapi.json") })
         .with_state(state)
+}
+
+async fn openapi_json() -> Response {
+    json_response(&openapi::document())
 }
 
 /// Lets a request through if its route is open or its bearer token's role is enough

@@ -8,7 +8,7 @@ use funnel_core::time::{parse_bound, Micros};
 use crate::ApiError;
 
 /// The time-travel parameters every report accepts.
-const TIME_TRAVEL: [&str; 3] = ["as_of", "known_at", "at_seq"];
+pub const TIME_TRAVEL: [&str; 3] = ["as_of", "known_at", "at_seq"];
 
 /// Which projection and business time a report is computed at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

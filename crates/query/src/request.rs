@@ -28,6 +28,21 @@ pub const REPORTS: [&str; 9] = [
     "explain",
 ];
 
+/// The query parameters `report` takes besides the time-travel ones ([`crate::params::TIME_TRAVEL`]);
+/// `None` for no such report. The parser and the OpenAPI document both read this list.
+pub fn parameters(report: &str) -> Option<&'static [&'static str]> {
+    Some(match report {
+        "funnel" => &["from", "to", "by", "within_days", "interval"],
+        "rejections" | "cost" => &["from", "to", "by"],
+        "velocity" | "sla" => &["from", "to"],
+        "plan" => &["revenue_target_minor", "currency", "from", "to"],
+        "lead" => &[],
+        "attribution" => &["model", "from", "to", "by"],
+        "explain" => &["model"],
+        _ => return None,
+    })
+}
+
 /// A report with its typed parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Query {
@@ -75,21 +90,8 @@ pub struct Request {
 impl Request {
     /// Parses `report` (one of [`REPORTS`]) with its query string; `lead_id` for `lead`.
     pub fn parse(report: &str, lead_id: Option<&str>, query: Option<&str>) -> Result<Request, ApiError> {
-        let allowed: &[&str] = match report {
-            "funnel" => &["from", "to", "by", "within_days", "interval"],
-            "rejections" | "cost" => &["from", "to", "by"],
-            "velocity" | "sla" => &["from", "to"],
-            "plan" => &["revenue_target_minor", "currency", "from", "to"],
-            "lead" => &[],
-            "attribution" => &["model", "from", "to", "by"],
-            "explain" => &["model"],
-            other => {
-                return Err(ApiError::not_found(format!(
-                    "no report `{other}`; reports: {}",
-                    REPORTS.join(", ")
-                )))
-            }
-        };
+        let allowed = parameters(report)
+            .ok_or_else(|| ApiError::not_found(format!("no report `{report}`; reports: {}", REPORTS.join(", "))))?;
         let params = Params::parse(query, allowed)?;
         let travel = params.time_travel()?;
         let query = match report {
