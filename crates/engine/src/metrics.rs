@@ -13,6 +13,35 @@ const REASONS: [Reason; 6] = [
     Reason::UnknownTarget,
 ];
 
+/// Endpoints the query latency histogram is kept for (anything else counts as `unknown`).
+const ENDPOINTS: [&str; 11] = [
+    "funnel",
+    "velocity",
+    "sla",
+    "rejections",
+    "cost",
+    "plan",
+    "lead",
+    "attribution",
+    "explain",
+    "health",
+    "unknown",
+];
+
+/// Upper bounds of the latency buckets, microseconds (1 ms … 30 s).
+const BUCKETS_MICROS: [u64; 13] = [
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000,
+    30_000_000,
+];
+
+/// Per endpoint: a count per bucket (cumulative when rendered), the count and the sum.
+#[derive(Debug, Default)]
+struct Latency {
+    buckets: [AtomicU64; 13],
+    count: AtomicU64,
+    micros: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub ingest_batches: AtomicU64,
@@ -24,6 +53,10 @@ pub struct Metrics {
     pub query_errors: AtomicU64,
     /// HTTP requests refused for want of a token or of role (401, 403).
     pub refused_requests: AtomicU64,
+    /// Messages JetStream holds for the ingest consumer and has not delivered yet, as of the
+    /// last message delivered (its `num_pending`).
+    pub consumer_pending: AtomicU64,
+    latency: [Latency; 11],
 }
 
 impl Metrics {
@@ -31,6 +64,20 @@ impl Metrics {
         if let Some(i) = REASONS.iter().position(|r| *r == reason) {
             self.dlq[i].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one answered query of `endpoint` that took `micros`.
+    pub fn observe_query(&self, endpoint: &str, micros: u64) {
+        let i = ENDPOINTS
+            .iter()
+            .position(|e| *e == endpoint)
+            .unwrap_or(ENDPOINTS.len() - 1);
+        let l = &self.latency[i];
+        if let Some(b) = BUCKETS_MICROS.iter().position(|bound| micros <= *bound) {
+            l.buckets[b].fetch_add(1, Ordering::Relaxed);
+        }
+        l.count.fetch_add(1, Ordering::Relaxed);
+        l.micros.fetch_add(micros, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition.
@@ -107,6 +154,35 @@ impl Metrics {
             "Time spent answering queries, microseconds.",
             vec![(String::new(), get(&self.query_micros))],
         );
+        metric(
+            "funnel_consumer_pending_messages",
+            "gauge",
+            "Messages JetStream holds for the ingest consumer, not delivered yet (consumer lag).",
+            vec![(String::new(), get(&self.consumer_pending))],
+        );
+        let name = "funnel_query_duration_seconds";
+        out.push_str(&format!(
+            "# HELP {name} Time to answer a query (HTTP or NATS), by endpoint.\n# TYPE {name} histogram\n"
+        ));
+        for (endpoint, l) in ENDPOINTS.iter().zip(&self.latency) {
+            let mut cumulative = 0;
+            for (bound, count) in BUCKETS_MICROS.iter().zip(&l.buckets) {
+                cumulative += get(count);
+                let le = *bound as f64 / 1e6;
+                out.push_str(&format!(
+                    "{name}_bucket{{endpoint=\"{endpoint}\",le=\"{le}\"}} {cumulative}\n"
+                ));
+            }
+            let count = get(&l.count);
+            out.push_str(&format!(
+                "{name}_bucket{{endpoint=\"{endpoint}\",le=\"+Inf\"}} {count}\n"
+            ));
+            out.push_str(&format!(
+                "{name}_sum{{endpoint=\"{endpoint}\"}} {}\n",
+                get(&l.micros) as f64 / 1e6
+            ));
+            out.push_str(&format!("{name}_count{{endpoint=\"{endpoint}\"}} {count}\n"));
+        }
         out
     }
 }

@@ -170,7 +170,7 @@ pub async fn run(
             .spawn(move || append_batches(runtime, js, ledger, metrics, head, batches, crash_after))
             .map_err(|e| ProjectorError::Nats(format!("start the appender thread: {e}")))?
     };
-    let received = receive_batches(&mut messages, &settings, to_appender, &mut shutdown).await;
+    let received = receive_batches(&mut messages, &settings, &metrics, to_appender, &mut shutdown).await;
     // The appender ends once the channel is closed and the batches in it are durable and acked.
     let appended = tokio::task::spawn_blocking(move || appender.join())
         .await
@@ -266,6 +266,7 @@ pub async fn caught_up(js: &jetstream::Context, settings: &Settings) -> Result<b
 async fn receive_batches(
     messages: &mut pull::Stream,
     settings: &Settings,
+    metrics: &Metrics,
     to_appender: tokio::sync::mpsc::Sender<Batch>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), ProjectorError> {
@@ -304,6 +305,11 @@ async fn receive_batches(
                         )));
                     }
                     delivered = Some(delivery);
+                    if let Ok(info) = message.info() {
+                        metrics
+                            .consumer_pending
+                            .store(info.pending, std::sync::atomic::Ordering::Relaxed);
+                    }
                     received.push(message);
                 }
                 Err(e) => warn!(error = %e, "pull error; continuing"),

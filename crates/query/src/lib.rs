@@ -316,11 +316,10 @@ fn answered<T>(
     let span = info_span!("request", endpoint = name);
     let answer = span.in_scope(body);
     let m = &state.metrics;
+    let micros = started.elapsed().as_micros() as u64;
     m.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    m.query_micros.fetch_add(
-        started.elapsed().as_micros() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    m.query_micros.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    m.observe_query(name, micros);
     if answer.is_err() {
         m.query_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
