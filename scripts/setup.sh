@@ -14,6 +14,13 @@ if ! cmp -s scripts/requirements.txt "$stamp"; then
   cp scripts/requirements.txt "$stamp"
 fi
 "$venv/bin/nats-server" --version >/dev/null
+# The dashboard's browser test: Debian's chromium, driven by playwright-core (pinned, from npm).
+if ! command -v chromium >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund --silent
+fi
 # openssl makes the CA and certificates of the NATS-over-TLS test.
 if ! command -v openssl >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
