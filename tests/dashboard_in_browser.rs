@@ -172,6 +172,14 @@ fn the_dashboard_shows_the_apis_numbers_in_chromium() {
         "1",
         "C was handed off and never answered"
     );
+    assert_eq!(sla["overdue"][0]["lead_id"], "C");
+    assert_eq!(shown(live, "overdue-lead"), "C");
+    let (_, c) = service.get("/v1/leads/C");
+    assert_eq!(
+        shown(&page["views"]["overdue_click"], "lead-stage"),
+        c["stage"].as_str().expect("stage")
+    );
+    assert!(page["views"]["overdue_url"].as_str().expect("url").contains("lead=C"));
     let (_, rejections) = service.get("/v1/rejections");
     assert_eq!(
         shown(live, "rej-no_budget"),

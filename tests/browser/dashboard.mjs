@@ -30,18 +30,27 @@ await load("?by=channel");
 views.live = await numbers();
 await page.screenshot({ path: `${out}/dashboard-live.png`, fullPage: true });
 
-// 2. Verify the chain from the page.
+// 2. An overdue handoff links to its lead.
+const overdue = await page.$("[data-testid=overdue-lead]");
+if (overdue) {
+  await overdue.click();
+  await page.waitForSelector("[data-testid=lead-stage]", { timeout: 30000 });
+  views.overdue_click = await numbers();
+  views.overdue_url = page.url();
+}
+
+// 3. Verify the chain from the page.
 await page.click("#verify");
 await page.waitForFunction(() => /chain ok|DAMAGED/.test(document.querySelector("#verify-result").textContent), null, { timeout: 30000 });
 views.verified = await numbers();
 
-// 3. Time travel from the URL alone: a fixed log position, another breakdown.
+// 4. Time travel from the URL alone: a fixed log position, another breakdown.
 await load(`?at_seq=${atSeq}&by=campaign&model=linear`);
 views.at_seq = await numbers();
 views.at_seq_controls = await page.$eval("#controls", (f) => ({ at_seq: f.at_seq.value, by: f.by.value, model: f.model.value }));
 await page.screenshot({ path: `${out}/dashboard-at-seq.png`, fullPage: true });
 
-// 4. A lead's timeline and its deal, from the search box.
+// 5. A lead's timeline and its deal, from the search box.
 await load("?by=channel");
 await page.fill("#lead-form input[name=lead]", lead);
 await page.click("#lead-form button");

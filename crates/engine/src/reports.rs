@@ -62,8 +62,14 @@ pub fn velocity(engine: &Engine, window: Window, as_of: Micros) -> VelocityRepor
 }
 
 pub fn sla(engine: &Engine, window: Window, as_of: Micros) -> SlaReport {
-    let handoffs = leads(engine).flat_map(|(_, s)| s.extra.iter().flat_map(|e| e.handoffs.iter()));
-    report::sla_of(engine.head(), handoffs, window, as_of)
+    let handoffs = leads(engine).flat_map(|(no, s)| {
+        s.extra
+            .iter()
+            .flat_map(move |e| e.handoffs.iter().map(move |h| (no, h)))
+    });
+    report::sla_of(engine.head(), handoffs, window, as_of, |no| {
+        engine.names.name(no).unwrap_or_default()
+    })
 }
 
 pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros) -> RejectionsReport {

@@ -254,6 +254,22 @@ fn sla(r: &Value) -> String {
     table.row(vec!["response time, median".into(), hours(&r["response_hours_p50"])]);
     table.row(vec!["response time, p90".into(), hours(&r["response_hours_p90"])]);
     out.push_str(&table.render());
+    if let Some(overdue) = r["overdue"].as_array().filter(|o| !o.is_empty()) {
+        let mut table = Table::new(&["lead", "handed off", "deadline", "overdue by"]);
+        for o in overdue {
+            table.row(vec![
+                text(&o["lead_id"]),
+                when(&o["handed_off_at"]),
+                when(&o["deadline"]),
+                hours(&o["overdue_hours"]),
+            ]);
+        }
+        out.push_str(&format!(
+            "\nOverdue handoffs, most overdue first ({} listed)\n",
+            overdue.len()
+        ));
+        out.push_str(&table.render());
+    }
     out
 }
 

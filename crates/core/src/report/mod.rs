@@ -488,7 +488,7 @@ pub use attribution::{
 pub use cost::{cost, CostReport, CostRow};
 pub use plan::{plan, plan_from, Plan, PlanReport, PLAN_WON_DEALS_MIN};
 pub use rejections::{rejections, GuaranteeCredit, RejectionGroup, RejectionsReport};
-pub use sla::{sla, sla_of, SlaReport};
+pub use sla::{sla, sla_of, OverdueHandoff, SlaReport, OVERDUE_LISTED};
 pub use velocity::{velocity, velocity_of, StageDurations, VelocityReport, PAIRS};
 
 /// Summary statistics of a sample: count, mean, median and p90.
