@@ -1,13 +1,15 @@
 //! The dashboard at `/`, in a real browser (Debian's chromium driven by playwright-core): for a
 //! fixture fed through NATS, every number the page shows equals the API's, the view lives in
 //! the URL (time travel and breakdown restored from it alone), the chain head is on the page
-//! and verify works, and a lead search shows its timeline and deal. Screenshots are kept in
+//! and verify works, the live view follows a new event without a reload, an overdue handoff
+//! links to its lead, and a lead search shows its timeline and deal. Screenshots are kept in
 //! `target/dashboard-screenshots/`.
 
 mod support;
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -98,20 +100,43 @@ fn the_dashboard_shows_the_apis_numbers_in_chromium() {
 
     let out = root.join("target/dashboard-screenshots");
     std::fs::create_dir_all(&out).expect("screenshot dir");
-    let run = Command::new("node")
+    let mut browser = Command::new("node")
         .arg(root.join("tests/browser/dashboard.mjs"))
         .arg(format!("http://{}", service.http))
         .arg(&out)
         .arg("A")
         .arg(at_seq.to_string())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("node (scripts/setup.sh installs chromium and playwright-core)");
+    // Once the page shows the live view, an event arrives: the page must show the new head.
+    let mut lines = BufReader::new(browser.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().and_then(Result::ok).unwrap_or_default();
+    if ready == "ready" {
+        raw.publish_event(&event(
+            "late",
+            "touch",
+            "F",
+            "2026-03-11T09:00:00Z",
+            json!({"channel": "seo"}),
+        ));
+        raw.flush();
+    }
+    let figures = lines.next().and_then(Result::ok).unwrap_or_default();
+    let run = browser.wait_with_output().expect("browser");
     assert!(
-        run.status.success(),
+        run.status.success() && ready == "ready",
         "browser: {}",
         String::from_utf8_lossy(&run.stderr)
     );
-    let page: Value = serde_json::from_slice(&run.stdout).expect("page figures");
+    let page: Value = serde_json::from_str(&figures).expect("page figures");
+    assert_eq!(
+        page["views"]["live_update"],
+        json!({"before": total.to_string(), "after": (total + 1).to_string()}),
+        "the live view followed the new event without a reload"
+    );
+    let total = total + 1;
     assert_eq!(page["errors"], json!([]), "no script errors on the page");
     let live = &page["views"]["live"];
     let shown = |view: &Value, id: &str| {
@@ -138,8 +163,8 @@ fn the_dashboard_shows_the_apis_numbers_in_chromium() {
     }
     assert_eq!(
         ["inquiry", "mql", "sql", "won"].map(|s| shown(live, &format!("wf-{s}"))),
-        ["5", "3", "2", "2"].map(String::from),
-        "worked by hand from the fixture"
+        ["6", "3", "2", "2"].map(String::from),
+        "worked by hand from the fixture (and the late lead F)"
     );
     let (_, by_channel) = service.get("/v1/funnel?by=channel");
     let mut cells = 0;

@@ -30,6 +30,14 @@ await load("?by=channel");
 views.live = await numbers();
 await page.screenshot({ path: `${out}/dashboard-live.png`, fullPage: true });
 
+// Live updates: say so on stdout, and wait (up to 30 s) for the test to publish an event and
+// the page to show the new head without a reload.
+const before = views.live["head-seq"];
+console.log("ready");
+await page.waitForFunction((seq) => document.querySelector("[data-testid=head-seq]").textContent !== seq, before, { timeout: 30000 });
+views.live = await numbers();
+views.live_update = { before, after: views.live["head-seq"] };
+
 // 2. An overdue handoff links to its lead.
 const overdue = await page.$("[data-testid=overdue-lead]");
 if (overdue) {

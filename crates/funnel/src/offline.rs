@@ -133,7 +133,21 @@ fn import_into(ledger: &Ledger, file: Option<&Path>, json: bool) -> Result<funne
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    funnel_ledger::import(ledger, reader, progress(json, "imported", 0))
+    // A file's entries are counted first (one line each, after the header), so progress can
+    // say how long is left; from stdin only the count and rate are known.
+    let total = match file {
+        Some(path) if !json => std::fs::File::open(path)
+            .map(|f| {
+                std::io::BufReader::new(f)
+                    .split(b'\n')
+                    .filter(|l| l.as_ref().is_ok_and(|l| !l.trim_ascii().is_empty()))
+                    .count()
+                    .saturating_sub(1) as u64
+            })
+            .unwrap_or(0),
+        _ => 0,
+    };
+    funnel_ledger::import(ledger, reader, progress(json, "imported", total))
         .map_err(|e| CliError::Failed(format!("import: {e}")))
 }
 
