@@ -290,13 +290,7 @@ fn export_then_import_gives_the_same_head_and_byte_identical_replays() {
     let mut service = Service::start(&nats, data.path());
     let out = funnel(&["simulate", "--leads", "400", "--seed", "3", "--nats-url", &nats.url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    support::wait_for(Duration::from_secs(60), "simulation ingested", || {
-        let (_, h) = service.get("/health");
-        h["log"]["seq"].as_u64().unwrap_or(0) > 0 && h["log"]["seq"] == h["projected_seq"] && {
-            std::thread::sleep(Duration::from_millis(300));
-            service.get("/health").1["log"] == h["log"]
-        }
-    });
+    service.wait_settled(0, Duration::from_secs(60));
     let (_, head) = service.get("/v1/audit/head");
     service.stop();
 

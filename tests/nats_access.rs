@@ -46,24 +46,9 @@ fn deploy_server() -> (NatsServer, User, User, User) {
     (NatsServer::start_with(Some(&config), &env), service, producer, auditor)
 }
 
-/// Runs `funnel` with `args` to its end (at most a minute): exit code and stderr.
+/// Runs `funnel` with `args` to its end: exit code and stderr.
 fn run_funnel(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(funnel_bin())
-        .args(args)
-        .env("FUNNEL_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run funnel");
-    let started = Instant::now();
-    while child.try_wait().expect("wait").is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("funnel {args:?} did not end within a minute");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = support::funnel(args);
     (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -330,39 +315,21 @@ fn serve_and_emit_log_in_with_a_password_over_tls_checked_against_a_ca() {
     ];
 
     // Without the CA the server's certificate is not trusted; with a wrong password, no login.
-    let (code, stderr) = run_funnel(
-        &[
-            &[
-                "serve",
-                "--nats-url",
-                &nats.url,
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data,
-                "--nats-user",
-                "funnel",
-            ][..],
-            &["--nats-password", "s3cret pass"],
-        ]
-        .concat(),
-    );
+    let serve = |login: &[&str]| {
+        let args = [
+            "serve",
+            "--nats-url",
+            &nats.url,
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+        ];
+        run_funnel(&[&args[..], login].concat())
+    };
+    let (code, stderr) = serve(&["--nats-user", "funnel", "--nats-password", "s3cret pass"]);
     assert_eq!(code, Some(1), "serve without the CA: {stderr}");
-    let (code, stderr) = run_funnel(
-        &[
-            &[
-                "serve",
-                "--nats-url",
-                &nats.url,
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data,
-            ][..],
-            &["--nats-user", "funnel", "--nats-password", "wrong", "--nats-ca", &ca],
-        ]
-        .concat(),
-    );
+    let (code, stderr) = serve(&["--nats-user", "funnel", "--nats-password", "wrong", "--nats-ca", &ca]);
     assert_eq!(code, Some(1), "serve with a wrong password: {stderr}");
     assert!(stderr.to_lowercase().contains("authorization"), "{stderr}");
 

@@ -73,13 +73,7 @@ fn every_report_over_nats_is_the_http_answer_byte_for_byte() {
     let service = Service::start(&nats, data.path());
     let out = funnel(&["simulate", "--leads", "300", "--seed", "11", "--nats-url", &nats.url]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    support::wait_for(Duration::from_secs(60), "the simulation projected", || {
-        let (_, h) = service.get("/health");
-        h["log"]["seq"].as_u64().unwrap_or(0) > 1_000 && h["log"]["seq"] == h["projected_seq"] && {
-            std::thread::sleep(Duration::from_millis(300));
-            service.get("/health").1["log"] == h["log"]
-        }
-    });
+    service.wait_settled(1_000, Duration::from_secs(60));
     let lead = "sim11-L000007";
     assert_eq!(
         service.get(&format!("/v1/leads/{lead}")).0,

@@ -37,6 +37,7 @@ use std::path::Path;
 
 use funnel_core::attribution::Model;
 use funnel_core::report::{By, FunnelQuery, Window};
+use funnel_core::simulate::Rng;
 use funnel_core::Reason;
 use funnel_engine::live::{replay, Live};
 use funnel_engine::{funnel, reports};
@@ -45,27 +46,13 @@ use funnel_projector::ingest::{self, Decoded, Filed};
 use serde_json::{json, Value};
 use support::TempDir;
 
-/// splitmix64: small, fast and the same everywhere.
-struct Rng(u64);
+/// True with probability `per_mille`/1000.
+fn chance(rng: &mut Rng, per_mille: u64) -> bool {
+    rng.below(1000) < per_mille
+}
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-    /// True with probability `per_mille`/1000.
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
+fn pick<'a, T>(rng: &mut Rng, items: &'a [T]) -> &'a T {
+    &items[rng.below(items.len() as u64) as usize]
 }
 
 /// One published message and what the producer meant by it.
@@ -108,14 +95,14 @@ fn history(rng: &mut Rng) -> Vec<Message> {
         let event = match roll {
             // Exactly the bytes of an earlier message again (a producer's retry).
             0..=6 if !out.is_empty() => {
-                let again: Message = rng.pick(&out).clone();
+                let again: Message = pick(rng, &out).clone();
                 out.push(again);
                 continue;
             }
             7..=9 => {
                 // Bytes that are no event at all.
                 const GARBAGE: [&[u8]; 4] = [b"{not json", b"[1,2]", b"", b"\xff\xfe"];
-                let garbage = GARBAGE[rng.below(GARBAGE.len() as u64) as usize];
+                let garbage = *pick(rng, &GARBAGE);
                 out.push(Message {
                     subject: format!("funnel.events.touch.{lead}"),
                     content_type: None,
@@ -131,7 +118,7 @@ fn history(rng: &mut Rng) -> Vec<Message> {
             }
             // The same id as an earlier event, other content.
             12..=14 if !published.is_empty() => {
-                let mut other = rng.pick(&published).clone();
+                let mut other = pick(rng, &published).clone();
                 if other["type"] == "rules" {
                     other["data"]["mql_score_threshold"] = json!(99);
                 } else {
@@ -142,10 +129,10 @@ fn history(rng: &mut Rng) -> Vec<Message> {
             }
             // A retraction: of an earlier event (lead events only), of nothing, or of a retraction.
             15..=24 => {
-                let target = if published.is_empty() || rng.chance(150) {
+                let target = if published.is_empty() || chance(rng, 150) {
                     json!({"id": "nothing", "lead_id": lead.clone()})
                 } else {
-                    rng.pick(&published).clone()
+                    pick(rng, &published).clone()
                 };
                 match target["lead_id"].as_str() {
                     Some(target_lead) => json!({"id": format!("e{n}"), "type": "retract", "lead_id": target_lead,
@@ -158,14 +145,14 @@ fn history(rng: &mut Rng) -> Vec<Message> {
             _ => {
                 let data = match rng.below(7) {
                     0 | 1 => {
-                        json!({"channel": rng.pick(&CHANNELS), "campaign": format!("c{}", rng.below(3))})
+                        json!({"channel": pick(rng, &CHANNELS), "campaign": format!("c{}", rng.below(3))})
                     }
                     2 => json!({"score": rng.below(101)}),
-                    3 => json!({"to": "sales", "owner": rng.pick(&["ana", "bo"])}),
-                    4 => json!({"stage": rng.pick(&["sql", "opportunity"])}),
-                    5 => json!({"reason": rng.pick(&["no_budget", "bad_timing"])}),
-                    _ if rng.chance(700) => json!({"outcome": "won", "amount_minor": 1 + rng.below(1_000_000),
-                        "currency": rng.pick(&["USD", "EUR"])}),
+                    3 => json!({"to": "sales", "owner": pick(rng, &["ana", "bo"])}),
+                    4 => json!({"stage": pick(rng, &["sql", "opportunity"])}),
+                    5 => json!({"reason": pick(rng, &["no_budget", "bad_timing"])}),
+                    _ if chance(rng, 700) => json!({"outcome": "won", "amount_minor": 1 + rng.below(1_000_000),
+                        "currency": pick(rng, &["USD", "EUR"])}),
                     _ => json!({"outcome": "lost"}),
                 };
                 let kind = match data {
@@ -180,11 +167,11 @@ fn history(rng: &mut Rng) -> Vec<Message> {
             }
         };
         let mut subject = subject_of(&event);
-        if refused_as.is_none() && rng.chance(30) {
+        if refused_as.is_none() && chance(rng, 30) {
             subject = "funnel.events.touch.elsewhere".into();
             refused_as = Some(Reason::SubjectMismatch);
         }
-        let bincode = refused_as.is_none() && rng.chance(200);
+        let bincode = refused_as.is_none() && chance(rng, 200);
         let payload = if bincode {
             let parsed =
                 funnel_core::Event::from_json(event.to_string().as_bytes()).expect("generated events are valid");
@@ -337,7 +324,7 @@ struct Tally {
 }
 
 fn run_seed(seed: u64, tally: &mut Tally) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let history = history(&mut rng);
     let model = expected(&history);
     if std::env::var_os("FUNNEL_SIM_SHOW").is_some() {
@@ -368,13 +355,13 @@ fn run_seed(seed: u64, tally: &mut Tally) {
         assert!(steps < 100_000, "seed {seed}: no progress");
         // Producers publish a few more.
         stream.published = (stream.published + rng.below(6) as usize).min(history.len());
-        if rng.chance(40) {
+        if chance(&mut rng, 40) {
             stream.redeliver();
             tally.redeliveries += 1;
         }
         // Crashes only in the first part of the run, so every seed drains.
         let faults = steps < 200;
-        let crash_at = (faults && rng.chance(crash_rate)).then(|| *rng.pick(&POINTS));
+        let crash_at = (faults && chance(&mut rng, crash_rate)).then(|| *pick(&mut rng, &POINTS));
         let crash = |at: Point, node: Node, stream: &mut Stream, tally: &mut Tally| -> Node {
             *tally.crashes.entry(format!("{at:?}").leak()).or_default() += 1;
             drop(node);
@@ -448,7 +435,7 @@ fn run_seed(seed: u64, tally: &mut Tally) {
             node = crash(Point::Project, node, &mut stream, tally);
             continue;
         }
-        if rng.chance(300) {
+        if chance(&mut rng, 300) {
             node.live.checkpoint().expect("checkpoint");
         }
         if crash_at == Some(Point::Checkpoint) {

@@ -238,6 +238,18 @@ impl Service {
         });
     }
 
+    /// Waits until a publish of unknown length has landed: the ledger holds more than
+    /// `more_than` entries, the projection has caught up, and the head stays put for 300 ms.
+    pub fn wait_settled(&self, more_than: u64, limit: Duration) {
+        wait_for(limit, "ingest to settle", || {
+            let (_, h) = self.get("/health");
+            h["log"]["seq"].as_u64().unwrap_or(0) > more_than && h["log"]["seq"] == h["projected_seq"] && {
+                std::thread::sleep(Duration::from_millis(300));
+                self.get("/health").1["log"] == h["log"]
+            }
+        });
+    }
+
     /// Waits for the process to exit on its own (e.g. an injected crash); returns its status.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         let child = self.child.as_mut().expect("running");

@@ -26,10 +26,13 @@ const CHANNELS: [(&str, u32, &[&str], f64); 8] = [
 ];
 const OWNERS: [&str; 4] = ["ana", "ben", "chen", "dara"];
 
-/// splitmix64: small, seedable, the same on every machine.
-struct Rng(u64);
+/// splitmix64: small, seedable, the same on every machine (also drives `tests/simulation.rs`).
+pub struct Rng(u64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
     fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -41,7 +44,8 @@ impl Rng {
     fn unit(&mut self) -> f64 {
         (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
-    fn below(&mut self, n: u64) -> u64 {
+    /// Uniform in [0, n) (0 for n = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
     fn chance(&mut self, p: f64) -> bool {
@@ -96,7 +100,7 @@ fn touch(rng: &mut Rng, channel: usize) -> Data {
 }
 
 pub fn funnel(plan: Plan) -> Vec<Event> {
-    let mut rng = Rng(plan.seed);
+    let mut rng = Rng::new(plan.seed);
     let mut events = Vec::new();
     let span = i64::from(plan.days.max(1)) * MICROS_PER_DAY;
     events.push(Event {

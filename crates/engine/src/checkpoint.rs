@@ -58,19 +58,8 @@ const BINCODE: bincode::config::Configuration = bincode::config::standard();
 /// lock a moment later, on a thread of sled's, so a reopen right after waits for it, up to
 /// [`STORE_LOCK_WAIT`].
 pub fn open_store(dir: &std::path::Path) -> Result<sled::Db, EngineError> {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::Config::new().path(dir).cache_capacity(STORE_CACHE_BYTES).open() {
-            // sled reports a held lock as an `Other` error that only its text names.
-            Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock") && started.elapsed() < STORE_LOCK_WAIT =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => return Err(damaged(&format!("open {}", dir.display()), e)),
-            Ok(db) => return Ok(db),
-        }
-    }
+    let config = sled::Config::new().path(dir).cache_capacity(STORE_CACHE_BYTES);
+    funnel_ledger::open_sled(&config, STORE_LOCK_WAIT).map_err(|e| damaged(&format!("open {}", dir.display()), e))
 }
 
 fn key(tag: u8, n: u32) -> [u8; 5] {

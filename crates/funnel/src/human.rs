@@ -449,6 +449,13 @@ fn lead(r: &Value) -> String {
     out
 }
 
+/// `text` with each line indented by four spaces, as explain nests a table under a touch.
+fn indented(out: &mut String, text: &str) {
+    for line in text.lines() {
+        out.push_str(&format!("    {line}\n"));
+    }
+}
+
 fn explain(r: &Value) -> String {
     let mut out = heading(&format!("How lead {}'s revenue is credited", text(&r["lead_id"])), r);
     let models: Vec<&str> = r["models"]
@@ -504,9 +511,7 @@ fn explain(r: &Value) -> String {
                     minor_of(&share["credit_minor"]).map_or_else(|| "–".into(), |x| money(x, currency)),
                 ]);
             }
-            for line in table.render().lines() {
-                out.push_str(&format!("    {line}\n"));
-            }
+            indented(&mut out, &table.render());
         }
         let mut totals = Table::new(&["model", "credited", "of the deal"]);
         for m in &models {
@@ -525,9 +530,7 @@ fn explain(r: &Value) -> String {
             ]);
         }
         out.push_str("\n  Total per model\n");
-        for line in totals.render().lines() {
-            out.push_str(&format!("    {line}\n"));
-        }
+        indented(&mut out, &totals.render());
         out.push('\n');
     }
     out

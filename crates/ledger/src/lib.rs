@@ -48,7 +48,26 @@ pub const CACHE_BYTES: u64 = 64 << 20;
 /// sled's segment size: a page write above a quarter of it goes to a blob file. 8 MiB keeps a
 /// leaf of blocks inline (see `block::BLOCK_BYTES`). Format 1 used sled's default, 512 KiB,
 /// which is how an old store is recognised.
-/// How long opening waits for a lock this process may still hold (see `open_store`).
+/// Opens a sled store, waiting up to `wait` for its file lock: a store this process just
+/// dropped holds it a moment longer (sled's flusher thread lets go last). A store another
+/// process has open stays locked, and that error comes back. The engine's checkpoint store
+/// opens the same way.
+pub fn open_sled(config: &sled::Config, wait: std::time::Duration) -> std::result::Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            // sled reports a held lock as an `Other` error that only its text names.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock") && started.elapsed() < wait =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
+}
+
+/// How long opening the ledger waits for a lock this process may still hold.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub const SEGMENT_BYTES: usize = 8 << 20;
@@ -215,26 +234,13 @@ impl Ledger {
     }
 
     fn open_store(dir: &Path) -> Result<Ledger> {
-        // A store this process just dropped can hold its file lock a moment longer (sled's
-        // flusher thread lets go last): wait that out, briefly. A store another process has
-        // open stays locked and is reported.
-        let started = std::time::Instant::now();
-        let db = loop {
-            match sled::Config::new()
+        let db = open_sled(
+            &sled::Config::new()
                 .path(dir)
                 .cache_capacity(CACHE_BYTES)
-                .segment_size(SEGMENT_BYTES)
-                .open()
-            {
-                // sled reports a held lock as an `Other` error that only its text names.
-                Err(sled::Error::Io(e))
-                    if e.to_string().starts_with("could not acquire lock") && started.elapsed() < LOCK_WAIT =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                opened => break opened?,
-            }
-        };
+                .segment_size(SEGMENT_BYTES),
+            LOCK_WAIT,
+        )?;
         let log = db.open_tree(LOG_TREE)?;
         let ledger = Ledger {
             db,

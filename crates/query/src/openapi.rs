@@ -68,32 +68,40 @@ fn lead_id() -> Value {
 }
 
 fn operation(summary: &str, route: &str, parameters: Vec<Value>, content: &str) -> Value {
+    let schema = if content == "application/json" {
+        json!({"type": "object"})
+    } else {
+        json!({"type": "string"})
+    };
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
-        json!({"description": "The answer.", "content": {content: {"schema": if content == "application/json" { json!({"type": "object"}) } else { json!({"type": "string"}) }}}}),
+        json!({"description": "The answer.", "content": {content: {"schema": schema}}}),
     );
-    for (code, what) in [
+    let role = Role::needed_for(route);
+    let mut errors = vec![
         ("400", "A bad parameter, named in the message."),
         ("404", "No such report or lead."),
         ("503", "Busy (Retry-After: 1), timed out, or the store is unavailable."),
-    ] {
-        responses.insert(code.into(), json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
+    ];
+    if role.is_some() {
+        errors.extend([
+            ("401", "No bearer token, or one not known."),
+            ("403", "The token's role is not enough."),
+        ]);
     }
-    let mut op = json!({"summary": summary, "parameters": parameters});
-    match Role::needed_for(route) {
+    for (code, what) in errors {
+        let error = json!({"schema": {"$ref": "#/components/schemas/Error"}});
+        responses.insert(
+            code.into(),
+            json!({"description": what, "content": {"application/json": error}}),
+        );
+    }
+    let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
+    match role {
         None => op["security"] = json!([]),
-        Some(role) => {
-            op["x-funnel-role"] = role.as_str().into();
-            for (code, what) in [
-                ("401", "No bearer token, or one not known."),
-                ("403", "The token's role is not enough."),
-            ] {
-                responses.insert(code.into(), json!({"description": what, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}));
-            }
-        }
+        Some(role) => op["x-funnel-role"] = role.as_str().into(),
     }
-    op["responses"] = Value::Object(responses);
     json!({"get": op})
 }
 
