@@ -161,6 +161,12 @@ fn tool(path: &str) -> PathBuf {
 }
 
 fn main() {
+    // As the `funnel` binary does (see its `no_transparent_huge_pages`).
+    #[cfg(target_os = "linux")]
+    // SAFETY: sets one flag of this process's memory map; no pointer is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let args = Args::parse();
     if let Some(dir) = &args.replay_child {
         replay_child(dir);

@@ -17,6 +17,11 @@ use funnel_ledger::Ledger;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    extern "C" {
+        fn prctl(option: i32, ...) -> i32;
+    }
+    // SAFETY: PR_SET_THP_DISABLE (41), as the `funnel` binary does at start: no huge pages.
+    unsafe { prctl(41, 1u64, 0u64, 0u64, 0u64) };
     tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let mut args = std::env::args().skip(1);
     let dir = PathBuf::from(args.next().ok_or("usage: queries DATA_DIR [N]")?);
