@@ -1,15 +1,17 @@
-//! One lead's derived facts in compact form, and how they are derived: the lead's records are
-//! turned back into events and folded by the oracle's own [`LeadFacts::derive`], so the engine
-//! and the fold cannot disagree on what a fact is; the result is then interned.
+//! One lead's derived facts in compact form, and how they are derived: [`fold`] applies the
+//! oracle's per-event rules (`LeadFacts::apply`) to the records' symbols, with no strings; a
+//! lead with a won deal is turned back into events and derived by the oracle's own
+//! [`LeadFacts::derive`], so a deal's touches, roles and credits have one implementation.
+//! A property test holds [`fold`] equal to the oracle on every kind of record.
 
 use std::sync::Arc;
 
 use funnel_core::attribution::{DealCredits, Model};
-use funnel_core::event::RejectionReason;
+use funnel_core::event::{AcceptStage, Outcome, RejectionReason, Side};
 use funnel_core::lead::{Handoff, LeadFacts, Milestone, Stage};
 use funnel_core::report::By;
 use funnel_core::rules::RulesTimeline;
-use funnel_core::time::Micros;
+use funnel_core::time::{Micros, MICROS_PER_HOUR};
 use serde::{Deserialize, Serialize};
 
 use crate::dict::{Dict, Sym, NONE};
@@ -103,9 +105,23 @@ pub mod filed {
         out
     }
 
+    /// The last seq of an encoded list (0 for an empty one), without collecting the others.
+    fn last(bytes: &[u8]) -> u64 {
+        let (mut last, mut value, mut shift) = (0u64, 0u64, 0u32);
+        for &b in bytes {
+            value |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                last += value;
+                (value, shift) = (0, 0);
+            }
+        }
+        last
+    }
+
     /// `bytes` with `seq` added at the end (`seq` is above every seq in it).
     pub fn with(bytes: &[u8], seq: u64) -> Box<[u8]> {
-        let last = seqs(bytes).last().copied().unwrap_or(0);
+        let last = last(bytes);
         let mut out = Vec::with_capacity(bytes.len() + 3);
         out.extend_from_slice(bytes);
         let mut gap = seq - last;
@@ -191,9 +207,146 @@ impl Facts {
     }
 }
 
+/// What [`fold`] derives: the fixed-size facts, the handoffs and the rejections.
+pub struct Folded {
+    pub facts: Facts,
+    pub handoffs: Vec<Handoff>,
+    pub rejections: Vec<(Micros, RejectionReason)>,
+}
+
+/// A lead's facts, handoffs and rejections from its live records in `(at, seq)` order, by the
+/// rules of the oracle's `LeadFacts::apply` over symbols; `None` with no records. Deals are not
+/// derived here ([`derive`] hands a lead with a won deal to the oracle).
+pub fn fold(recs: &[Rec], rules: &RulesTimeline) -> Option<Folded> {
+    let first = recs.first()?;
+    let mut facts = Facts {
+        producer: first.producer,
+        ..Facts::EMPTY
+    };
+    let (mut handoffs, mut rejections) = (Vec::new(), Vec::new());
+    let reach = |facts: &mut Facts, m: Milestone, t: Micros| {
+        let at = &mut facts.milestones[m as usize];
+        if *at == NEVER {
+            *at = t;
+        }
+    };
+    let answer = |handoffs: &mut Vec<Handoff>, t: Micros| {
+        for handoff in handoffs.iter_mut().filter(|h| h.answered_at.is_none()) {
+            handoff.answered_at = Some(t);
+        }
+    };
+    reach(&mut facts, Milestone::Inquiry, first.at);
+    for r in recs {
+        let t = r.at;
+        match r.kind {
+            Kind::Touch => {
+                if facts.source_at == NEVER {
+                    (facts.source_at, facts.channel, facts.campaign) = (t, r.a, r.b);
+                }
+            }
+            Kind::Score => {
+                facts.score = r.score();
+                if r.score() >= rules.at(t).mql_score_threshold {
+                    reach(&mut facts, Milestone::Mql, t);
+                    if matches!(facts.stage, Stage::Inquiry | Stage::Nurture) {
+                        facts.stage = Stage::Mql;
+                    }
+                }
+            }
+            Kind::Handoff(to) => {
+                if r.a != NONE {
+                    facts.owner = r.a;
+                }
+                match to {
+                    Side::Sales => {
+                        let sla = (rules.at(t).handoff_sla_hours * MICROS_PER_HOUR as f64).round() as Micros;
+                        handoffs.push(Handoff {
+                            at: t,
+                            deadline: t.saturating_add(sla),
+                            answered_at: None,
+                        });
+                        reach(&mut facts, Milestone::Mql, t);
+                        reach(&mut facts, Milestone::Sal, t);
+                        facts.stage = Stage::Sal;
+                    }
+                    Side::Marketing => facts.stage = Stage::Nurture,
+                }
+            }
+            Kind::Accept(stage) => {
+                if r.a != NONE {
+                    facts.owner = r.a;
+                }
+                answer(&mut handoffs, t);
+                reach(&mut facts, Milestone::Sql, t);
+                facts.stage = Stage::Sql;
+                if stage == AcceptStage::Opportunity {
+                    reach(&mut facts, Milestone::Opportunity, t);
+                    facts.stage = Stage::Opportunity;
+                }
+            }
+            Kind::Rejection(reason) => {
+                answer(&mut handoffs, t);
+                rejections.push((t, reason));
+                facts.stage = Stage::Nurture;
+            }
+            Kind::Close(Outcome::Won) => {
+                reach(&mut facts, Milestone::Won, t);
+                facts.stage = Stage::Won;
+            }
+            Kind::Close(Outcome::Lost) => {
+                reach(&mut facts, Milestone::Lost, t);
+                facts.stage = Stage::Lost;
+            }
+        }
+    }
+    Some(Folded {
+        facts,
+        handoffs,
+        rejections,
+    })
+}
+
+/// A won close with an amount: a deal, whose credits the oracle computes.
+fn is_deal(r: &Rec) -> bool {
+    r.kind == Kind::Close(Outcome::Won) && r.b != NONE
+}
+
 /// Derives a lead's slot from its live records, in `(at, seq)` order. Pure: every name the
 /// records hold is already in `dict`, so leads can be derived on several threads at once.
 pub fn derive(recs: &[Rec], dict: &Dict, rules: &RulesTimeline) -> LeadSlot {
+    if recs.iter().any(is_deal) {
+        return derive_by_the_oracle(recs, dict, rules);
+    }
+    let Some(folded) = fold(recs, rules) else {
+        return LeadSlot::default();
+    };
+    let extra = (!folded.handoffs.is_empty() || !folded.rejections.is_empty()).then(|| {
+        Arc::new(Extra {
+            handoffs: folded.handoffs.into(),
+            rejections: folded.rejections.into(),
+            deals: Box::default(),
+        })
+    });
+    slot(recs, folded.facts, extra)
+}
+
+/// The slot around a lead's facts: its latest event time and its touches.
+fn slot(recs: &[Rec], facts: Facts, extra: Option<Arc<Extra>>) -> LeadSlot {
+    LeadSlot {
+        facts,
+        last_at: recs.iter().map(|r| r.at).max().unwrap_or(Micros::MIN),
+        touches: recs
+            .iter()
+            .filter(|r| r.kind == Kind::Touch)
+            .map(|r| Touch { at: r.at, channel: r.a })
+            .collect(),
+        extra,
+        filed: Box::default(),
+    }
+}
+
+/// [`derive`] for a lead with a deal: its records as events, through [`LeadFacts::derive`].
+fn derive_by_the_oracle(recs: &[Rec], dict: &Dict, rules: &RulesTimeline) -> LeadSlot {
     let sym = |name: &str| dict.get(name).unwrap_or(NONE);
     let sym_opt = |name: Option<&str>| name.map_or(NONE, sym);
     let events: Vec<_> = recs.iter().map(|r| r.to_lead_event(dict)).collect();
@@ -217,17 +370,7 @@ pub fn derive(recs: &[Rec], dict: &Dict, rules: &RulesTimeline) -> LeadSlot {
             deals: full.deals.iter().map(|d| deal(d, &sym)).collect(),
         })
     });
-    LeadSlot {
-        facts,
-        last_at: recs.iter().map(|r| r.at).max().unwrap_or(Micros::MIN),
-        touches: recs
-            .iter()
-            .filter(|r| r.kind == Kind::Touch)
-            .map(|r| Touch { at: r.at, channel: r.a })
-            .collect(),
-        extra,
-        filed: Box::default(),
-    }
+    slot(recs, facts, extra)
 }
 
 fn deal(d: &DealCredits, sym: &impl Fn(&str) -> Sym) -> Deal {
@@ -252,10 +395,111 @@ fn deal(d: &DealCredits, sym: &impl Fn(&str) -> Sym) -> Deal {
 
 #[cfg(test)]
 mod tests {
-    use super::filed;
+    use super::*;
+    use funnel_core::event::RulesChange;
+    use funnel_core::rules::RulesEntry;
+    use proptest::prelude::*;
+
+    /// A record of any kind, at one of a few times (ties included), with names from `dict`.
+    fn rec(dict: &Dict) -> impl Strategy<Value = Rec> {
+        let names = dict.len() as Sym;
+        (0i64..40, 0u8..12, 0..names + 1, 0..names + 1, 0u8..8, -5i64..120).prop_map(
+            move |(at, kind, a, b, small, value)| {
+                // `names` stands for "no name".
+                let sym = |s: Sym| if s == names { NONE } else { s };
+                let reason = RejectionReason::ALL[small as usize];
+                let kind = match kind {
+                    0 | 1 => Kind::Touch,
+                    2 | 3 => Kind::Score,
+                    4 => Kind::Handoff(Side::Sales),
+                    5 => Kind::Handoff(Side::Marketing),
+                    6 => Kind::Accept(AcceptStage::Sql),
+                    7 => Kind::Accept(AcceptStage::Opportunity),
+                    8 => Kind::Rejection(reason),
+                    9 | 10 => Kind::Close(Outcome::Won),
+                    _ => Kind::Close(Outcome::Lost),
+                };
+                let (a, b, value) = match kind {
+                    Kind::Touch if sym(a) == NONE => (1, sym(b), 0),
+                    Kind::Touch => (sym(a), sym(b), 0),
+                    Kind::Score => (NONE, NONE, (value as f64 * 0.75).to_bits() as i64),
+                    Kind::Handoff(_) | Kind::Accept(_) => (sym(a), NONE, 0),
+                    Kind::Close(_) => (NONE, sym(b), value.abs() * 1000),
+                    Kind::Rejection(_) => (NONE, NONE, 0),
+                };
+                Rec {
+                    at: at * 3_600_000_000,
+                    seq: 0,
+                    value,
+                    a,
+                    b,
+                    producer: sym(small as Sym % (names + 1)),
+                    kind,
+                }
+            },
+        )
+    }
+
+    proptest! {
+        /// The native fold and the oracle's derivation agree on every fact, handoff and
+        /// rejection, under rules that change over the lead's lifetime; `derive` equals the
+        /// oracle's path whole, deals and their credits included.
+        #[test]
+        fn the_fold_over_symbols_equals_the_oracle(
+            mut recs in proptest::collection::vec(rec(&names()), 0..14),
+            threshold in 20.0f64..80.0,
+            sla in 1.0f64..48.0,
+            change_at in 0i64..40,
+        ) {
+            let dict = names();
+            for (i, r) in recs.iter_mut().enumerate() {
+                r.seq = i as u64 + 1;
+            }
+            recs.sort_unstable_by_key(Rec::order_key);
+            let mut rules = RulesTimeline::default();
+            rules.insert(RulesEntry {
+                occurred_at: change_at * 3_600_000_000,
+                seq: 100,
+                id: "r".into(),
+                change: RulesChange {
+                    mql_score_threshold: Some(threshold),
+                    handoff_sla_hours: Some(sla),
+                    ..RulesChange::default()
+                },
+            });
+            let oracle = derive_by_the_oracle(&recs, &dict, &rules);
+            match fold(&recs, &rules) {
+                None => prop_assert!(recs.is_empty()),
+                Some(folded) => {
+                    // NaN (no score) is not equal to itself: compare the bits.
+                    prop_assert_eq!(folded.facts.score.to_bits(), oracle.facts.score.to_bits());
+                    let same_score = Facts { score: 0.0, ..folded.facts };
+                    prop_assert_eq!(same_score, Facts { score: 0.0, ..oracle.facts });
+                    let extra = oracle.extra.clone().unwrap_or_default();
+                    prop_assert_eq!(&folded.handoffs[..], &extra.handoffs[..]);
+                    prop_assert_eq!(&folded.rejections[..], &extra.rejections[..]);
+                }
+            }
+            let derived = derive(&recs, &dict, &rules);
+            prop_assert_eq!(derived.facts.score.to_bits(), oracle.facts.score.to_bits());
+            prop_assert_eq!(
+                LeadSlot { facts: Facts { score: 0.0, ..derived.facts }, ..derived },
+                LeadSlot { facts: Facts { score: 0.0, ..oracle.facts }, ..oracle }
+            );
+        }
+    }
+
+    fn names() -> Dict {
+        let mut dict = Dict::default();
+        for name in ["web", "ads", "spring", "EUR", "ann", "bob", "crm"] {
+            dict.intern(name);
+        }
+        dict
+    }
 
     #[test]
     fn the_lead_index_encoding_gives_back_every_seq() {
+        use super::filed;
         let seqs = [
             1u64,
             2,

@@ -23,7 +23,7 @@ use funnel_core::time::Micros;
 use serde::{Deserialize, Serialize};
 
 use crate::dict::{Dict, Sym};
-use crate::facts::{derive, Facts, NEVER};
+use crate::facts::{fold, Facts, NEVER};
 use crate::index::{Point, Points};
 use crate::record::Rec;
 use crate::state::{dim_key, DIMS};
@@ -224,7 +224,7 @@ pub fn versions(run: &Run<'_>, last: &Facts) -> (Vec<(u64, View)>, Micros) {
             } else {
                 Cow::Borrowed(run.rules_now)
             };
-            let facts = derive(&live, run.dict, &rules).facts;
+            let facts = fold(&live, &rules).map_or(Facts::EMPTY, |f| f.facts);
             if facts.exists() {
                 latest = latest.max(facts.settled_at());
             }

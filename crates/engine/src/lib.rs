@@ -2,12 +2,12 @@
 //! differences, and immutable snapshots that readers use without waiting for the writer.
 //!
 //! - [`state::Writer`] applies log entries: each changed lead is re-derived once per batch
-//!   ([`facts::derive`], the oracle's own derivation over [`record::Rec`]s) and the difference
+//!   ([`facts::derive`]: the oracle's rules over [`record::Rec`]s' symbols) and the difference
 //!   of its old and new facts goes into the [`state::FunnelIndex`].
 //! - [`state::Engine`] is one published state; [`funnel::funnel`] and [`reports`] answer
 //!   every report from it, byte-identical to the fold in `funnel_core::report`.
 //! - [`live::Live`] keeps an engine up with the ledger; [`live::replay`] builds one for any
-//!   log prefix.
+//!   log prefix (without the history: it is asked only about its own head).
 //!
 //! No tokio, no NATS, no HTTP: this crate is what both the service and offline replay run.
 

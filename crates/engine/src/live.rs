@@ -84,7 +84,7 @@ pub fn replay_unless(
     mut progress: impl FnMut(u64),
 ) -> Result<Arc<Engine>, EngineError> {
     let _span = info_span!("replay", at_seq).entered();
-    let mut writer = Writer::bulk();
+    let mut writer = Writer::bulk_without_history();
     let started = Instant::now();
     let mut gone = false;
     advance(

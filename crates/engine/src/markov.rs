@@ -102,6 +102,24 @@ impl MarkovIndex {
 }
 
 impl MarkovChanges {
+    /// Adds `other`'s entries to these (they are sorted when applied).
+    pub fn absorb(&mut self, other: MarkovChanges) {
+        for (key, (add, remove)) in other.entries {
+            let mine = self.entries.entry(key).or_default();
+            mine.0.extend(add);
+            mine.1.extend(remove);
+        }
+    }
+
+    /// Entries noted (added and removed).
+    pub fn len(&self) -> usize {
+        self.entries.values().map(|(a, r)| a.len() + r.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Records the entries of `slot` as added (`add`) or removed, under `rules`.
     pub fn note(&mut self, slot: &LeadSlot, rules: &RulesTimeline, add: bool) {
         steps(slot, rules, |transition, leaves, at| {

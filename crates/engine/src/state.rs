@@ -22,7 +22,7 @@ use fxhash::FxHashMap;
 use crate::checkpoint;
 use crate::credits::Derived;
 use crate::dict::{Dict, Sym};
-use crate::facts::{derive, filed, Facts, LeadSlot, NEVER};
+use crate::facts::{derive, filed, fold, Facts, LeadSlot, NEVER};
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
@@ -194,6 +194,65 @@ impl Changes {
     }
 }
 
+impl Changes {
+    /// Adds `other`'s entries to these (every set is sorted when applied, so the order in
+    /// which parts are absorbed does not change the result).
+    fn absorb(&mut self, other: Changes) {
+        for (key, group) in other.groups {
+            let mine = self.groups.entry(key).or_default();
+            for (m, (add, remove)) in group.period.into_iter().enumerate() {
+                mine.period[m].0.extend(add);
+                mine.period[m].1.extend(remove);
+            }
+            for (m, (add, remove)) in group.cohort.into_iter().enumerate() {
+                mine.cohort[m].0.extend(add);
+                mine.cohort[m].1.extend(remove);
+            }
+        }
+        self.settled.0.extend(other.settled.0);
+        self.settled.1.extend(other.settled.1);
+        self.deals.0.extend(other.deals.0);
+        self.deals.1.extend(other.deals.1);
+        match (&mut self.markov, other.markov) {
+            (Some(mine), Some(theirs)) => mine.absorb(theirs),
+            _ => self.markov = None,
+        }
+    }
+}
+
+/// The index entries of every lead of a bulk load (numbered from 0), noted on every core.
+fn note_all(slots: &[LeadSlot], rules: &RulesTimeline) -> Changes {
+    let note = |first: usize, part: &[LeadSlot]| {
+        let mut changes = Changes::new();
+        for (i, slot) in part.iter().enumerate() {
+            changes.note((first + i) as LeadNo, slot, rules, true);
+        }
+        changes
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || slots.len() < PARALLEL_DERIVE_MIN {
+        return note(0, slots);
+    }
+    let size = slots.len().div_ceil(threads);
+    let parts: Vec<Changes> = std::thread::scope(|scope| {
+        let note = &note;
+        let handles: Vec<_> = slots
+            .chunks(size)
+            .enumerate()
+            .map(|(i, part)| scope.spawn(move || note(i * size, part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    let mut all = Changes::new();
+    for part in parts {
+        all.absorb(part);
+    }
+    all
+}
+
 /// Sorts both and drops the items they share (an entry removed and added again is unchanged).
 pub(crate) fn cancel<T: Ord + Copy>(add: &mut Vec<T>, remove: &mut Vec<T>) {
     add.sort_unstable();
@@ -312,7 +371,7 @@ impl Engine {
             }
         }
         recs.sort_unstable_by_key(Rec::order_key);
-        Ok(Some(derive(&recs, &self.dict, &self.rules).facts))
+        Ok(Some(fold(&recs, &self.rules).map_or(Facts::EMPTY, |f| f.facts)))
     }
 
     /// The dense id of `lead_id` if the lead exists at this log position.
@@ -535,6 +594,9 @@ pub struct Writer {
     unsaved: Vec<Stamp>,
     /// The next checkpoint key for history stamps.
     history_part: u64,
+    /// Keep no history: an engine built for one log position, asked only about that
+    /// position (offline replay, a log-prefix question), never needs one.
+    without_history: bool,
 }
 
 /// What a run of entries changed.
@@ -594,6 +656,19 @@ impl Writer {
         }
     }
 
+    /// [`Writer::bulk`] for an engine that is asked only about its own head (offline replay, a
+    /// log-prefix question): no funnel history is kept (it answers questions about earlier
+    /// log positions, and is a third of a bulk load's work), so its `funnel_at` always
+    /// declines.
+    pub fn bulk_without_history() -> Writer {
+        let mut writer = Writer {
+            without_history: true,
+            ..Writer::bulk()
+        };
+        writer.next.history.complete = false;
+        writer
+    }
+
     /// Ends a bulk load: derives every lead and builds the indexes from their facts.
     fn finish_bulk(&mut self) {
         let Some(all) = self.bulk.take() else {
@@ -615,9 +690,8 @@ impl Writer {
                 history.add(&mut stamps);
                 started.elapsed()
             });
-            let mut changes = Changes::new();
+            let changes = note_all(&slots, rules);
             for (no, slot) in slots.into_iter().enumerate() {
-                changes.note(no as LeadNo, &slot, rules, true);
                 replace_keeping_filed(leads.get_mut(no), slot);
             }
             let noted_at = started.elapsed();
@@ -852,6 +926,9 @@ impl Writer {
     /// time a version reads, or `None` if a seq did not fit a stamp.
     fn derive_with_history(&self, no: LeadNo, recs: &[Rec]) -> (LeadSlot, Option<LeadHistory>) {
         let slot = derive(recs, &self.dict, &self.next.rules);
+        if self.without_history {
+            return (slot, None);
+        }
         let retracted = self.run_retracted.get(&no).map_or(&[][..], |v| &v[..]);
         let run = history::Run {
             from: self.run_from,
@@ -1170,38 +1247,73 @@ fn replace_keeping_filed(old: &mut LeadSlot, mut slot: LeadSlot) {
 
 /// Applies the difference of facts to the funnel indexes.
 fn apply_changes(index: &mut FunnelIndex, changes: Changes) {
+    let Changes {
+        groups,
+        settled,
+        deals,
+        markov,
+    } = changes;
+    // A large Markov update (a bulk load) is sorted on a core of its own meanwhile.
+    let (markov_index, many) = (
+        &mut index.markov,
+        markov.as_ref().is_some_and(|m| m.len() >= PARALLEL_DERIVE_MIN),
+    );
+    std::thread::scope(|scope| {
+        if let Some(markov) = markov {
+            if many {
+                scope.spawn(move || markov_index.update(markov));
+            } else {
+                markov_index.update(markov);
+            }
+        }
+        apply_funnel_changes(
+            &mut index.groups,
+            &mut index.settled,
+            &mut index.deals,
+            groups,
+            settled,
+            deals,
+        );
+    });
+}
+
+fn apply_funnel_changes(
+    index_groups: &mut [HashMap<Sym, GroupIndex>; 4],
+    index_settled: &mut Runs<(Micros, LeadNo)>,
+    index_deals: &mut Runs<(Micros, LeadNo)>,
+    groups: FxHashMap<(usize, Sym), GroupChanges>,
+    settled: Delta<(Micros, LeadNo)>,
+    deals: Delta<(Micros, LeadNo)>,
+) {
     let mut touched: HashSet<(usize, Sym)> = HashSet::new();
-    for ((d, g), group) in changes.groups {
+    for ((d, g), group) in groups {
         for (m, (mut add, mut remove)) in group.period.into_iter().enumerate() {
             cancel(&mut add, &mut remove);
             if add.is_empty() && remove.is_empty() {
                 continue;
             }
             touched.insert((d, g));
-            index.groups[d].entry(g).or_default().period[m].update(&add, &remove);
+            index_groups[d].entry(g).or_default().period[m].update(&add, &remove);
         }
         for (m, (mut add, mut remove)) in group.cohort.into_iter().enumerate() {
             cancel(&mut add, &mut remove);
             if add.is_empty() && remove.is_empty() {
                 continue;
             }
-            index.groups[d].entry(g).or_default().cohort[m].update(&add, &remove);
+            index_groups[d].entry(g).or_default().cohort[m].update(&add, &remove);
         }
     }
     for (d, g) in touched {
-        if index.groups[d].get(&g).is_some_and(|gi| gi.period[0].is_empty()) {
-            index.groups[d].remove(&g);
+        if index_groups[d].get(&g).is_some_and(|gi| gi.period[0].is_empty()) {
+            index_groups[d].remove(&g);
         }
     }
-    let (mut add, mut remove) = changes.settled;
+    let (mut add, mut remove) = settled;
     cancel(&mut add, &mut remove);
-    index.settled.update(&add, &remove);
-    let (mut add, mut remove) = changes.deals;
+    index_settled.update(&add, &remove);
+    let (mut add, mut remove) = deals;
     cancel(&mut add, &mut remove);
-    index.deals.update(&add, &remove);
-    if let Some(markov) = changes.markov {
-        index.markov.update(markov);
-    }
+    index_deals.update(&add, &remove);
 }
 
 /// The final (as of forever) value of a lead's milestone, as the index holds it.
