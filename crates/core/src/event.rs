@@ -273,6 +273,265 @@ pub struct Event {
     pub data: Data,
 }
 
+/// An [`Event`] whose strings borrow from the bytes it was decoded from (the ledger's stored
+/// bincode): the same serde shape, field for field and variant for variant, so those bytes
+/// decode as either, without an allocation per string for this one. A test holds the two equal.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EventRef<'a> {
+    pub id: &'a str,
+    #[serde(borrow)]
+    pub lead_id: Option<&'a str>,
+    #[serde(borrow)]
+    pub account_id: Option<&'a str>,
+    pub occurred_at: Micros,
+    #[serde(borrow)]
+    pub producer: Option<&'a str>,
+    #[serde(borrow)]
+    pub data: DataRef<'a>,
+}
+
+/// [`Data`] with borrowed strings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub enum DataRef<'a> {
+    Touch {
+        channel: &'a str,
+        #[serde(borrow)]
+        campaign: Option<&'a str>,
+        #[serde(borrow)]
+        content: Option<&'a str>,
+        team: Team,
+    },
+    Score {
+        score: f64,
+        #[serde(borrow)]
+        model: Option<&'a str>,
+        #[serde(borrow)]
+        reason: Option<&'a str>,
+    },
+    Handoff {
+        to: Side,
+        #[serde(borrow)]
+        owner: Option<&'a str>,
+    },
+    Accept {
+        stage: AcceptStage,
+        #[serde(borrow)]
+        owner: Option<&'a str>,
+        #[serde(borrow)]
+        opportunity_id: Option<&'a str>,
+        #[serde(borrow)]
+        pipeline: Option<MoneyRef<'a>>,
+    },
+    Rejection {
+        reason: RejectionReason,
+        #[serde(borrow)]
+        note: Option<&'a str>,
+    },
+    Close {
+        outcome: Outcome,
+        #[serde(borrow)]
+        amount: Option<MoneyRef<'a>>,
+        #[serde(borrow)]
+        reason: Option<&'a str>,
+        #[serde(borrow)]
+        opportunity_id: Option<&'a str>,
+    },
+    Spend {
+        channel: &'a str,
+        #[serde(borrow)]
+        campaign: Option<&'a str>,
+        #[serde(borrow)]
+        amount: MoneyRef<'a>,
+    },
+    Rules(RulesChange),
+    Retract {
+        target_id: &'a str,
+        #[serde(borrow)]
+        reason: Option<&'a str>,
+    },
+}
+
+/// [`Money`] with a borrowed currency.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct MoneyRef<'a> {
+    pub amount_minor: i64,
+    pub currency: &'a str,
+}
+
+impl MoneyRef<'_> {
+    pub fn to_money(&self) -> Money {
+        Money {
+            amount_minor: self.amount_minor,
+            currency: self.currency.to_owned(),
+        }
+    }
+}
+
+impl Money {
+    pub fn as_ref(&self) -> MoneyRef<'_> {
+        MoneyRef {
+            amount_minor: self.amount_minor,
+            currency: &self.currency,
+        }
+    }
+}
+
+impl Event {
+    /// This event with borrowed strings.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        fn s(o: &Option<String>) -> Option<&str> {
+            o.as_deref()
+        }
+        let data = match &self.data {
+            Data::Touch {
+                channel,
+                campaign,
+                content,
+                team,
+            } => DataRef::Touch {
+                channel,
+                campaign: s(campaign),
+                content: s(content),
+                team: *team,
+            },
+            Data::Score { score, model, reason } => DataRef::Score {
+                score: *score,
+                model: s(model),
+                reason: s(reason),
+            },
+            Data::Handoff { to, owner } => DataRef::Handoff {
+                to: *to,
+                owner: s(owner),
+            },
+            Data::Accept {
+                stage,
+                owner,
+                opportunity_id,
+                pipeline,
+            } => DataRef::Accept {
+                stage: *stage,
+                owner: s(owner),
+                opportunity_id: s(opportunity_id),
+                pipeline: pipeline.as_ref().map(Money::as_ref),
+            },
+            Data::Rejection { reason, note } => DataRef::Rejection {
+                reason: *reason,
+                note: s(note),
+            },
+            Data::Close {
+                outcome,
+                amount,
+                reason,
+                opportunity_id,
+            } => DataRef::Close {
+                outcome: *outcome,
+                amount: amount.as_ref().map(Money::as_ref),
+                reason: s(reason),
+                opportunity_id: s(opportunity_id),
+            },
+            Data::Spend {
+                channel,
+                campaign,
+                amount,
+            } => DataRef::Spend {
+                channel,
+                campaign: s(campaign),
+                amount: amount.as_ref(),
+            },
+            Data::Rules(change) => DataRef::Rules(change.clone()),
+            Data::Retract { target_id, reason } => DataRef::Retract {
+                target_id,
+                reason: s(reason),
+            },
+        };
+        EventRef {
+            id: &self.id,
+            lead_id: s(&self.lead_id),
+            account_id: s(&self.account_id),
+            occurred_at: self.occurred_at,
+            producer: s(&self.producer),
+            data,
+        }
+    }
+}
+
+impl EventRef<'_> {
+    /// The owned event.
+    pub fn to_event(&self) -> Event {
+        let s = |o: Option<&str>| o.map(str::to_owned);
+        let data = match &self.data {
+            DataRef::Touch {
+                channel,
+                campaign,
+                content,
+                team,
+            } => Data::Touch {
+                channel: (*channel).to_owned(),
+                campaign: s(*campaign),
+                content: s(*content),
+                team: *team,
+            },
+            DataRef::Score { score, model, reason } => Data::Score {
+                score: *score,
+                model: s(*model),
+                reason: s(*reason),
+            },
+            DataRef::Handoff { to, owner } => Data::Handoff {
+                to: *to,
+                owner: s(*owner),
+            },
+            DataRef::Accept {
+                stage,
+                owner,
+                opportunity_id,
+                pipeline,
+            } => Data::Accept {
+                stage: *stage,
+                owner: s(*owner),
+                opportunity_id: s(*opportunity_id),
+                pipeline: pipeline.as_ref().map(MoneyRef::to_money),
+            },
+            DataRef::Rejection { reason, note } => Data::Rejection {
+                reason: *reason,
+                note: s(*note),
+            },
+            DataRef::Close {
+                outcome,
+                amount,
+                reason,
+                opportunity_id,
+            } => Data::Close {
+                outcome: *outcome,
+                amount: amount.as_ref().map(MoneyRef::to_money),
+                reason: s(*reason),
+                opportunity_id: s(*opportunity_id),
+            },
+            DataRef::Spend {
+                channel,
+                campaign,
+                amount,
+            } => Data::Spend {
+                channel: (*channel).to_owned(),
+                campaign: s(*campaign),
+                amount: amount.to_money(),
+            },
+            DataRef::Rules(change) => Data::Rules(change.clone()),
+            DataRef::Retract { target_id, reason } => Data::Retract {
+                target_id: (*target_id).to_owned(),
+                reason: s(*reason),
+            },
+        };
+        Event {
+            id: self.id.to_owned(),
+            lead_id: s(self.lead_id),
+            account_id: s(self.account_id),
+            occurred_at: self.occurred_at,
+            producer: s(self.producer),
+            data,
+        }
+    }
+}
+
 /// One member value of an event's contract JSON, borrowed from the event ([`Event::members`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Member<'a> {

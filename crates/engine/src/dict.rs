@@ -1,6 +1,6 @@
 //! Interned dimension values (channel, campaign, producer, owner, currency): small integers.
 
-use std::collections::HashMap;
+use fxhash::FxHashMap as HashMap;
 
 /// An interned string; [`NONE`] stands for "no value".
 pub type Sym = u32;
@@ -17,7 +17,7 @@ impl Default for Dict {
     fn default() -> Dict {
         Dict {
             names: vec!["".into()],
-            ids: HashMap::new(),
+            ids: HashMap::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A lead event as the engine keeps it: 40 bytes, strings interned, nothing the facts do not use.
 
-use funnel_core::event::{AcceptStage, Data, Event, Money, Outcome, RejectionReason, Side, Team};
+use funnel_core::event::{AcceptStage, Data, DataRef, Event, EventRef, Money, Outcome, RejectionReason, Side, Team};
 use funnel_core::lead::LeadEvent;
 use funnel_core::time::Micros;
 
@@ -33,7 +33,7 @@ pub struct Rec {
 
 impl Rec {
     /// The compact form of a lead event; `None` for spend, rules and retract.
-    pub fn of(seq: u64, event: &Event, dict: &mut Dict) -> Option<Rec> {
+    pub fn of(seq: u64, event: &EventRef<'_>, dict: &mut Dict) -> Option<Rec> {
         Rec::build(seq, event, &mut |name| dict.intern(name))
     }
 
@@ -41,7 +41,7 @@ impl Rec {
     /// engine has applied): `Err` with the first name it does not know.
     pub fn known(seq: u64, event: &Event, dict: &Dict) -> Result<Option<Rec>, String> {
         let mut unknown = None;
-        let rec = Rec::build(seq, event, &mut |name| {
+        let rec = Rec::build(seq, &event.as_ref(), &mut |name| {
             dict.get(name).unwrap_or_else(|| {
                 unknown.get_or_insert_with(|| name.to_owned());
                 NONE
@@ -50,7 +50,7 @@ impl Rec {
         unknown.map_or(Ok(rec), Err)
     }
 
-    fn build(seq: u64, event: &Event, sym: &mut dyn FnMut(&str) -> Sym) -> Option<Rec> {
+    fn build(seq: u64, event: &EventRef<'_>, sym: &mut dyn FnMut(&str) -> Sym) -> Option<Rec> {
         let opt = |sym: &mut dyn FnMut(&str) -> Sym, name: Option<&str>| name.map_or(NONE, sym);
         let mut rec = Rec {
             at: event.occurred_at,
@@ -58,35 +58,35 @@ impl Rec {
             value: 0,
             a: NONE,
             b: NONE,
-            producer: opt(sym, event.producer.as_deref()),
+            producer: opt(sym, event.producer),
             kind: Kind::Touch,
         };
         match &event.data {
-            Data::Touch { channel, campaign, .. } => {
+            DataRef::Touch { channel, campaign, .. } => {
                 rec.a = sym(channel);
-                rec.b = opt(sym, campaign.as_deref());
+                rec.b = opt(sym, *campaign);
             }
-            Data::Score { score, .. } => {
+            DataRef::Score { score, .. } => {
                 rec.kind = Kind::Score;
                 rec.value = score.to_bits() as i64;
             }
-            Data::Handoff { to, owner } => {
+            DataRef::Handoff { to, owner } => {
                 rec.kind = Kind::Handoff(*to);
-                rec.a = opt(sym, owner.as_deref());
+                rec.a = opt(sym, *owner);
             }
-            Data::Accept { stage, owner, .. } => {
+            DataRef::Accept { stage, owner, .. } => {
                 rec.kind = Kind::Accept(*stage);
-                rec.a = opt(sym, owner.as_deref());
+                rec.a = opt(sym, *owner);
             }
-            Data::Rejection { reason, .. } => rec.kind = Kind::Rejection(*reason),
-            Data::Close { outcome, amount, .. } => {
+            DataRef::Rejection { reason, .. } => rec.kind = Kind::Rejection(*reason),
+            DataRef::Close { outcome, amount, .. } => {
                 rec.kind = Kind::Close(*outcome);
                 if let Some(money) = amount {
-                    rec.b = sym(&money.currency);
+                    rec.b = sym(money.currency);
                     rec.value = money.amount_minor;
                 }
             }
-            Data::Spend { .. } | Data::Rules(_) | Data::Retract { .. } => return None,
+            DataRef::Spend { .. } | DataRef::Rules(_) | DataRef::Retract { .. } => return None,
         }
         Some(rec)
     }

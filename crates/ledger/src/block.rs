@@ -13,6 +13,7 @@
 //! previous entry's hash (the block's `prev_hash` for the first). The storage layout is ours to
 //! change (`BLOCK_VERSION`); what the chain hashes is fixed by `schemas/chain.md`.
 
+use funnel_core::event::EventRef;
 use funnel_core::time::Micros;
 use funnel_core::{Entry, Event};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,72 @@ struct Stored {
     recorded_at: Micros,
     stream_seq: u64,
     event: Event,
+}
+
+/// [`Stored`] with the event's strings borrowed from the block.
+#[derive(Deserialize)]
+struct StoredBorrowed<'a> {
+    recorded_at: Micros,
+    stream_seq: u64,
+    #[serde(borrow)]
+    event: EventRef<'a>,
+}
+
+/// A ledger entry whose event borrows its strings from the block it was read from: what a
+/// full read of the log decodes, without an allocation per string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntryRef<'a> {
+    pub seq: u64,
+    pub recorded_at: Micros,
+    pub stream_seq: u64,
+    pub hash: [u8; 32],
+    pub event: EventRef<'a>,
+}
+
+/// A stored block as sled gave it, not yet decoded ([`crate::Ledger::blocks`]).
+pub struct RawBlock {
+    first_seq: u64,
+    bytes: sled::IVec,
+}
+
+impl RawBlock {
+    pub(crate) fn new(first_seq: u64, bytes: sled::IVec) -> RawBlock {
+        RawBlock { first_seq, bytes }
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// How many entries it holds (0 if its header is damaged: [`RawBlock::entries`] says how).
+    pub fn len(&self) -> usize {
+        Block::parse(self.first_seq, &self.bytes).map_or(0, |b| b.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Its entries from seq `from` on (every entry if `from` is at or before the first).
+    pub fn entries(&self, from: u64) -> Result<Vec<EntryRef<'_>>> {
+        let mut out = Vec::new();
+        self.read_into(from, u64::MAX, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends its entries with seqs in `from..=upto` to `out`.
+    pub fn read_into<'a>(&'a self, from: u64, upto: u64, out: &mut Vec<EntryRef<'a>>) -> Result<()> {
+        let block = Block::parse(self.first_seq, &self.bytes)?;
+        if upto < self.first_seq {
+            return Ok(());
+        }
+        let skip = from.saturating_sub(self.first_seq) as usize;
+        let end = (upto - self.first_seq).saturating_add(1).min(block.len() as u64) as usize;
+        for i in skip..end {
+            out.push(block.entry_ref(i)?);
+        }
+        Ok(())
+    }
 }
 
 /// Builds blocks from entries in seq order.
@@ -198,6 +265,26 @@ impl<'a> Block<'a> {
         } else {
             self.hash(i - 1)
         }
+    }
+
+    /// Entry `i` of the block, its event borrowing from the block's bytes.
+    pub fn entry_ref(&self, i: usize) -> Result<EntryRef<'a>> {
+        let seq = self.first_seq + i as u64;
+        let slice = self.slice(i)?;
+        let (stored, _): (StoredBorrowed<'a>, usize) = bincode::serde::borrow_decode_from_slice(&slice[32..], BINCODE)
+            .map_err(|e| LedgerError::Damaged {
+                seq,
+                reason: format!("entry does not decode: {e}"),
+            })?;
+        let mut hash = [0; 32];
+        hash.copy_from_slice(&slice[..32]);
+        Ok(EntryRef {
+            seq,
+            recorded_at: stored.recorded_at,
+            stream_seq: stored.stream_seq,
+            hash,
+            event: stored.event,
+        })
     }
 
     /// Entry `i` of the block.

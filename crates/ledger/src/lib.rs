@@ -33,6 +33,7 @@ use funnel_core::{Entry, Event, LogPosition};
 use serde_json::Value;
 
 use block::{Block, BlockWriter};
+pub use block::{EntryRef, RawBlock};
 pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
 pub use exchange::{export, import, salvage, ExportHeader, ExportLine};
 pub use migrate::{migrate, Migration};
@@ -403,6 +404,23 @@ impl Ledger {
                 };
                 let skip = from.saturating_sub(first) as usize;
                 (skip..block.len()).map(|i| block.entry(i)).collect()
+            })
+    }
+
+    /// The stored blocks from the one holding seq `from` on, not yet decoded: a full read of
+    /// the log decodes them where it uses them ([`RawBlock::entries`], events borrowed from
+    /// the block's bytes), so the reading thread only iterates.
+    pub fn blocks(&self, from: u64) -> impl Iterator<Item = Result<RawBlock>> + '_ {
+        let from = from.max(1);
+        let start = match self.block_of(from) {
+            Ok(Some((first, _))) => first,
+            _ => from,
+        };
+        self.log
+            .range(block_key(start)..=block_key(u64::MAX))
+            .map(|item| -> Result<RawBlock> {
+                let (key, bytes) = item?;
+                Ok(RawBlock::new(seq_from(&key[1..]).unwrap_or(0), bytes))
             })
     }
 

@@ -264,3 +264,52 @@ fn direct_writer_equals_jcs_of_the_contract_json() {
         );
     }
 }
+
+#[test]
+fn a_borrowed_read_of_every_block_equals_the_owned_read() {
+    let (dir, ledger) = temp();
+    let mut events = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
+        leads: 300,
+        seed: 9,
+        start: 1_780_272_000_000_000,
+        days: 60,
+    });
+    // The chain vectors hold every event type with its optional fields.
+    let vectors: serde_json::Value = serde_json::from_str(include_str!("../../../schemas/chain-vectors.json")).unwrap();
+    for v in vectors["entries"].as_array().unwrap() {
+        let mut event = Event::from_value(&v["event"]).unwrap();
+        event.id = format!("vector-{}", event.id);
+        events.push(event);
+    }
+    for batch in events.chunks(700) {
+        offer(&ledger, batch, 1);
+    }
+    let owned: Vec<Entry> = ledger.entries(1).map(|e| e.unwrap()).collect();
+    for from in [1, 2, 450, owned.len() as u64] {
+        let mut borrowed = Vec::new();
+        for block in ledger.blocks(from) {
+            let block = block.unwrap();
+            for e in block.entries(from).unwrap() {
+                borrowed.push((e.seq, e.recorded_at, e.stream_seq, e.hash, e.event.to_event()));
+            }
+        }
+        let expected: Vec<_> = owned[from as usize - 1..]
+            .iter()
+            .map(|e| (e.seq, e.recorded_at, e.stream_seq, e.hash, e.event.clone()))
+            .collect();
+        assert_eq!(borrowed, expected, "from seq {from}");
+        // A bounded read stops at its last seq, whichever block it falls in.
+        let upto = from + 100;
+        let mut bounded = Vec::new();
+        let blocks: Vec<RawBlock> = ledger.blocks(from).map(|b| b.unwrap()).collect();
+        for block in &blocks {
+            block.read_into(from, upto, &mut bounded).unwrap();
+        }
+        let seqs: Vec<u64> = bounded.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (from..=upto.min(owned.len() as u64)).collect::<Vec<_>>());
+    }
+    for e in &owned {
+        assert_eq!(e.event.as_ref().to_event(), e.event);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
