@@ -322,7 +322,7 @@ impl History {
                 d: run[0].d,
                 group: run[0].group,
                 m: run[0].m,
-                points: run.iter().map(|s| (s.x, s.seq)).collect(),
+                points: run.iter().map(|s| Point(s.x, s.seq)).collect(),
             })
             .collect()
     }

@@ -208,8 +208,31 @@ impl<T: Timed> Runs<T> {
     }
 }
 
-/// A point of a two-dimensional count: `x` a time, `y` a small value (whole days).
-pub type Point = (i64, u32);
+/// A point of a two-dimensional count: `x` a time, `y` a small value (whole days, or a seq
+/// stamp). 12 bytes: a tuple `(i64, u32)` takes 16 with its padding, and the history and the
+/// cohort indexes hold tens of millions of points. Ordered by `x`, then `y`; serialised as the
+/// tuple `(x, y)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(C, packed(4))]
+pub struct Point(pub i64, pub u32);
+
+impl Timed for Point {
+    fn time(&self) -> i64 {
+        self.0
+    }
+}
+
+impl serde::Serialize for Point {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.0, self.1).serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Point {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Point, D::Error> {
+        <(i64, u32)>::deserialize(d).map(|(x, y)| Point(x, y))
+    }
+}
 
 /// Points sorted by `x`, answering "how many with `x` in `[lo, hi)` and `y ≤ c`".
 /// The base keeps, per block of [`BLOCK_POINTS`], its `y` values sorted, so a count is two
@@ -260,17 +283,17 @@ impl Points {
             return 0;
         }
         if c == u32::MAX {
-            return self.runs.count(&(lo, 0), &(hi, 0));
+            return self.runs.count(&Point(lo, 0), &Point(hi, 0));
         }
         let in_run = |v: &[Point]| {
-            v[lower(v, &(lo, 0))..lower(v, &(hi, 0))]
+            v[lower(v, &Point(lo, 0))..lower(v, &Point(hi, 0))]
                 .iter()
                 .filter(|p| p.1 <= c)
                 .count()
         };
         let base = &self.runs.base;
         let guide = &self.runs.guide;
-        let (i, j) = (guide.lower(base, &(lo, 0)), guide.lower(base, &(hi, 0)));
+        let (i, j) = (guide.lower(base, &Point(lo, 0)), guide.lower(base, &Point(hi, 0)));
         let mut n = 0;
         let (bi, bj) = (i.div_ceil(BLOCK_POINTS), j / BLOCK_POINTS);
         if bi >= bj {
@@ -315,14 +338,14 @@ mod tests {
                 let mut remove = Vec::new();
                 for &(x, y, is_add) in chunk {
                     if !is_add {
-                        if let Some(i) = model.iter().position(|p| *p == (x / 2, y)) {
+                        if let Some(i) = model.iter().position(|p| *p == Point(x / 2, y)) {
                             model.swap_remove(i);
-                            remove.push((x / 2, y));
+                            remove.push(Point(x / 2, y));
                             continue;
                         }
                     }
-                    model.push((x / 2, y));
-                    add.push((x / 2, y));
+                    model.push(Point(x / 2, y));
+                    add.push(Point(x / 2, y));
                 }
                 add.sort_unstable();
                 remove.sort_unstable();
@@ -330,9 +353,9 @@ mod tests {
             }
             for (a, b, c) in queries {
                 let (lo, hi) = (a.min(b), a.max(b));
-                let expected = model.iter().filter(|p| p.0 >= lo && p.0 < hi && p.1 <= c).count();
+                let expected = model.iter().filter(|p| { let (x, y) = (p.0, p.1); x >= lo && x < hi && y <= c }).count();
                 prop_assert_eq!(points.count(lo, hi, c), expected);
-                let all = model.iter().filter(|p| p.0 >= lo && p.0 < hi).count();
+                let all = model.iter().filter(|p| { let x = p.0; x >= lo && x < hi }).count();
                 prop_assert_eq!(points.count(lo, hi, u32::MAX), all);
             }
         }

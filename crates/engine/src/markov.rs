@@ -140,7 +140,10 @@ fn path_at(slot: &LeadSlot, rules: &RulesTimeline, as_of: Micros, out: &mut Vec<
     let end = deal.map_or(as_of, |d| d.close_at);
     let from = end.saturating_sub(lookback_micros(rules, end));
     let mut state = START;
-    for touch in slot.touches.iter().filter(|t| (from..=end).contains(&t.at)) {
+    for touch in slot.touches.iter().filter(|t| {
+        let at = t.at;
+        (from..=end).contains(&at)
+    }) {
         out.push((state, touch.channel));
         state = touch.channel;
     }

@@ -183,7 +183,7 @@ impl Changes {
                     continue; // the inquiry cohort is the inquiry period count
                 }
                 let c = &mut group.cohort[m];
-                if add { &mut c.0 } else { &mut c.1 }.push((inquiry, days_up(inquiry, t)));
+                if add { &mut c.0 } else { &mut c.1 }.push(Point(inquiry, days_up(inquiry, t)));
             }
         }
         let settled = (facts.settled_at(), lead);
