@@ -133,21 +133,35 @@ pub mod filed {
         last
     }
 
-    /// `bytes` with `seq` added at the end (`seq` is above every seq in it).
-    pub fn with(bytes: &[u8], seq: u64) -> Box<[u8]> {
-        let last = last(bytes);
-        let mut out = Vec::with_capacity(bytes.len() + 3);
-        out.extend_from_slice(bytes);
-        let mut gap = seq - last;
+    /// The encoding of ascending `seqs`.
+    pub fn encode(seqs: &[u64]) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(seqs.len() * 3);
+        let mut last = 0;
+        for &seq in seqs {
+            push(&mut out, seq - last);
+            last = seq;
+        }
+        out.into_boxed_slice()
+    }
+
+    fn push(out: &mut Vec<u8>, mut gap: u64) {
         loop {
             let b = (gap & 0x7f) as u8;
             gap >>= 7;
             if gap == 0 {
                 out.push(b);
-                break;
+                return;
             }
             out.push(b | 0x80);
         }
+    }
+
+    /// `bytes` with `seq` added at the end (`seq` is above every seq in it).
+    pub fn with(bytes: &[u8], seq: u64) -> Box<[u8]> {
+        let last = last(bytes);
+        let mut out = Vec::with_capacity(bytes.len() + 3);
+        out.extend_from_slice(bytes);
+        push(&mut out, seq - last);
         out.into_boxed_slice()
     }
 }
@@ -528,6 +542,7 @@ mod tests {
         for (i, &seq) in seqs.iter().enumerate() {
             bytes = filed::with(&bytes, seq);
             assert_eq!(filed::seqs(&bytes), seqs[..=i]);
+            assert_eq!(filed::encode(&seqs[..=i]), bytes);
         }
         // Gaps below 128 take one byte.
         assert_eq!(filed::with(&filed::with(&[], 5), 100).len(), 2);

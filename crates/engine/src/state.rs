@@ -579,6 +579,9 @@ pub struct Writer {
     /// Bulk load: every lead's records by dense id, derived all at once (on every core) when
     /// the first snapshot is taken; the indexes are then built once instead of by differences.
     bulk: Option<Vec<Vec<Rec>>>,
+    /// Bulk load: the seqs filed under each lead, encoded into its slot once at the end
+    /// (appending to the encoded list costs an allocation per entry).
+    bulk_filed: Vec<Vec<u64>>,
     /// Seqs of retracted lead events, per lead (rare): re-reading a lead from the ledger
     /// leaves them out.
     retracted: HashMap<LeadNo, Vec<u64>>,
@@ -676,6 +679,16 @@ impl Writer {
         let Some(all) = self.bulk.take() else {
             return;
         };
+        for (no, seqs) in std::mem::take(&mut self.bulk_filed).into_iter().enumerate() {
+            let slot = self.next.leads.get_mut(no);
+            if slot.filed.is_empty() {
+                slot.filed = filed::encode(&seqs);
+            } else {
+                for seq in seqs {
+                    slot.filed = filed::with(&slot.filed, seq);
+                }
+            }
+        }
         let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
         let started = std::time::Instant::now();
         let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
@@ -778,6 +791,7 @@ impl Writer {
         self.next.leads.push(LeadSlot::default());
         if let Some(all) = bulk {
             all.push(Vec::new());
+            self.bulk_filed.push(Vec::new());
         }
         pending.new_leads.insert(lead_id.to_owned(), no);
         pending.new_names.push((lead_id.into(), no));
@@ -925,6 +939,10 @@ impl Writer {
 
     /// Files entry `seq` under lead `no` in the lead index.
     fn file(&mut self, no: LeadNo, seq: u64) {
+        if let Some(seqs) = self.bulk_filed.get_mut(no as usize) {
+            seqs.push(seq);
+            return;
+        }
         let slot = self.next.leads.get_mut(no as usize);
         slot.filed = filed::with(&slot.filed, seq);
     }
