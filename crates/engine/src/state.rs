@@ -246,7 +246,10 @@ fn note_all(slots: &[LeadSlot], rules: &RulesTimeline) -> Changes {
             .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
             .collect()
     });
-    let mut all = Changes::new();
+    let mut parts = parts.into_iter();
+    let Some(mut all) = parts.next() else {
+        return Changes::new();
+    };
     for part in parts {
         all.absorb(part);
     }
@@ -628,23 +631,30 @@ struct LeadHistory {
 const PARALLEL_DERIVE_MIN: usize = 4_096;
 
 /// `f` over `items` on every core, in order: the result does not depend on the thread count.
-fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync) -> Vec<U> {
+/// Each core's results stay in their own vector (gathering them into one would copy them all
+/// into fresh memory).
+fn par_map<T: Sync, U: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> U + Sync,
+) -> std::iter::Flatten<std::vec::IntoIter<Vec<U>>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
-        return items.iter().map(f).collect();
-    }
-    let size = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let parts: Vec<_> = items
-            .chunks(size)
-            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
-    })
+    let parts: Vec<Vec<U>> = if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
+        vec![items.iter().map(f).collect()]
+    } else {
+        let size = items.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let f = &f;
+            let handles: Vec<_> = items
+                .chunks(size)
+                .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+                .collect()
+        })
+    };
+    parts.into_iter().flatten()
 }
 
 impl Writer {
@@ -996,7 +1006,7 @@ impl Writer {
     fn record_history(
         &mut self,
         nos: &[LeadNo],
-        derived: Vec<(LeadSlot, Option<LeadHistory>)>,
+        derived: impl IntoIterator<Item = (LeadSlot, Option<LeadHistory>)>,
         keep: bool,
     ) -> Vec<LeadSlot> {
         let (slots, mut stamps) = self.take_history(nos, derived);
@@ -1012,11 +1022,11 @@ impl Writer {
     fn take_history(
         &mut self,
         nos: &[LeadNo],
-        derived: Vec<(LeadSlot, Option<LeadHistory>)>,
+        derived: impl IntoIterator<Item = (LeadSlot, Option<LeadHistory>)>,
     ) -> (Vec<LeadSlot>, Vec<Stamp>) {
         let history = &mut self.next.history;
         let mut stamps = Vec::new();
-        let mut slots = Vec::with_capacity(derived.len());
+        let mut slots = Vec::with_capacity(nos.len());
         let mut late: Vec<(LeadNo, Option<Micros>)> = Vec::new();
         for (no, (slot, lead_history)) in nos.iter().zip(derived) {
             match lead_history {
@@ -1364,7 +1374,7 @@ mod tests {
         let items: Vec<u64> = (0..(3 * PARALLEL_DERIVE_MIN as u64 + 7)).collect();
         let f = |x: &u64| x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 3);
         let sequential: Vec<u64> = items.iter().map(f).collect();
-        assert_eq!(par_map(&items, f), sequential);
+        assert_eq!(par_map(&items, f).collect::<Vec<_>>(), sequential);
     }
 
     #[test]
