@@ -103,34 +103,24 @@ pub struct LeadSlot {
 /// The lead index's encoding: LEB128 varints, the first seq and then the gaps between
 /// consecutive seqs (about 3 bytes per entry).
 pub mod filed {
-    /// The seqs of an encoded list.
-    pub fn seqs(bytes: &[u8]) -> Vec<u64> {
-        let mut out = Vec::with_capacity(bytes.len() / 2);
+    /// The seqs of an encoded list, in order.
+    fn decode(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
         let (mut last, mut value, mut shift) = (0u64, 0u64, 0u32);
-        for &b in bytes {
+        bytes.iter().filter_map(move |&b| {
             value |= u64::from(b & 0x7f) << shift;
             shift += 7;
-            if b & 0x80 == 0 {
-                last += value;
-                out.push(last);
-                (value, shift) = (0, 0);
+            if b & 0x80 != 0 {
+                return None;
             }
-        }
-        out
+            last += value;
+            (value, shift) = (0, 0);
+            Some(last)
+        })
     }
 
-    /// The last seq of an encoded list (0 for an empty one), without collecting the others.
-    fn last(bytes: &[u8]) -> u64 {
-        let (mut last, mut value, mut shift) = (0u64, 0u64, 0u32);
-        for &b in bytes {
-            value |= u64::from(b & 0x7f) << shift;
-            shift += 7;
-            if b & 0x80 == 0 {
-                last += value;
-                (value, shift) = (0, 0);
-            }
-        }
-        last
+    /// The seqs of an encoded list.
+    pub fn seqs(bytes: &[u8]) -> Vec<u64> {
+        decode(bytes).collect()
     }
 
     /// The encoding of ascending `seqs`.
@@ -158,7 +148,7 @@ pub mod filed {
 
     /// `bytes` with `seq` added at the end (`seq` is above every seq in it).
     pub fn with(bytes: &[u8], seq: u64) -> Box<[u8]> {
-        let last = last(bytes);
+        let last = decode(bytes).last().unwrap_or(0);
         let mut out = Vec::with_capacity(bytes.len() + 3);
         out.extend_from_slice(bytes);
         push(&mut out, seq - last);
@@ -332,6 +322,11 @@ pub fn fold(recs: &[Rec], rules: &RulesTimeline) -> Option<Folded> {
         handoffs,
         rejections,
     })
+}
+
+/// [`fold`]'s facts alone ([`Facts::EMPTY`] with no records).
+pub fn facts_of(recs: &[Rec], rules: &RulesTimeline) -> Facts {
+    fold(recs, rules).map_or(Facts::EMPTY, |f| f.facts)
 }
 
 /// A won close with an amount: a deal, whose credits the oracle computes.

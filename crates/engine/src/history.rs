@@ -23,7 +23,7 @@ use funnel_core::time::Micros;
 use serde::{Deserialize, Serialize};
 
 use crate::dict::{Dict, Sym};
-use crate::facts::{fold, Facts, NEVER};
+use crate::facts::{facts_of, Facts, NEVER};
 use crate::index::{Point, Points};
 use crate::record::Rec;
 use crate::state::{dim_key, DIMS};
@@ -224,7 +224,7 @@ pub fn versions(run: &Run<'_>, last: &Facts) -> (Vec<(u64, View)>, Micros) {
             } else {
                 Cow::Borrowed(run.rules_now)
             };
-            let facts = fold(&live, &rules).map_or(Facts::EMPTY, |f| f.facts);
+            let facts = facts_of(&live, &rules);
             if facts.exists() {
                 latest = latest.max(facts.settled_at());
             }

@@ -22,7 +22,7 @@ use fxhash::FxHashMap;
 use crate::checkpoint;
 use crate::credits::Derived;
 use crate::dict::{Dict, Sym};
-use crate::facts::{derive, filed, fold, Facts, LeadSlot, NEVER};
+use crate::facts::{derive, facts_of, filed, Facts, LeadSlot, NEVER};
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
@@ -222,29 +222,12 @@ impl Changes {
 
 /// The index entries of every lead of a bulk load (numbered from 0), noted on every core.
 fn note_all(slots: &[LeadSlot], rules: &RulesTimeline) -> Changes {
-    let note = |first: usize, part: &[LeadSlot]| {
+    let parts = par_parts(slots, |first, part| {
         let mut changes = Changes::new();
         for (i, slot) in part.iter().enumerate() {
             changes.note((first + i) as LeadNo, slot, rules, true);
         }
         changes
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || slots.len() < PARALLEL_DERIVE_MIN {
-        return note(0, slots);
-    }
-    let size = slots.len().div_ceil(threads);
-    let parts: Vec<Changes> = std::thread::scope(|scope| {
-        let note = &note;
-        let handles: Vec<_> = slots
-            .chunks(size)
-            .enumerate()
-            .map(|(i, part)| scope.spawn(move || note(i * size, part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-            .collect()
     });
     let mut parts = parts.into_iter();
     let Some(mut all) = parts.next() else {
@@ -374,7 +357,7 @@ impl Engine {
             }
         }
         recs.sort_unstable_by_key(Rec::order_key);
-        Ok(Some(fold(&recs, &self.rules).map_or(Facts::EMPTY, |f| f.facts)))
+        Ok(Some(facts_of(&recs, &self.rules)))
     }
 
     /// The dense id of `lead_id` if the lead exists at this log position.
@@ -630,31 +613,38 @@ struct LeadHistory {
 /// Leads derived per thread before the work is split over every core.
 const PARALLEL_DERIVE_MIN: usize = 4_096;
 
-/// `f` over `items` on every core, in order: the result does not depend on the thread count.
-/// Each core's results stay in their own vector (gathering them into one would copy them all
-/// into fresh memory).
+/// `part` over contiguous parts of `items` (one per core; one part when there are few items),
+/// with each part's offset in `items`, results in part order: what is computed does not
+/// depend on the thread count, only how it is split.
+fn par_parts<T: Sync, U: Send>(items: &[T], part: impl Fn(usize, &[T]) -> U + Sync) -> Vec<U> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
+        return vec![part(0, items)];
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let part = &part;
+        let handles: Vec<_> = items
+            .chunks(size)
+            .enumerate()
+            .map(|(i, chunk)| scope.spawn(move || part(i * size, chunk)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    })
+}
+
+/// `f` over `items` on every core, in order. Each core's results stay in their own vector
+/// (gathering them into one would copy them all into fresh memory).
 fn par_map<T: Sync, U: Send>(
     items: &[T],
     f: impl Fn(&T) -> U + Sync,
 ) -> std::iter::Flatten<std::vec::IntoIter<Vec<U>>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let parts: Vec<Vec<U>> = if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
-        vec![items.iter().map(f).collect()]
-    } else {
-        let size = items.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let f = &f;
-            let handles: Vec<_> = items
-                .chunks(size)
-                .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<U>>()))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
-                .collect()
-        })
-    };
-    parts.into_iter().flatten()
+    par_parts(items, |_, part| part.iter().map(&f).collect::<Vec<U>>())
+        .into_iter()
+        .flatten()
 }
 
 impl Writer {
@@ -690,14 +680,8 @@ impl Writer {
             return;
         };
         for (no, seqs) in std::mem::take(&mut self.bulk_filed).into_iter().enumerate() {
-            let slot = self.next.leads.get_mut(no);
-            if slot.filed.is_empty() {
-                slot.filed = filed::encode(&seqs);
-            } else {
-                for seq in seqs {
-                    slot.filed = filed::with(&slot.filed, seq);
-                }
-            }
+            // A bulk load starts from no leads: every slot's lead index is still empty.
+            self.next.leads.get_mut(no).filed = filed::encode(&seqs);
         }
         let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
         let started = std::time::Instant::now();

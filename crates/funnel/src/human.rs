@@ -69,6 +69,11 @@ pub fn hours(v: &Value) -> String {
     v.as_f64().map_or_else(|| "–".into(), |h| days(&Value::from(h / 24.0)))
 }
 
+/// The strings of a JSON array (none if it is not one).
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "–".into(),
@@ -373,12 +378,7 @@ fn plan(r: &Value) -> String {
 
 fn attribution(r: &Value) -> String {
     let mut out = heading("Attribution", r);
-    let models: Vec<&str> = r["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let models = strings(&r["models"]);
     let by = r["by"].as_str().unwrap_or("channel");
     let head: Vec<&str> = [by, "currency"].into_iter().chain(models.iter().copied()).collect();
     let mut table = Table::new(&head);
@@ -458,12 +458,7 @@ fn indented(out: &mut String, text: &str) {
 
 fn explain(r: &Value) -> String {
     let mut out = heading(&format!("How lead {}'s revenue is credited", text(&r["lead_id"])), r);
-    let models: Vec<&str> = r["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let models = strings(&r["models"]);
     let deals = r["deals"].as_array().cloned().unwrap_or_default();
     if deals.is_empty() {
         out.push_str("No won deal: nothing to credit.\n");

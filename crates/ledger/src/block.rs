@@ -89,11 +89,15 @@ impl RawBlock {
         self.len() == 0
     }
 
-    /// Its entries from seq `from` on (every entry if `from` is at or before the first).
-    pub fn entries(&self, from: u64) -> Result<Vec<EntryRef<'_>>> {
-        let mut out = Vec::new();
-        self.read_into(from, u64::MAX, &mut out)?;
-        Ok(out)
+    /// Its entries from seq `from` on, owned, each decoded on its own (a damaged entry is an
+    /// `Err` in its place).
+    pub fn entries(&self, from: u64) -> Vec<Result<Entry>> {
+        let block = match Block::parse(self.first_seq, &self.bytes) {
+            Ok(block) => block,
+            Err(e) => return vec![Err(e)],
+        };
+        let skip = from.saturating_sub(self.first_seq) as usize;
+        (skip..block.len()).map(|i| block.entry(i)).collect()
     }
 
     /// Appends its entries with seqs in `from..=upto` to `out`.

@@ -386,29 +386,14 @@ impl Ledger {
     /// Entries from `from` (inclusive) to the head, in seq order.
     pub fn entries(&self, from: u64) -> impl Iterator<Item = Result<Entry>> + '_ {
         let from = from.max(1);
-        let start = match self.block_of(from) {
-            Ok(Some((first, _))) => first,
-            _ => from,
-        };
-        self.log
-            .range(block_key(start)..=block_key(u64::MAX))
-            .flat_map(move |item| -> Vec<Result<Entry>> {
-                let (key, bytes) = match item {
-                    Ok(kv) => kv,
-                    Err(e) => return vec![Err(e.into())],
-                };
-                let first = seq_from(&key[1..]).unwrap_or(0);
-                let block = match Block::parse(first, &bytes) {
-                    Ok(block) => block,
-                    Err(e) => return vec![Err(e)],
-                };
-                let skip = from.saturating_sub(first) as usize;
-                (skip..block.len()).map(|i| block.entry(i)).collect()
-            })
+        self.blocks(from).flat_map(move |block| match block {
+            Ok(block) => block.entries(from),
+            Err(e) => vec![Err(e)],
+        })
     }
 
     /// The stored blocks from the one holding seq `from` on, not yet decoded: a full read of
-    /// the log decodes them where it uses them ([`RawBlock::entries`], events borrowed from
+    /// the log decodes them where it uses them ([`RawBlock::read_into`], events borrowed from
     /// the block's bytes), so the reading thread only iterates.
     pub fn blocks(&self, from: u64) -> impl Iterator<Item = Result<RawBlock>> + '_ {
         let from = from.max(1);

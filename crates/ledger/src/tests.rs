@@ -289,7 +289,9 @@ fn a_borrowed_read_of_every_block_equals_the_owned_read() {
         let mut borrowed = Vec::new();
         for block in ledger.blocks(from) {
             let block = block.unwrap();
-            for e in block.entries(from).unwrap() {
+            let mut read = Vec::new();
+            block.read_into(from, u64::MAX, &mut read).unwrap();
+            for e in read {
                 borrowed.push((e.seq, e.recorded_at, e.stream_seq, e.hash, e.event.to_event()));
             }
         }
