@@ -44,7 +44,7 @@ const STORE_CACHE_BYTES: u64 = 8 << 20;
 /// How long a reopen waits for sled to let go of the store's file lock.
 const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
-pub const FORMAT: u32 = 5;
+pub const FORMAT: u32 = 6;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
 /// Leads per page (see the layout above).

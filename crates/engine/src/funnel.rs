@@ -17,7 +17,7 @@ use funnel_ledger::Ledger;
 
 use crate::dict::Sym;
 use crate::facts::{filed, Facts};
-use crate::state::{dim_key, Engine, LeadNo, DIMS};
+use crate::state::{dim_key, summed, Engine, LeadNo, DIMS};
 use crate::EngineError;
 
 /// Signed counts while corrections are applied.
@@ -76,7 +76,28 @@ impl Tally {
 
 /// The dimension of [`DIMS`] a query breaks down by.
 fn dim_of(query: &FunnelQuery) -> Option<usize> {
-    query.by.map(|by| DIMS.iter().position(|d| *d == Some(by)).unwrap_or(0))
+    query.by.map(|by| DIMS.iter().position(|d| *d == by).unwrap_or(0))
+}
+
+/// The sum of a dimension's group tallies: the count over all leads.
+fn total_of<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
+    let mut total = Tally::default();
+    for t in tallies {
+        total.members += t.members;
+        for m in 0..7 {
+            total.period[m] += t.period[m];
+            total.cohort[m] += t.cohort[m];
+        }
+    }
+    total
+}
+
+/// Per bucket of `bounds`, per milestone, the sum over `groups` of `count(group, m, from, to)`.
+fn series_of<G>(bounds: &[Micros], groups: &HashMap<Sym, G>, count: impl Fn(&G, usize, Micros, Micros) -> i64) -> Vec<[i64; 7]> {
+    bounds
+        .windows(2)
+        .map(|w| std::array::from_fn(|m| groups.values().map(|g| count(g, m, w[0], w[1])).sum()))
+        .collect()
 }
 
 /// The groups with members, labelled, in key order.
@@ -161,17 +182,16 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
             })
             .collect()
     };
-    let mut total = from_index(0).remove(&0).unwrap_or_default();
+    let sum = summed(&index.groups);
     let mut groups = dim.map(from_index).unwrap_or_default();
-    let bounds = query.bounds().ok().flatten();
-    let mut series: Vec<[i64; 7]> = match (&bounds, index.groups[0].get(&0)) {
-        (Some(b), Some(all)) => b
-            .windows(2)
-            .map(|w| std::array::from_fn(|m| all.period[m].count(&w[0], &w[1]) as i64))
-            .collect(),
-        (Some(b), None) => vec![[0; 7]; b.len() - 1],
-        _ => Vec::new(),
+    let mut total = match dim {
+        Some(_) => total_of(groups.values()),
+        None => total_of(from_index(sum).values()),
     };
+    let bounds = query.bounds().ok().flatten();
+    let mut series = bounds.as_deref().map_or_else(Vec::new, |b| {
+        series_of(b, &index.groups[sum], |g, m, from, to| g.period[m].count(&from, &to) as i64)
+    });
     // Leads whose answer as of `as_of` is not their final one.
     let late = index
         .settled
@@ -207,9 +227,10 @@ pub fn cost(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> Option<u64> 
         return None;
     }
     let index = engine.index();
-    let groups = 1 + dim_of(query).map_or(0, |d| index.groups[d].len()) as u64;
+    let summed = index.groups[summed(&index.groups)].len() as u64;
+    let groups = dim_of(query).map_or(summed, |d| index.groups[d].len() as u64);
     let buckets = match query.bounds() {
-        Ok(Some(b)) => b.len() as u64,
+        Ok(Some(b)) => b.len() as u64 * summed,
         Ok(None) => 0,
         Err(_) => return None,
     };
@@ -265,17 +286,17 @@ pub fn funnel_at(
         t.cohort[0] = t.period[0];
         t
     };
-    let all = history.groups[0].get(&0);
-    let mut total = all.map(tally).unwrap_or_default();
+    let sum = summed(&history.groups);
     let dim = dim_of(query);
-    let mut groups: HashMap<Sym, Tally> = dim
-        .map(|d| history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))).collect())
-        .unwrap_or_default();
+    let tallies = |d: usize| -> HashMap<Sym, Tally> { history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))).collect() };
+    let mut groups = dim.map(tallies).unwrap_or_default();
+    let mut total = match dim {
+        Some(_) => total_of(groups.values()),
+        None => total_of(tallies(sum).values()),
+    };
     let bounds = query.bounds().ok().flatten();
-    let mut series: Vec<[i64; 7]> = bounds.as_deref().map_or_else(Vec::new, |b| {
-        b.windows(2)
-            .map(|w| std::array::from_fn(|m| all.map_or(0, |g| g.period[m].count(w[0], w[1], upto))))
-            .collect()
+    let mut series = bounds.as_deref().map_or_else(Vec::new, |b| {
+        series_of(b, &history.groups[sum], |g, m, from, to| g.period[m].count(from, to, upto))
     });
     if as_of < history.latest {
         let index = engine.index();

@@ -31,7 +31,7 @@ use crate::state::{dim_key, DIMS};
 /// What the funnel reads of a lead at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct View {
-    pub keys: [Sym; 4],
+    pub keys: [Sym; 3],
     /// When each milestone was reached ([`NEVER`]: not reached).
     pub at: [Micros; 7],
 }
@@ -39,7 +39,7 @@ pub struct View {
 impl View {
     /// A lead that does not exist (yet, or any more).
     pub const NONE: View = View {
-        keys: [0; 4],
+        keys: [0; 3],
         at: [NEVER; 7],
     };
 
@@ -271,7 +271,7 @@ pub struct GroupHistory {
 /// Every lead's funnel views over the whole log.
 #[derive(Debug, Clone)]
 pub struct History {
-    pub groups: [HashMap<Sym, GroupHistory>; 4],
+    pub groups: [HashMap<Sym, GroupHistory>; 3],
     /// The latest time any version reads (a milestone, a first touch): a question as of a
     /// later time sees every version whole.
     pub latest: Micros,
