@@ -93,7 +93,11 @@ fn total_of<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
 }
 
 /// Per bucket of `bounds`, per milestone, the sum over `groups` of `count(group, m, from, to)`.
-fn series_of<G>(bounds: &[Micros], groups: &HashMap<Sym, G>, count: impl Fn(&G, usize, Micros, Micros) -> i64) -> Vec<[i64; 7]> {
+fn series_of<G>(
+    bounds: &[Micros],
+    groups: &HashMap<Sym, G>,
+    count: impl Fn(&G, usize, Micros, Micros) -> i64,
+) -> Vec<[i64; 7]> {
     bounds
         .windows(2)
         .map(|w| std::array::from_fn(|m| groups.values().map(|g| count(g, m, w[0], w[1])).sum()))
@@ -190,7 +194,9 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
     };
     let bounds = query.bounds().ok().flatten();
     let mut series = bounds.as_deref().map_or_else(Vec::new, |b| {
-        series_of(b, &index.groups[sum], |g, m, from, to| g.period[m].count(&from, &to) as i64)
+        series_of(b, &index.groups[sum], |g, m, from, to| {
+            g.period[m].count(&from, &to) as i64
+        })
     });
     // Leads whose answer as of `as_of` is not their final one.
     let late = index
@@ -288,7 +294,8 @@ pub fn funnel_at(
     };
     let sum = summed(&history.groups);
     let dim = dim_of(query);
-    let tallies = |d: usize| -> HashMap<Sym, Tally> { history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))).collect() };
+    let tallies =
+        |d: usize| -> HashMap<Sym, Tally> { history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))).collect() };
     let mut groups = dim.map(tallies).unwrap_or_default();
     let mut total = match dim {
         Some(_) => total_of(groups.values()),
@@ -296,7 +303,9 @@ pub fn funnel_at(
     };
     let bounds = query.bounds().ok().flatten();
     let mut series = bounds.as_deref().map_or_else(Vec::new, |b| {
-        series_of(b, &history.groups[sum], |g, m, from, to| g.period[m].count(from, to, upto))
+        series_of(b, &history.groups[sum], |g, m, from, to| {
+            g.period[m].count(from, to, upto)
+        })
     });
     if as_of < history.latest {
         let index = engine.index();

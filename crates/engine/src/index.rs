@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
+use crate::packed::{partition, PackedTimes};
+
 /// Runs shorter than this are never merged into the base.
 pub const RUN_LEN_MIN: usize = 512;
-/// Items per time bucket of a base's [`Guide`] (on average).
-const GUIDE_BUCKET_ITEMS: usize = 8;
 /// Points per block of a [`Points`] base whose `y` values are kept sorted.
 const BLOCK_POINTS: usize = 256;
 
@@ -51,95 +51,116 @@ fn subtract<T: Ord + Copy>(from: &[T], remove: &[T]) -> Vec<T> {
     out
 }
 
-/// Items ordered by a time first: what a [`Guide`] buckets them on.
+/// Items ordered by a time first, then by the rest: what a [`Base`] packs apart.
 pub trait Timed: Ord + Copy {
+    type Rest: Ord + Copy + std::fmt::Debug;
     fn time(&self) -> i64;
+    fn rest(&self) -> Self::Rest;
+    fn join(time: i64, rest: Self::Rest) -> Self;
 }
 
 impl Timed for i64 {
+    type Rest = ();
     fn time(&self) -> i64 {
         *self
+    }
+    fn rest(&self) {}
+    fn join(time: i64, _: ()) -> i64 {
+        time
     }
 }
 
 impl Timed for (i64, u32) {
+    type Rest = u32;
     fn time(&self) -> i64 {
         self.0
     }
+    fn rest(&self) -> u32 {
+        self.1
+    }
+    fn join(time: i64, rest: u32) -> (i64, u32) {
+        (time, rest)
+    }
 }
 
-/// Where each equal time bucket starts in a sorted base, so that finding an item's rank is
-/// one lookup and a search of one bucket (a cache line or two) instead of a binary search over
-/// the whole base (about twenty cache misses at a million items).
-#[derive(Debug, Clone, Default)]
-struct Guide {
-    t0: i64,
-    width: i128,
-    /// `starts[b]`: the index of the first item with time `≥ t0 + b · width`; one per bucket
-    /// plus the end. Empty for a base too small to need one.
-    starts: Vec<u32>,
+/// A sorted, immutable run of items: their times packed ([`PackedTimes`], about 30 bits an
+/// item instead of 64), the rest of each item (a lead number, a seq, whole days) beside them.
+#[derive(Debug, Clone)]
+pub struct Base<T: Timed> {
+    times: PackedTimes,
+    rest: Vec<T::Rest>,
 }
 
-impl Guide {
-    fn of<T: Timed>(base: &[T]) -> Guide {
-        let (Some(first), Some(last)) = (base.first(), base.last()) else {
-            return Guide::default();
-        };
-        let buckets = base.len() / GUIDE_BUCKET_ITEMS;
-        if buckets < 8 || u32::try_from(base.len()).is_err() {
-            return Guide::default();
+impl<T: Timed> Default for Base<T> {
+    fn default() -> Self {
+        Base {
+            times: PackedTimes::default(),
+            rest: Vec::new(),
         }
-        let t0 = first.time();
-        let span = i128::from(last.time()) - i128::from(t0);
-        let width = span / buckets as i128 + 1;
-        let mut starts = Vec::with_capacity(buckets + 1);
-        let mut i = 0;
-        for b in 0..=buckets {
-            let from = i128::from(t0) + b as i128 * width;
-            while i < base.len() && i128::from(base[i].time()) < from {
-                i += 1;
-            }
-            starts.push(i as u32);
+    }
+}
+
+impl<T: Timed> Base<T> {
+    /// `items` must be sorted.
+    pub fn of(items: &[T]) -> Base<T> {
+        Base {
+            times: PackedTimes::new(items.iter().map(Timed::time)),
+            rest: items.iter().map(Timed::rest).collect(),
         }
-        Guide { t0, width, starts }
     }
 
-    /// How many items of `base` (which this guides) are `< x`.
-    fn lower<T: Timed>(&self, base: &[T], x: &T) -> usize {
-        if self.starts.is_empty() {
-            return lower(base, x);
-        }
-        let t = i128::from(x.time()) - i128::from(self.t0);
-        if t < 0 {
-            return 0;
-        }
-        let b = t / self.width;
-        if b >= self.starts.len() as i128 - 1 {
-            return base.len();
-        }
-        let (from, to) = (self.starts[b as usize] as usize, self.starts[b as usize + 1] as usize);
-        from + lower(&base[from..to], x)
+    pub fn len(&self) -> usize {
+        self.rest.len()
     }
 
-    fn bytes(&self) -> usize {
-        self.starts.capacity() * 4
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    /// How many items are `< x`.
+    pub fn lower(&self, x: &T) -> usize {
+        let (from, to, low) = self.times.bucket_of(x.time());
+        let rest = x.rest();
+        partition(from, to, |i| {
+            let l = self.times.low_of(i);
+            l < low || (l == low && self.rest[i] < rest)
+        })
+    }
+
+    /// The rest of every item, in order.
+    pub fn rest(&self) -> &[T::Rest] {
+        &self.rest
+    }
+
+    /// Items `[from, to)`, in order.
+    pub fn iter(&self, from: usize, to: usize) -> impl Iterator<Item = T> + '_ {
+        self.times
+            .iter(from, to)
+            .zip(&self.rest[from..to.min(self.rest.len())])
+            .map(|(t, r)| T::join(t, *r))
+    }
+
+    pub fn items(&self) -> Vec<T> {
+        self.iter(0, self.len()).collect()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.times.bytes() + self.rest.capacity() * std::mem::size_of::<T::Rest>()
     }
 }
 
 /// A sorted multiset of `T` with a delta of added and removed items.
 #[derive(Debug, Clone)]
-pub struct Runs<T> {
-    base: Arc<Vec<T>>,
-    guide: Arc<Guide>,
+pub struct Runs<T: Timed> {
+    base: Arc<Base<T>>,
     added: Arc<Vec<T>>,
     removed: Arc<Vec<T>>,
 }
 
-impl<T> Default for Runs<T> {
+impl<T: Timed> Default for Runs<T> {
     fn default() -> Self {
         Runs {
             base: Arc::default(),
-            guide: Arc::default(),
             added: Arc::default(),
             removed: Arc::default(),
         }
@@ -156,9 +177,8 @@ impl<T: Timed> Runs<T> {
         self.removed = Arc::new(merge(&self.removed, remove));
         let delta = self.added.len() + self.removed.len();
         if delta > RUN_LEN_MIN.max(self.base.len().isqrt() * 8) {
-            let merged = merge(&self.base, &self.added);
-            self.base = Arc::new(subtract(&merged, &self.removed));
-            self.guide = Arc::new(Guide::of(&self.base));
+            let merged = merge(&self.base.items(), &self.added);
+            self.base = Arc::new(Base::of(&subtract(&merged, &self.removed)));
             self.added = Arc::default();
             self.removed = Arc::default();
         }
@@ -166,7 +186,7 @@ impl<T: Timed> Runs<T> {
 
     /// How many items are `< x`.
     pub fn rank(&self, x: &T) -> usize {
-        self.guide.lower(&self.base, x) + lower(&self.added, x) - lower(&self.removed, x)
+        self.base.lower(x) + lower(&self.added, x) - lower(&self.removed, x)
     }
 
     /// How many items are in `[lo, hi)`.
@@ -191,20 +211,19 @@ impl<T: Timed> Runs<T> {
             return Vec::new();
         }
         let slice = |v: &[T]| -> Vec<T> { v[lower(v, lo)..lower(v, hi)].to_vec() };
-        let base = &self.base[self.guide.lower(&self.base, lo)..self.guide.lower(&self.base, hi)];
-        let items = merge(base, &slice(&self.added));
+        let base: Vec<T> = self.base.iter(self.base.lower(lo), self.base.lower(hi)).collect();
+        let items = merge(&base, &slice(&self.added));
         subtract(&items, &slice(&self.removed))
     }
 
     /// Every item, sorted.
     pub fn items(&self) -> Vec<T> {
-        subtract(&merge(&self.base, &self.added), &self.removed)
+        subtract(&merge(&self.base.items(), &self.added), &self.removed)
     }
 
     /// Bytes held (for the memory breakdown).
     pub fn bytes(&self) -> usize {
-        (self.base.capacity() + self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
-            + self.guide.bytes()
+        self.base.bytes() + (self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
     }
 }
 
@@ -217,8 +236,15 @@ impl<T: Timed> Runs<T> {
 pub struct Point(pub i64, pub u32);
 
 impl Timed for Point {
+    type Rest = u32;
     fn time(&self) -> i64 {
         self.0
+    }
+    fn rest(&self) -> u32 {
+        self.1
+    }
+    fn join(time: i64, rest: u32) -> Point {
+        Point(time, rest)
     }
 }
 
@@ -247,11 +273,9 @@ pub struct Points {
 impl Points {
     /// Points already sorted.
     pub fn from_sorted(points: Vec<Point>) -> Points {
-        let base = Arc::new(points);
         let mut out = Points {
             runs: Runs {
-                guide: Arc::new(Guide::of(&base)),
-                base,
+                base: Arc::new(Base::of(&points)),
                 ..Runs::default()
             },
             ys: Arc::default(),
@@ -270,7 +294,7 @@ impl Points {
 
     fn reindex(&mut self) {
         let base = &self.runs.base;
-        let mut ys: Vec<u32> = base.iter().map(|p| p.1).collect();
+        let mut ys: Vec<u32> = base.rest().to_vec();
         for block in ys.chunks_mut(BLOCK_POINTS) {
             block.sort_unstable();
         }
@@ -292,15 +316,15 @@ impl Points {
                 .count()
         };
         let base = &self.runs.base;
-        let guide = &self.runs.guide;
-        let (i, j) = (guide.lower(base, &Point(lo, 0)), guide.lower(base, &Point(hi, 0)));
+        let (i, j) = (base.lower(&Point(lo, 0)), base.lower(&Point(hi, 0)));
+        let ys = base.rest();
         let mut n = 0;
         let (bi, bj) = (i.div_ceil(BLOCK_POINTS), j / BLOCK_POINTS);
         if bi >= bj {
-            n += base[i..j].iter().filter(|p| p.1 <= c).count();
+            n += ys[i..j].iter().filter(|y| **y <= c).count();
         } else {
-            n += base[i..bi * BLOCK_POINTS].iter().filter(|p| p.1 <= c).count();
-            n += base[bj * BLOCK_POINTS..j].iter().filter(|p| p.1 <= c).count();
+            n += ys[i..bi * BLOCK_POINTS].iter().filter(|y| **y <= c).count();
+            n += ys[bj * BLOCK_POINTS..j].iter().filter(|y| **y <= c).count();
             for b in bi..bj {
                 let block = &self.ys[b * BLOCK_POINTS..(b + 1) * BLOCK_POINTS];
                 n += block.partition_point(|y| *y <= c);

@@ -21,6 +21,7 @@ pub mod index;
 pub mod live;
 pub mod markov;
 mod metrics;
+pub mod packed;
 pub mod record;
 pub mod reports;
 pub mod state;
