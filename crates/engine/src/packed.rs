@@ -73,10 +73,9 @@ pub fn partition(mut from: usize, mut to: usize, before: impl Fn(usize) -> bool)
 
 impl PackedTimes {
     /// Packs `times`, which must be sorted (non-decreasing).
-    pub fn new(times: impl ExactSizeIterator<Item = i64> + Clone) -> PackedTimes {
+    pub fn new(times: impl ExactSizeIterator<Item = i64> + DoubleEndedIterator + Clone) -> PackedTimes {
         let len = times.len();
-        let mut all = times.clone();
-        let (Some(min), Some(max)) = (all.next(), times.clone().last()) else {
+        let (Some(min), Some(max)) = (times.clone().next(), times.clone().next_back()) else {
             return PackedTimes::default();
         };
         let span = (i128::from(max) - i128::from(min)) as u64;

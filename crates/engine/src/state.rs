@@ -499,6 +499,8 @@ impl LeadNames {
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         let NameTable { bytes, ends, by_id } = &mut *table;
+        let hash = |no: &LeadNo| id_hash(name_in(bytes, ends, *no).unwrap_or_default());
+        by_id.reserve(new.len(), hash);
         for (lead_id, no) in new {
             debug_assert_eq!(no as usize, ends.len());
             bytes.push_str(&lead_id);
@@ -607,7 +609,7 @@ const PARALLEL_DERIVE_MIN: usize = 4_096;
 /// `part` over contiguous parts of `items` (one per core; one part when there are few items),
 /// with each part's offset in `items`, results in part order: what is computed does not
 /// depend on the thread count, only how it is split.
-fn par_parts<T: Sync, U: Send>(items: &[T], part: impl Fn(usize, &[T]) -> U + Sync) -> Vec<U> {
+pub(crate) fn par_parts<T: Sync, U: Send>(items: &[T], part: impl Fn(usize, &[T]) -> U + Sync) -> Vec<U> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
         return vec![part(0, items)];
