@@ -101,14 +101,14 @@ impl PackedTimes {
             debug_assert!(b >= bucket, "packed times must be sorted");
             // Zeros closing every bucket before this item's.
             while bucket < b {
-                if bucket % SAMPLE == 0 {
+                if bucket.is_multiple_of(SAMPLE) {
                     zeros.push(bucket + i);
                 }
                 bucket += 1;
             }
             let at = b + i;
             high[at / 64] |= 1 << (at % 64);
-            if i % SAMPLE == 0 {
+            if i.is_multiple_of(SAMPLE) {
                 ones.push(at);
             }
             if l > 0 {
@@ -120,7 +120,7 @@ impl PackedTimes {
             }
         }
         while bucket < buckets {
-            if bucket % SAMPLE == 0 {
+            if bucket.is_multiple_of(SAMPLE) {
                 zeros.push(bucket + len);
             }
             bucket += 1;
