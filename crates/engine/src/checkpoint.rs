@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::facts::{Extra, Facts, LeadSlot, Touch};
 use crate::history::{History, SetPoints};
+use crate::slots::SlotView;
 use crate::state::{LeadNo, Spend};
 use crate::EngineError;
 
@@ -137,9 +138,9 @@ pub(crate) struct Header {
 #[derive(Debug, Serialize)]
 struct StoredLeadRef<'a> {
     id: &'a str,
-    facts: &'a Facts,
+    facts: Facts,
     last_at: Micros,
-    touches: &'a [Touch],
+    touches: Box<[Touch]>,
     extra: Option<&'a Extra>,
     filed: &'a [u8],
 }
@@ -172,15 +173,15 @@ fn damaged(what: &str, e: impl std::fmt::Display) -> EngineError {
 }
 
 /// One page: its leads as `(id, slot)`, in lead-number order.
-pub(crate) fn encode_page<'a>(leads: impl Iterator<Item = (&'a str, &'a LeadSlot)>) -> Result<Vec<u8>, EngineError> {
+pub(crate) fn encode_page<'a>(leads: impl Iterator<Item = (&'a str, SlotView<'a>)>) -> Result<Vec<u8>, EngineError> {
     let stored: Vec<StoredLeadRef<'a>> = leads
         .map(|(id, slot)| StoredLeadRef {
             id,
-            facts: &slot.facts,
+            facts: slot.facts,
             last_at: slot.last_at,
-            touches: &slot.touches,
-            extra: slot.extra.as_deref(),
-            filed: &slot.filed,
+            touches: slot.touches().collect(),
+            extra: slot.extra.map(|e| &**e),
+            filed: slot.filed,
         })
         .collect();
     bincode::serde::encode_to_vec(&stored, BINCODE).map_err(|e| damaged("encode page", e))

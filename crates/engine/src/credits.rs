@@ -101,7 +101,7 @@ impl CreditSums {
         for (_, no) in engine.index().deals.items() {
             let lead_deals = engine
                 .lead(no)
-                .and_then(|s| s.extra.as_deref())
+                .and_then(|s| s.extra.map(|e| &**e))
                 .map_or(&[][..], |e| &e.deals[..]);
             deals.extend(lead_deals.iter().enumerate().map(|(i, d)| (d.close_at, no, i as u32)));
         }
@@ -114,7 +114,7 @@ impl CreditSums {
         for (position, (close, no, i)) in deals.into_iter().enumerate() {
             let Some(deal) = engine
                 .lead(no)
-                .and_then(|s| s.extra.as_deref())
+                .and_then(|s| s.extra.map(|e| &**e))
                 .and_then(|e| e.deals.get(i as usize))
             else {
                 continue;

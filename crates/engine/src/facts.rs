@@ -146,12 +146,15 @@ pub mod filed {
         }
     }
 
-    /// `bytes` with `seq` added at the end (`seq` is above every seq in it).
-    pub fn with(bytes: &[u8], seq: u64) -> Box<[u8]> {
-        let last = decode(bytes).last().unwrap_or(0);
-        let mut out = Vec::with_capacity(bytes.len() + 3);
+    /// `bytes` with ascending `seqs` added at the end (each above every seq in `bytes`).
+    pub fn extended(bytes: &[u8], seqs: &[u64]) -> Box<[u8]> {
+        let mut last = decode(bytes).last().unwrap_or(0);
+        let mut out = Vec::with_capacity(bytes.len() + 3 * seqs.len());
         out.extend_from_slice(bytes);
-        push(&mut out, seq - last);
+        for &seq in seqs {
+            push(&mut out, seq - last);
+            last = seq;
+        }
         out.into_boxed_slice()
     }
 }
@@ -533,13 +536,19 @@ mod tests {
             u64::from(u32::MAX) + 7,
             u64::MAX / 2,
         ];
-        let mut bytes: Box<[u8]> = Box::default();
-        for (i, &seq) in seqs.iter().enumerate() {
-            bytes = filed::with(&bytes, seq);
-            assert_eq!(filed::seqs(&bytes), seqs[..=i]);
-            assert_eq!(filed::encode(&seqs[..=i]), bytes);
+        for split in 0..=seqs.len() {
+            let mut bytes = filed::encode(&seqs[..split]);
+            for (i, &seq) in seqs.iter().enumerate().skip(split) {
+                bytes = filed::extended(&bytes, &[seq]);
+                assert_eq!(filed::seqs(&bytes), seqs[..=i]);
+                assert_eq!(filed::encode(&seqs[..=i]), bytes);
+            }
+            assert_eq!(
+                filed::extended(&filed::encode(&seqs[..split]), &seqs[split..]),
+                filed::encode(&seqs)
+            );
         }
         // Gaps below 128 take one byte.
-        assert_eq!(filed::with(&filed::with(&[], 5), 100).len(), 2);
+        assert_eq!(filed::extended(&[], &[5, 100]).len(), 2);
     }
 }

@@ -24,6 +24,7 @@ mod metrics;
 pub mod packed;
 pub mod record;
 pub mod reports;
+pub mod slots;
 pub mod state;
 
 pub use live::{replay, replay_unless, Live};

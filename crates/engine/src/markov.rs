@@ -22,9 +22,9 @@ use funnel_core::time::Micros;
 use fxhash::FxHashMap as HashMap;
 
 use crate::dict::Sym;
-use crate::facts::LeadSlot;
+use crate::facts::{Extra, Touch};
 use crate::index::Runs;
-use crate::state::Pages;
+use crate::slots::Slots;
 
 /// A state of the chain: a channel's symbol, or one of the three below.
 pub type State = Sym;
@@ -85,13 +85,16 @@ impl MarkovIndex {
     }
 
     /// The index of every lead in `leads`, under `rules`.
-    pub fn build(leads: &Pages<LeadSlot>, rules: &RulesTimeline) -> MarkovIndex {
+    pub fn build(leads: &Slots, rules: &RulesTimeline) -> MarkovIndex {
         let _span = tracing::info_span!("markov_index", leads = leads.len()).entered();
         // Noted on every core (the parts are sorted when applied: the split changes nothing).
         let parts = crate::state::par_parts(leads.pages(), |_, pages| {
             let mut part = MarkovChanges::default();
+            let mut touches = Vec::new();
             for slot in pages.iter().flat_map(|page| page.iter()) {
-                part.note(slot, rules, true);
+                touches.clear();
+                touches.extend(slot.touches());
+                part.note(&touches, slot.extra.map(|e| &**e), rules, true);
             }
             part
         });
@@ -128,27 +131,24 @@ impl MarkovChanges {
         self.len() == 0
     }
 
-    /// Records the entries of `slot` as added (`add`) or removed, under `rules`.
-    pub fn note(&mut self, slot: &LeadSlot, rules: &RulesTimeline, add: bool) {
-        steps(slot, rules, |transition, leaves, at| {
+    /// Records the entries of a lead with `touches` and `extra` as added (`add`) or removed,
+    /// under `rules`.
+    pub fn note(&mut self, touches: &[Touch], extra: Option<&Extra>, rules: &RulesTimeline, add: bool) {
+        steps(touches, extra, rules, |transition, leaves, at| {
             let delta = self.entries.entry((transition, leaves)).or_default();
             if add { &mut delta.0 } else { &mut delta.1 }.push(at);
         });
     }
 }
 
-/// The transitions of `slot`'s path as of `as_of`, sorted, into `out` (cleared first).
-fn path_at(slot: &LeadSlot, rules: &RulesTimeline, as_of: Micros, out: &mut Vec<Transition>) {
+/// The transitions of a lead's path as of `as_of`, sorted, into `out` (cleared first).
+fn path_at(touches: &[Touch], extra: Option<&Extra>, rules: &RulesTimeline, as_of: Micros, out: &mut Vec<Transition>) {
     out.clear();
-    let deal = slot
-        .extra
-        .iter()
-        .flat_map(|e| e.deals.iter())
-        .find(|d| d.close_at <= as_of);
+    let deal = extra.iter().flat_map(|e| e.deals.iter()).find(|d| d.close_at <= as_of);
     let end = deal.map_or(as_of, |d| d.close_at);
     let from = end.saturating_sub(lookback_micros(rules, end));
     let mut state = START;
-    for touch in slot.touches.iter().filter(|t| {
+    for touch in touches.iter().filter(|t| {
         let at = t.at;
         (from..=end).contains(&at)
     }) {
@@ -162,9 +162,14 @@ fn path_at(slot: &LeadSlot, rules: &RulesTimeline, as_of: Micros, out: &mut Vec<
     out.sort_unstable();
 }
 
-/// Calls `emit(transition, leaves, at)` for each change of `slot`'s path over all `as_of`.
-pub fn steps(slot: &LeadSlot, rules: &RulesTimeline, mut emit: impl FnMut(Transition, bool, Micros)) {
-    let (Some(first), Some(last)) = (slot.touches.first(), slot.touches.last()) else {
+/// Calls `emit(transition, leaves, at)` for each change of a lead's path over all `as_of`.
+pub fn steps(
+    touches: &[Touch],
+    extra: Option<&Extra>,
+    rules: &RulesTimeline,
+    mut emit: impl FnMut(Transition, bool, Micros),
+) {
+    let (Some(first), Some(last)) = (touches.first(), touches.last()) else {
         return;
     };
     // Every lookback in force at some time, and when the rules change.
@@ -174,19 +179,19 @@ pub fn steps(slot: &LeadSlot, rules: &RulesTimeline, mut emit: impl FnMut(Transi
     lookbacks.sort_unstable();
     lookbacks.dedup();
     let longest = lookbacks.last().copied().unwrap_or(0).max(0);
-    let mut breaks: Vec<Micros> = Vec::with_capacity(slot.touches.len() * (1 + lookbacks.len()) + 2);
-    for touch in slot.touches.iter() {
+    let mut breaks: Vec<Micros> = Vec::with_capacity(touches.len() * (1 + lookbacks.len()) + 2);
+    for touch in touches.iter() {
         breaks.push(touch.at);
         breaks.extend(lookbacks.iter().map(|l| touch.at.saturating_add(*l).saturating_add(1)));
     }
     let horizon = last.at.saturating_add(longest).saturating_add(1);
     breaks.extend(changes.iter().filter(|t| (first.at..=horizon).contains(*t)));
-    breaks.extend(slot.extra.iter().flat_map(|e| e.deals.iter()).map(|d| d.close_at));
+    breaks.extend(extra.iter().flat_map(|e| e.deals.iter()).map(|d| d.close_at));
     breaks.sort_unstable();
     breaks.dedup();
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for at in breaks {
-        path_at(slot, rules, at, &mut after);
+        path_at(touches, extra, rules, at, &mut after);
         // Both sorted: emit what left and what entered.
         let (mut i, mut j) = (0, 0);
         while i < before.len() || j < after.len() {

@@ -15,12 +15,13 @@ use funnel_core::report::{
 use funnel_core::time::Micros;
 
 use crate::dict::Sym;
-use crate::facts::{Deal, LeadSlot};
+use crate::facts::Deal;
 use crate::markov::{State, Transition, CONVERSION, NULL, START};
+use crate::slots::SlotView;
 use crate::state::{Engine, LeadNo};
 
 /// Live lead slots with facts.
-fn leads(engine: &Engine) -> impl Iterator<Item = (LeadNo, &LeadSlot)> + '_ {
+fn leads(engine: &Engine) -> impl Iterator<Item = (LeadNo, SlotView<'_>)> + '_ {
     engine
         .leads()
         .iter()
@@ -44,7 +45,12 @@ fn deals_in<'a>(engine: &'a Engine, window: &Window, as_of: Micros) -> Vec<(Lead
     nos.dedup();
     nos.into_iter()
         .filter_map(|no| Some((no, engine.lead(no)?)))
-        .flat_map(|(no, slot)| slot.extra.iter().flat_map(|e| e.deals.iter()).map(move |d| (no, d)))
+        .flat_map(|(no, slot)| {
+            slot.extra
+                .into_iter()
+                .flat_map(|e| e.deals.iter())
+                .map(move |d| (no, d))
+        })
         .filter(|(_, d)| d.close_at <= as_of && window.contains(d.close_at))
         .collect()
 }
@@ -64,7 +70,7 @@ pub fn velocity(engine: &Engine, window: Window, as_of: Micros) -> VelocityRepor
 pub fn sla(engine: &Engine, window: Window, as_of: Micros) -> SlaReport {
     let handoffs = leads(engine).flat_map(|(no, s)| {
         s.extra
-            .iter()
+            .into_iter()
             .flat_map(move |e| e.handoffs.iter().map(move |h| (no, h)))
     });
     report::sla_of(engine.head(), handoffs, window, as_of, |no| {
@@ -79,7 +85,7 @@ pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros
     let mut guaranteed: BTreeMap<(String, String), BTreeSet<LeadNo>> = BTreeMap::new();
     for (no, slot) in leads(engine) {
         let facts = &slot.facts;
-        let rejections = slot.extra.iter().flat_map(|e| e.rejections.iter());
+        let rejections = slot.extra.into_iter().flat_map(|e| e.rejections.iter());
         for (_, reason) in rejections.filter(|(t, _)| *t <= as_of && window.contains(*t)) {
             total.add(*reason);
             if let Some(by) = by {

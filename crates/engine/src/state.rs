@@ -1,7 +1,7 @@
 //! The engine's state at one log position, and the writer that advances it.
 //!
 //! [`Engine`] is an immutable value once published: every part is behind `Arc`s (leads in
-//! pages of [`PAGE_LEADS`], index runs, rules, spends), so cloning it is cheap and the writer's
+//! pages of [`crate::slots::PAGE_LEADS`], index runs, rules, spends), so cloning it is cheap and the writer's
 //! next batch copies only the pages and runs it changes. Readers hold an `Arc<Engine>` and
 //! never wait for the writer.
 
@@ -27,59 +27,11 @@ use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
 use crate::record::Rec;
+use crate::slots::{SlotView, Slots};
 use crate::EngineError;
-
-/// Leads per copy-on-write page.
-pub const PAGE_LEADS: usize = 256;
 
 /// A dense lead id.
 pub type LeadNo = u32;
-
-/// A vector in copy-on-write pages: clone copies page pointers, a write copies one page.
-#[derive(Debug, Clone)]
-pub struct Pages<T> {
-    pages: Vec<Arc<Vec<T>>>,
-    len: usize,
-}
-
-impl<T> Default for Pages<T> {
-    fn default() -> Self {
-        Pages {
-            pages: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<T: Clone> Pages<T> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn get(&self, i: usize) -> Option<&T> {
-        self.pages.get(i / PAGE_LEADS)?.get(i % PAGE_LEADS)
-    }
-    fn get_mut(&mut self, i: usize) -> &mut T {
-        &mut Arc::make_mut(&mut self.pages[i / PAGE_LEADS])[i % PAGE_LEADS]
-    }
-    fn push(&mut self, value: T) {
-        if self.len.is_multiple_of(PAGE_LEADS) {
-            self.pages.push(Arc::new(Vec::with_capacity(PAGE_LEADS)));
-        }
-        let last = self.pages.len() - 1;
-        Arc::make_mut(&mut self.pages[last]).push(value);
-        self.len += 1;
-    }
-    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        self.pages.iter().flat_map(|p| p.iter())
-    }
-    /// Pages themselves, for splitting work between threads.
-    pub fn pages(&self) -> &[Arc<Vec<T>>] {
-        &self.pages
-    }
-}
 
 /// A live spend event.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -173,7 +125,7 @@ impl Changes {
     /// `rules`, which must be the rules they were added under.
     fn note(&mut self, lead: LeadNo, slot: &LeadSlot, rules: &RulesTimeline, add: bool) {
         if let Some(markov) = &mut self.markov {
-            markov.note(slot, rules, add);
+            markov.note(&slot.touches, slot.extra.as_deref(), rules, add);
         }
         let facts = &slot.facts;
         if !facts.exists() {
@@ -280,7 +232,7 @@ pub(crate) fn cancel<T: Ord + Copy>(add: &mut Vec<T>, remove: &mut Vec<T>) {
 pub struct Engine {
     pub(crate) head: LogPosition,
     pub(crate) dict: Arc<Dict>,
-    pub(crate) leads: Pages<LeadSlot>,
+    pub(crate) leads: Slots,
     pub(crate) rules: Arc<RulesTimeline>,
     pub(crate) spends: Arc<Vec<Spend>>,
     pub(crate) index: FunnelIndex,
@@ -307,7 +259,7 @@ impl Engine {
     pub fn rules(&self) -> &RulesTimeline {
         &self.rules
     }
-    pub fn leads(&self) -> &Pages<LeadSlot> {
+    pub fn leads(&self) -> &Slots {
         &self.leads
     }
     pub fn spends(&self) -> &[Spend] {
@@ -333,7 +285,7 @@ impl Engine {
     pub fn filed(&self, lead_id: &str) -> Vec<u64> {
         self.lead_no(lead_id)
             .and_then(|no| self.leads.get(no as usize))
-            .map_or_else(Vec::new, |slot| filed::seqs(&slot.filed))
+            .map_or_else(Vec::new, |slot| filed::seqs(slot.filed))
     }
 
     /// Lead `no`'s facts at the earlier log position `seq`, derived from its entries up to
@@ -344,7 +296,7 @@ impl Engine {
         let (Some(slot), Some(lead_id)) = (self.lead(no), self.names.name(no)) else {
             return Ok(None);
         };
-        let mut seqs = filed::seqs(&slot.filed);
+        let mut seqs = filed::seqs(slot.filed);
         seqs.retain(|s| *s <= seq);
         let entries = ledger.entries_at(&seqs)?;
         // A retraction filed under a lead targets an earlier event of that lead.
@@ -373,7 +325,7 @@ impl Engine {
         let no = self.names.get(lead_id)?;
         ((no as usize) < self.leads.len()).then_some(no)
     }
-    pub fn lead(&self, no: LeadNo) -> Option<&LeadSlot> {
+    pub fn lead(&self, no: LeadNo) -> Option<SlotView<'_>> {
         self.leads.get(no as usize)
     }
 
@@ -381,19 +333,13 @@ impl Engine {
     /// allocation): the memory breakdown per lead.
     pub fn footprint(&self) -> Vec<(&'static str, usize)> {
         const ALLOC: usize = 16;
-        let size = std::mem::size_of::<LeadSlot>();
-        let slots = self.leads.pages().iter().map(|p| p.capacity() * size + ALLOC).sum();
         let mut touches = 0;
         let mut extra = 0;
         let mut filed = 0;
         for slot in self.leads.iter() {
-            if !slot.filed.is_empty() {
-                filed += slot.filed.len() + ALLOC;
-            }
-            if !slot.touches.is_empty() {
-                touches += slot.touches.len() * std::mem::size_of::<crate::facts::Touch>() + ALLOC;
-            }
-            if let Some(e) = &slot.extra {
+            filed += slot.filed.len();
+            touches += slot.touch_bytes();
+            if let Some(e) = slot.extra {
                 extra += std::mem::size_of::<crate::facts::Extra>() + 2 * ALLOC;
                 extra += e.handoffs.len() * std::mem::size_of::<funnel_core::lead::Handoff>();
                 extra += e.rejections.len() * 16;
@@ -411,11 +357,14 @@ impl Engine {
             }
         }
         vec![
-            ("lead slots (facts, last event, pointers)", slots),
-            ("touches (Markov paths)", touches),
+            (
+                "lead slots (facts and last event, encoded; page offsets, extra pointers)",
+                self.leads.bytes() - touches - filed,
+            ),
+            ("touches (Markov paths, encoded in the slot)", touches),
             ("handoffs, rejections, deals and credits", extra),
             ("lead ids", self.names.bytes()),
-            ("lead index (seqs filed under each lead)", filed),
+            ("lead index (seqs filed under each lead, in the slot)", filed),
             ("period index (time per milestone and group)", period),
             ("cohort index (inquiry time, days to milestone)", cohort),
             (
@@ -591,6 +540,8 @@ struct Pending {
     rules_from: Option<Micros>,
     new_names: Vec<(Box<str>, LeadNo)>,
     new_leads: FxHashMap<String, LeadNo>,
+    /// Seqs to file under each lead when the batch settles, ascending.
+    filed: FxHashMap<LeadNo, Vec<u64>>,
 }
 
 /// A lead's history over a run.
@@ -672,10 +623,7 @@ impl Writer {
         let Some(all) = self.bulk.take() else {
             return;
         };
-        for (no, seqs) in std::mem::take(&mut self.bulk_filed).into_iter().enumerate() {
-            // A bulk load starts from no leads: every slot's lead index is still empty.
-            self.next.leads.get_mut(no).filed = filed::encode(&seqs);
-        }
+        let bulk_filed = std::mem::take(&mut self.bulk_filed);
         let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
         let started = std::time::Instant::now();
         let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
@@ -693,9 +641,12 @@ impl Writer {
                 started.elapsed()
             });
             let changes = note_all(&slots, rules);
-            for (no, slot) in slots.into_iter().enumerate() {
-                replace_keeping_filed(leads.get_mut(no), slot);
-            }
+            // A bulk load starts from no leads: every slot is new, its lead index the seqs
+            // gathered for it.
+            *leads = Slots::of(slots.into_iter().zip(bulk_filed).map(|(mut slot, seqs)| {
+                slot.filed = filed::encode(&seqs);
+                slot
+            }));
             let noted_at = started.elapsed();
             *index = FunnelIndex::default();
             apply_changes(index, changes);
@@ -775,7 +726,7 @@ impl Writer {
             return no;
         }
         let no = LeadNo::try_from(self.next.leads.len()).expect("more than 2^32 leads");
-        self.next.leads.push(LeadSlot::default());
+        self.next.leads.push(&LeadSlot::default());
         if let Some(all) = bulk {
             all.push(Vec::new());
             self.bulk_filed.push(Vec::new());
@@ -882,9 +833,9 @@ impl Writer {
                     Target::Lead(lead_id) => {
                         let no = self.lead_no(&lead_id, pending, bulk);
                         let recs = self.working(pending, bulk, no, &lead_id, entry.seq, ledger)?;
-                        self.file(no, entry.seq);
                         let gone: Vec<Rec> = recs.iter().filter(|r| r.seq == seq).copied().collect();
                         recs.retain(|r| r.seq != seq);
+                        self.file(pending, no, entry.seq);
                         self.retracted.entry(no).or_default().push(seq);
                         let run = self.run_retracted.entry(no).or_default();
                         run.extend(gone.into_iter().map(|r| (r, entry.seq)));
@@ -918,20 +869,19 @@ impl Writer {
                 let recs = self.working(pending, bulk, no, lead_id, entry.seq, ledger)?;
                 let at = recs.partition_point(|r| r.order_key() < rec.order_key());
                 recs.insert(at, rec);
-                self.file(no, entry.seq);
+                self.file(pending, no, entry.seq);
             }
         }
         Ok(())
     }
 
-    /// Files entry `seq` under lead `no` in the lead index.
-    fn file(&mut self, no: LeadNo, seq: u64) {
-        if let Some(seqs) = self.bulk_filed.get_mut(no as usize) {
-            seqs.push(seq);
-            return;
+    /// Files entry `seq` under lead `no` in the lead index (when the batch settles: every
+    /// lead filed under is re-derived then, and its slot rewritten once).
+    fn file(&mut self, pending: &mut Pending, no: LeadNo, seq: u64) {
+        match self.bulk_filed.get_mut(no as usize) {
+            Some(seqs) => seqs.push(seq),
+            None => pending.filed.entry(no).or_default().push(seq),
         }
-        let slot = self.next.leads.get_mut(no as usize);
-        slot.filed = filed::with(&slot.filed, seq);
     }
 
     /// Records a rules change of the current run (remembering the timeline before the run).
@@ -960,8 +910,8 @@ impl Writer {
             dict: &self.dict,
         };
         let (versions, latest) = history::versions(&run, &slot.facts);
-        let old = self.next.leads.get(no as usize).map(|old| &old.facts);
-        let mut prev = old.map_or(View::NONE, |old| View::of(old, Micros::MAX));
+        let old = self.next.leads.get(no as usize).map(|old| old.facts);
+        let mut prev = old.map_or(View::NONE, |old| View::of(&old, Micros::MAX));
         let mut stamps = Vec::new();
         for (seq, view) in versions {
             let Some(seq) = history::stamp_seq(seq) else {
@@ -972,8 +922,8 @@ impl Writer {
         }
         // Every earlier version read at most the old final facts' time or the old late time.
         let settled = |f: &Facts| if f.exists() { f.settled_at() } else { Micros::MIN };
-        let ever =
-            (latest.max(old.map_or(Micros::MIN, settled))).max(self.next.late.get(&no).copied().unwrap_or(Micros::MIN));
+        let ever = (latest.max(old.as_ref().map_or(Micros::MIN, settled)))
+            .max(self.next.late.get(&no).copied().unwrap_or(Micros::MIN));
         let late = (ever > settled(&slot.facts)).then_some(ever);
         (slot, Some(LeadHistory { stamps, latest, late }))
     }
@@ -1068,13 +1018,24 @@ impl Writer {
             Changes::new()
         };
         let rules = Arc::clone(&self.next.rules);
-        for ((no, _), slot) in leads.iter().zip(slots) {
+        let mut replaced = Vec::with_capacity(leads.len());
+        for ((no, _), mut slot) in leads.iter().zip(slots) {
             self.dirty.insert(*no);
-            let old = self.next.leads.get_mut(*no as usize);
-            changes.note(*no, old, &rules, false);
+            let old = self
+                .next
+                .leads
+                .get(*no as usize)
+                .map(|v| v.to_slot())
+                .unwrap_or_default();
+            changes.note(*no, &old, &rules, false);
             changes.note(*no, &slot, &rules, true);
-            replace_keeping_filed(old, slot);
+            slot.filed = match pending.filed.remove(no) {
+                Some(new) => filed::extended(&old.filed, &new),
+                None => old.filed,
+            };
+            replaced.push((*no as usize, slot));
         }
+        self.next.leads.replace(&replaced);
         self.apply_changes(changes);
         if rules_changed {
             self.next.index.markov = MarkovIndex::build(&self.next.leads, &rules);
@@ -1212,7 +1173,7 @@ impl Writer {
                 names.push((Box::<str>::from(stored.id.as_str()), no));
                 let slot = stored.into_slot();
                 changes.note(no, &slot, &rules, true);
-                writer.next.leads.push(slot);
+                writer.next.leads.push(&slot);
             }
         }
         if writer.next.leads.len() != header.leads as usize {
@@ -1257,13 +1218,6 @@ impl Writer {
     fn apply_changes(&mut self, changes: Changes) {
         apply_changes(&mut self.next.index, changes);
     }
-}
-
-/// Puts a freshly derived slot in place of `old`, keeping `old`'s lead index (which `derive`
-/// does not compute: it lists retracted entries and retractions too).
-fn replace_keeping_filed(old: &mut LeadSlot, mut slot: LeadSlot) {
-    slot.filed = std::mem::take(&mut old.filed);
-    *old = slot;
 }
 
 /// Applies the difference of facts to the funnel indexes.
