@@ -15,7 +15,8 @@
 //! - `m`: [`Header`]: format, position, lead and symbol counts, rules, spends, retractions;
 //! - `d` + sym (u32): a dictionary name;
 //! - `p` + page number (u32): the leads numbered `page × PAGE_LEADS ..` up to `PAGE_LEADS` of
-//!   them, each a [`StoredLead`]: its id and slot (with its lead index). Pages rather than one
+//!   them, each a [`StoredLead`]: its id, its slot as [`crate::slots`] encodes it (with its
+//!   lead index) and its `Extra`, so a restart copies each slot's bytes as they are. Pages rather than one
 //!   key per lead: a restart reads 1 M leads as 15,625 values (sled's iterator costs about
 //!   2 µs per key, which made one key per lead 2 s of a 1 M-lead restart), and leads numbered
 //!   close together were created close together, so the leads a batch changes share pages;
@@ -23,15 +24,13 @@
 //!   (history only grows, so a checkpoint adds the points since the last one as a new part; a
 //!   restart merges each set's runs instead of sorting the whole history).
 
-use std::sync::Arc;
-
 use funnel_core::projection::LogPosition;
 use funnel_core::rules::RulesTimeline;
 use funnel_core::time::Micros;
 use funnel_ledger::Ledger;
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{Extra, Facts, LeadSlot, Touch};
+use crate::facts::Extra;
 use crate::history::{History, SetPoints};
 use crate::slots::SlotView;
 use crate::state::{LeadNo, Spend};
@@ -45,7 +44,7 @@ const STORE_CACHE_BYTES: u64 = 8 << 20;
 /// How long a reopen waits for sled to let go of the store's file lock.
 const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Bumped whenever what is stored changes shape: a checkpoint of another format is rebuilt.
-pub const FORMAT: u32 = 6;
+pub const FORMAT: u32 = 7;
 
 pub(crate) const HEADER_KEY: &[u8] = b"m";
 /// Leads per page (see the layout above).
@@ -134,37 +133,58 @@ pub(crate) struct Header {
     pub rules_changed_at: u64,
 }
 
-/// One lead as stored.
-#[derive(Debug, Serialize)]
-struct StoredLeadRef<'a> {
-    id: &'a str,
-    facts: Facts,
-    last_at: Micros,
-    touches: Box<[Touch]>,
-    extra: Option<&'a Extra>,
-    filed: &'a [u8],
+/// One lead as a page holds it: its id, its slot's encoding ([`crate::slots`]) and its
+/// handoffs, rejections and deals, borrowed from the page's bytes.
+pub(crate) struct StoredLead<'a> {
+    pub id: &'a str,
+    pub slot: &'a [u8],
+    pub extra: Option<Extra>,
 }
 
-/// One lead as loaded.
-#[derive(Debug, Deserialize)]
-pub(crate) struct StoredLead {
-    pub id: String,
-    facts: Facts,
-    last_at: Micros,
-    touches: Box<[Touch]>,
-    extra: Option<Extra>,
-    filed: Box<[u8]>,
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    out.extend_from_slice(&(n as u32).to_le_bytes());
 }
 
-impl StoredLead {
-    pub fn into_slot(self) -> LeadSlot {
-        LeadSlot {
-            facts: self.facts,
-            last_at: self.last_at,
-            touches: self.touches,
-            extra: self.extra.map(Arc::new),
-            filed: self.filed,
+/// A page of leads read in place; every length is checked against the value's size.
+pub(crate) struct PageReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> PageReader<'a> {
+    pub fn new(bytes: &'a [u8]) -> PageReader<'a> {
+        PageReader { bytes, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], EngineError> {
+        let part = self
+            .bytes
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or_else(|| damaged("leads", "a page ends inside a lead"))?;
+        self.at += n;
+        Ok(part)
+    }
+
+    fn len(&mut self) -> Result<usize, EngineError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    }
+
+    /// The next lead, if any is left.
+    pub fn next_lead(&mut self) -> Result<Option<StoredLead<'a>>, EngineError> {
+        if self.at == self.bytes.len() {
+            return Ok(None);
         }
+        let n = self.len()?;
+        let id = std::str::from_utf8(self.take(n)?).map_err(|e| damaged("lead id", e))?;
+        let n = self.len()?;
+        let slot = self.take(n)?;
+        let n = self.len()?;
+        let extra = match n {
+            0 => None,
+            n => Some(decode::<Extra>("lead extra", self.take(n)?)?),
+        };
+        Ok(Some(StoredLead { id, slot, extra }))
     }
 }
 
@@ -172,19 +192,26 @@ fn damaged(what: &str, e: impl std::fmt::Display) -> EngineError {
     EngineError::Checkpoint(format!("{what}: {e}"))
 }
 
-/// One page: its leads as `(id, slot)`, in lead-number order.
+/// One page: its leads as `(id, slot)`, in lead-number order. Per lead: the id, the slot's
+/// encoding and the bincode of its `Extra` (empty without one), each after its length (u32).
 pub(crate) fn encode_page<'a>(leads: impl Iterator<Item = (&'a str, SlotView<'a>)>) -> Result<Vec<u8>, EngineError> {
-    let stored: Vec<StoredLeadRef<'a>> = leads
-        .map(|(id, slot)| StoredLeadRef {
-            id,
-            facts: slot.facts,
-            last_at: slot.last_at,
-            touches: slot.touches().collect(),
-            extra: slot.extra.map(|e| &**e),
-            filed: slot.filed,
-        })
-        .collect();
-    bincode::serde::encode_to_vec(&stored, BINCODE).map_err(|e| damaged("encode page", e))
+    let mut out = Vec::new();
+    for (id, slot) in leads {
+        put_len(&mut out, id.len());
+        out.extend_from_slice(id.as_bytes());
+        let encoded = slot.encoded();
+        put_len(&mut out, encoded.len());
+        out.extend_from_slice(encoded);
+        match slot.extra {
+            Some(extra) => {
+                let bytes = bincode::serde::encode_to_vec(&**extra, BINCODE).map_err(|e| damaged("encode page", e))?;
+                put_len(&mut out, bytes.len());
+                out.extend_from_slice(&bytes);
+            }
+            None => put_len(&mut out, 0),
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn encode_header(header: &Header) -> Result<Vec<u8>, EngineError> {
@@ -203,7 +230,7 @@ pub(crate) struct Loaded {
     pub names: Vec<String>,
     /// The leads, page by page in lead-number order, decoded on their own thread while the
     /// caller indexes the pages before; it checks their count against the header's.
-    pub leads: std::sync::mpsc::Receiver<Result<Vec<StoredLead>, EngineError>>,
+    pub leads: std::sync::mpsc::Receiver<Result<sled::IVec, EngineError>>,
     /// The history, decoded and indexed on its own thread while the leads load.
     pub history: std::thread::JoinHandle<Result<History, EngineError>>,
 }
@@ -264,13 +291,8 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
         let mut scan = tree.scan_prefix([b'p']);
         for i in 0..pages {
             let page = match scan.next() {
-                Some(Ok((k, v))) => decode::<Vec<StoredLead>>("leads", &v).and_then(|page| {
-                    let expected = (count - i * PAGE_LEADS).min(PAGE_LEADS);
-                    if k.as_ref() != page_key(i as u32) || page.len() != expected {
-                        return Err(damaged("leads", format!("page {i} missing or short")));
-                    }
-                    Ok(page)
-                }),
+                Some(Ok((k, v))) if k.as_ref() == page_key(i as u32) => Ok(v),
+                Some(Ok(_)) => Err(damaged("leads", format!("page {i} missing"))),
                 Some(Err(e)) => Err(damaged("read leads", e)),
                 None => Err(damaged("leads", format!("page {i} missing"))),
             };

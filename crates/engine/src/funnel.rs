@@ -326,7 +326,7 @@ pub fn funnel_at(
         let mut derived = 0;
         for no in late {
             let Some(slot) = engine.lead(no) else { continue };
-            let seqs = filed::seqs(&slot.filed);
+            let seqs = filed::seqs(slot.filed);
             if seqs.first().is_none_or(|first| *first > at.seq) {
                 continue; // not yet a lead at `at`
             }

@@ -140,6 +140,7 @@ pub struct SlotView<'a> {
     /// The lead index, as [`crate::facts::filed`] encodes it.
     pub filed: &'a [u8],
     touches: &'a [u8],
+    encoded: &'a [u8],
 }
 
 impl<'a> SlotView<'a> {
@@ -180,6 +181,7 @@ impl<'a> SlotView<'a> {
             extra,
             filed,
             touches,
+            encoded: bytes,
         }
     }
 
@@ -196,6 +198,11 @@ impl<'a> SlotView<'a> {
             let channel = u32::try_from(r.get()).unwrap_or(u32::MAX);
             Touch { at, channel }
         })
+    }
+
+    /// The slot's encoding (what [`Slots::push_encoded`] takes back).
+    pub fn encoded(&self) -> &'a [u8] {
+        self.encoded
     }
 
     /// Bytes the touches take in the encoding.
@@ -250,6 +257,13 @@ impl Page {
         self.extras.push(slot.extra.clone());
     }
 
+    fn push_encoded(&mut self, encoded: &[u8], extra: Option<Arc<Extra>>) {
+        self.bytes.extend_from_slice(encoded);
+        self.ends
+            .push(u32::try_from(self.bytes.len()).expect("a page of slots past 4 GiB"));
+        self.extras.push(extra);
+    }
+
     fn bytes(&self) -> usize {
         self.ends.capacity() * 4 + self.bytes.capacity() + self.extras.capacity() * 8
     }
@@ -294,23 +308,39 @@ impl Slots {
     }
 
     pub fn push(&mut self, slot: &LeadSlot) {
+        self.last_page().push(slot);
+        self.pushed();
+    }
+
+    /// Adds a lead from its encoding, as [`SlotView::encoded`] gave it (a checkpoint's).
+    pub fn push_encoded(&mut self, encoded: &[u8], extra: Option<Arc<Extra>>) {
+        self.last_page().push_encoded(encoded, extra);
+        self.pushed();
+    }
+
+    /// The page the next lead goes to.
+    fn last_page(&mut self) -> &mut Page {
         if self.len.is_multiple_of(PAGE_LEADS) {
             self.pages.push(Arc::default());
         }
-        if let Some(last) = self.pages.last_mut() {
-            let page = Arc::make_mut(last);
-            if page.is_empty() {
-                // The page's bytes, sized once for a page of average slots.
-                page.bytes.reserve(PAGE_LEADS * 48);
-                page.ends.reserve_exact(PAGE_LEADS);
-                page.extras.reserve_exact(PAGE_LEADS);
-            }
-            page.push(slot);
-            if page.len() == PAGE_LEADS {
-                page.bytes.shrink_to_fit();
+        let last = self.pages.len() - 1;
+        let page = Arc::make_mut(&mut self.pages[last]);
+        if page.is_empty() {
+            // The page's bytes, sized once for a page of average slots.
+            page.bytes.reserve(PAGE_LEADS * 48);
+            page.ends.reserve_exact(PAGE_LEADS);
+            page.extras.reserve_exact(PAGE_LEADS);
+        }
+        page
+    }
+
+    fn pushed(&mut self) {
+        self.len += 1;
+        if self.len.is_multiple_of(PAGE_LEADS) {
+            if let Some(last) = self.pages.last_mut() {
+                Arc::make_mut(last).bytes.shrink_to_fit();
             }
         }
-        self.len += 1;
     }
 
     /// Replaces the slots of existing leads (`changes` sorted by lead number, each at most

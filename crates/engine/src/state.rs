@@ -22,12 +22,12 @@ use fxhash::FxHashMap;
 use crate::checkpoint;
 use crate::credits::Derived;
 use crate::dict::{Dict, Sym};
-use crate::facts::{derive, facts_of, filed, Facts, LeadSlot, NEVER};
+use crate::facts::{derive, facts_of, filed, Extra, Facts, LeadSlot, Touch, NEVER};
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
 use crate::record::Rec;
-use crate::slots::{SlotView, Slots};
+use crate::slots::{SlotView, Slots, PAGE_LEADS};
 use crate::EngineError;
 
 /// A dense lead id.
@@ -124,10 +124,22 @@ impl Changes {
     /// Records the entries of `slot` as added (`add`) or removed; its Markov entries under
     /// `rules`, which must be the rules they were added under.
     fn note(&mut self, lead: LeadNo, slot: &LeadSlot, rules: &RulesTimeline, add: bool) {
+        self.note_parts(lead, &slot.facts, &slot.touches, slot.extra.as_deref(), rules, add);
+    }
+
+    /// [`Changes::note`] of a lead given by its parts.
+    fn note_parts(
+        &mut self,
+        lead: LeadNo,
+        facts: &Facts,
+        touches: &[Touch],
+        extra: Option<&Extra>,
+        rules: &RulesTimeline,
+        add: bool,
+    ) {
         if let Some(markov) = &mut self.markov {
-            markov.note(&slot.touches, slot.extra.as_deref(), rules, add);
+            markov.note(touches, extra, rules, add);
         }
-        let facts = &slot.facts;
         if !facts.exists() {
             return;
         }
@@ -148,7 +160,7 @@ impl Changes {
         }
         let settled = (facts.settled_at(), lead);
         if add { &mut self.settled.0 } else { &mut self.settled.1 }.push(settled);
-        for deal in slot.extra.iter().flat_map(|e| e.deals.iter()) {
+        for deal in extra.iter().flat_map(|e| e.deals.iter()) {
             if add { &mut self.deals.0 } else { &mut self.deals.1 }.push((deal.close_at, lead));
         }
     }
@@ -186,6 +198,31 @@ fn note_all(slots: &[LeadSlot], rules: &RulesTimeline) -> Changes {
         let mut changes = Changes::new();
         for (i, slot) in part.iter().enumerate() {
             changes.note((first + i) as LeadNo, slot, rules, true);
+        }
+        changes
+    });
+    let mut parts = parts.into_iter();
+    let Some(mut all) = parts.next() else {
+        return Changes::new();
+    };
+    for part in parts {
+        all.absorb(part);
+    }
+    all
+}
+
+/// The index entries of every lead in `slots` (numbered from 0), noted on every core.
+fn note_slots(slots: &Slots, rules: &RulesTimeline) -> Changes {
+    let parts = par_parts(slots.pages(), |first, pages| {
+        let mut changes = Changes::new();
+        let mut touches = Vec::new();
+        for (p, page) in pages.iter().enumerate() {
+            for (i, slot) in page.iter().enumerate() {
+                let no = ((first + p) * PAGE_LEADS + i) as LeadNo;
+                touches.clear();
+                touches.extend(slot.touches());
+                changes.note_parts(no, &slot.facts, &touches, slot.extra.map(|e| &**e), rules, true);
+            }
         }
         changes
     });
@@ -441,8 +478,16 @@ impl LeadNames {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         table.name(no).map(str::to_owned)
     }
+    /// Makes room for `more` leads (a restore knows how many it loads).
+    fn reserve(&self, more: usize) {
+        let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
+        let NameTable { bytes, ends, by_id } = &mut *table;
+        ends.reserve(more);
+        by_id.reserve(more, |no| id_hash(name_in(bytes, ends, *no).unwrap_or_default()));
+    }
+
     /// Adds new leads, numbered in order from the current count.
-    fn insert_all(&self, new: Vec<(Box<str>, LeadNo)>) {
+    fn insert_all<S: AsRef<str>>(&self, new: &[(S, LeadNo)]) {
         if new.is_empty() {
             return;
         }
@@ -451,10 +496,11 @@ impl LeadNames {
         let hash = |no: &LeadNo| id_hash(name_in(bytes, ends, *no).unwrap_or_default());
         by_id.reserve(new.len(), hash);
         for (lead_id, no) in new {
-            debug_assert_eq!(no as usize, ends.len());
-            bytes.push_str(&lead_id);
+            let lead_id = lead_id.as_ref();
+            debug_assert_eq!(*no as usize, ends.len());
+            bytes.push_str(lead_id);
             ends.push(bytes.len() as u64);
-            by_id.insert_unique(id_hash(&lead_id), no, |no| {
+            by_id.insert_unique(id_hash(lead_id), *no, |no| {
                 id_hash(name_in(bytes, ends, *no).unwrap_or_default())
             });
         }
@@ -762,7 +808,7 @@ impl Writer {
             .next
             .leads
             .get(no as usize)
-            .map_or_else(Vec::new, |slot| filed::seqs(&slot.filed));
+            .map_or_else(Vec::new, |slot| filed::seqs(slot.filed));
         seqs.retain(|seq| *seq < before);
         let mut recs = Vec::new();
         for entry in ledger.entries_at(&seqs)? {
@@ -989,7 +1035,7 @@ impl Writer {
 
     /// Re-derives the changed leads and applies the difference of their facts to the indexes.
     fn settle(&mut self, mut pending: Pending, ledger: &Ledger) -> Result<(), EngineError> {
-        self.next.names.insert_all(std::mem::take(&mut pending.new_names));
+        self.next.names.insert_all(&std::mem::take(&mut pending.new_names));
         if self.bulk.is_some() {
             return Ok(());
         }
@@ -1163,27 +1209,25 @@ impl Writer {
             }
         }
         let header = loaded.header;
-        let mut names = Vec::with_capacity(header.leads as usize);
         let rules = Arc::new(header.rules);
-        // The Markov index is built on its own thread once every lead is in.
-        let mut changes = Changes::default();
+        writer.next.names.reserve(header.leads as usize);
         for page in loaded.leads.iter() {
-            for stored in page? {
+            let page = page?;
+            let mut stored = checkpoint::PageReader::new(&page);
+            let mut names = Vec::with_capacity(checkpoint::PAGE_LEADS);
+            while let Some(lead) = stored.next_lead()? {
                 let no = writer.next.leads.len() as LeadNo;
-                names.push((Box::<str>::from(stored.id.as_str()), no));
-                let slot = stored.into_slot();
-                changes.note(no, &slot, &rules, true);
-                writer.next.leads.push(&slot);
+                names.push((lead.id, no));
+                writer.next.leads.push_encoded(lead.slot, lead.extra.map(Arc::new));
             }
+            writer.next.names.insert_all(&names);
         }
         if writer.next.leads.len() != header.leads as usize {
             return Err(EngineError::Checkpoint("fewer leads than its header says".into()));
         }
-        let markov = {
-            let (leads, rules) = (writer.next.leads.clone(), Arc::clone(&rules));
-            std::thread::spawn(move || MarkovIndex::build(&leads, &rules))
-        };
-        writer.next.names.insert_all(names);
+        let slots_at = started.elapsed();
+        // Every lead's index entries (the Markov index's too), noted on every core.
+        let changes = note_slots(&writer.next.leads, &rules);
         writer.next.head = header.position;
         writer.next.rules = rules;
         writer.next.spends = Arc::new(header.spends);
@@ -1191,18 +1235,16 @@ impl Writer {
         let noted_at = started.elapsed();
         writer.apply_changes(changes);
         let indexed_at = started.elapsed();
-        writer.next.index.markov = markov.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        let markov_at = started.elapsed();
         writer.next.history = loaded
             .history
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         tracing::info!(
             load_secs = loaded_at.as_secs_f64(),
-            note_secs = (noted_at - loaded_at).as_secs_f64(),
+            slots_secs = (slots_at - loaded_at).as_secs_f64(),
+            note_secs = (noted_at - slots_at).as_secs_f64(),
             index_secs = (indexed_at - noted_at).as_secs_f64(),
-            markov_wait_secs = (markov_at - indexed_at).as_secs_f64(),
-            history_wait_secs = (started.elapsed() - markov_at).as_secs_f64(),
+            history_wait_secs = (started.elapsed() - indexed_at).as_secs_f64(),
             "checkpoint restored"
         );
         writer.next.history.latest = header.history_latest;
@@ -1312,12 +1354,14 @@ mod tests {
     fn lead_names_find_every_id_and_name_every_number() {
         let names = LeadNames::default();
         let ids: Vec<String> = (0..5_000).map(|i| format!("L{i:05}")).collect();
-        names.insert_all(
-            ids.iter()
-                .enumerate()
-                .map(|(i, id)| (id.as_str().into(), i as LeadNo))
-                .collect(),
-        );
+        let new: Vec<(&str, LeadNo)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as LeadNo))
+            .collect();
+        // In two inserts, the second growing the table.
+        names.insert_all(&new[..1_000]);
+        names.insert_all(&new[1_000..]);
         for (i, id) in ids.iter().enumerate() {
             assert_eq!(names.get(id), Some(i as LeadNo));
             assert_eq!(names.name(i as LeadNo).as_deref(), Some(id.as_str()));
