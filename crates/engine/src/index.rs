@@ -173,6 +173,13 @@ impl<T: Timed> Runs<T> {
         if add.is_empty() && remove.is_empty() {
             return;
         }
+        if self.is_empty() && remove.is_empty() && add.len() > RUN_LEN_MIN {
+            // A set built whole (a bulk load, a restore): straight into the base.
+            self.base = Arc::new(Base::of(add));
+            self.added = Arc::default();
+            self.removed = Arc::default();
+            return;
+        }
         self.added = Arc::new(merge(&self.added, add));
         self.removed = Arc::new(merge(&self.removed, remove));
         let delta = self.added.len() + self.removed.len();
@@ -322,6 +329,13 @@ impl Points {
     pub fn update(&mut self, add: &[Point], remove: &[Point]) {
         if add.is_empty() && remove.is_empty() {
             return;
+        }
+        if self.base_len() == 0 && self.added.is_empty() && self.removed.is_empty() && remove.is_empty() {
+            // A set built whole (a bulk load, a restore): straight into the base.
+            if add.len() > RUN_LEN_MIN {
+                self.rebase(add);
+                return;
+            }
         }
         self.added = Arc::new(merge(&self.added, add));
         self.removed = Arc::new(merge(&self.removed, remove));

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use funnel_core::attribution::{MarkovChain, Model};
 use funnel_core::event::{MinorSum, RejectionReason};
-use funnel_core::lead::{LeadEvent, LeadFacts};
+use funnel_core::lead::{LeadEvent, LeadFacts, Milestone};
 use funnel_core::projection::Entry;
 use funnel_core::report::{
     self, days, AttributionReport, AttributionRow, By, CostReport, CurrencyTotal, ExplainReport, FunnelQuery, LeadView,
@@ -27,6 +27,13 @@ fn leads(engine: &Engine) -> impl Iterator<Item = (LeadNo, SlotView<'_>)> + '_ {
         .iter()
         .enumerate()
         .map(|(i, s)| (i as LeadNo, s))
+        .filter(|(_, s)| s.facts.exists())
+}
+
+/// Live leads with handoffs, rejections or deals: only their slots are decoded.
+fn leads_with_extra(engine: &Engine) -> impl Iterator<Item = (LeadNo, SlotView<'_>)> + '_ {
+    (engine.leads().with_extra())
+        .filter_map(|no| Some((no as LeadNo, engine.lead(no as LeadNo)?)))
         .filter(|(_, s)| s.facts.exists())
 }
 
@@ -56,19 +63,32 @@ fn deals_in<'a>(engine: &'a Engine, window: &Window, as_of: Micros) -> Vec<(Lead
 }
 
 pub fn velocity(engine: &Engine, window: Window, as_of: Micros) -> VelocityReport {
+    // Every pair's sample in one pass over the leads (each slot is decoded once).
+    let pairs: Vec<(Milestone, Milestone)> = std::iter::once((Milestone::Inquiry, Milestone::Won))
+        .chain(report::PAIRS)
+        .collect();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); pairs.len()];
+    for (_, s) in leads(engine) {
+        let f = &s.facts;
+        for (sample, (a, b)) in samples.iter_mut().zip(&pairs) {
+            let Some(end) = f.milestone_at(*b, as_of).filter(|t| window.contains(*t)) else {
+                continue;
+            };
+            if let Some(start) = f.milestone_at(*a, as_of) {
+                sample.push(days(end - start));
+            }
+        }
+    }
     report::velocity_of(engine.head(), window, as_of, |a, b| {
-        leads(engine)
-            .filter_map(|(_, s)| {
-                let f = &s.facts;
-                let end = f.milestone_at(b, as_of).filter(|t| window.contains(*t))?;
-                Some(days(end - f.milestone_at(a, as_of)?))
-            })
-            .collect()
+        pairs
+            .iter()
+            .position(|p| *p == (a, b))
+            .map_or_else(Vec::new, |i| samples[i].clone())
     })
 }
 
 pub fn sla(engine: &Engine, window: Window, as_of: Micros) -> SlaReport {
-    let handoffs = leads(engine).flat_map(|(no, s)| {
+    let handoffs = leads_with_extra(engine).flat_map(|(no, s)| {
         s.extra
             .into_iter()
             .flat_map(move |e| e.handoffs.iter().map(move |h| (no, h)))
@@ -83,7 +103,7 @@ pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros
     let mut total = RejectionGroup::new("(all)".into());
     let mut groups: BTreeMap<String, RejectionGroup> = BTreeMap::new();
     let mut guaranteed: BTreeMap<(String, String), BTreeSet<LeadNo>> = BTreeMap::new();
-    for (no, slot) in leads(engine) {
+    for (no, slot) in leads_with_extra(engine) {
         let facts = &slot.facts;
         let rejections = slot.extra.into_iter().flat_map(|e| e.rejections.iter());
         for (_, reason) in rejections.filter(|(t, _)| *t <= as_of && window.contains(*t)) {

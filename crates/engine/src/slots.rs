@@ -302,6 +302,16 @@ impl Slots {
         self.pages.iter().flat_map(|p| p.iter())
     }
 
+    /// The numbers of the leads with handoffs, rejections or deals, in order, without
+    /// decoding any slot.
+    pub fn with_extra(&self) -> impl Iterator<Item = usize> + '_ {
+        self.pages.iter().enumerate().flat_map(|(p, page)| {
+            (page.extras.iter().enumerate())
+                .filter(|(_, e)| e.is_some())
+                .map(move |(i, _)| p * PAGE_LEADS + i)
+        })
+    }
+
     /// Pages themselves, for splitting work between threads.
     pub fn pages(&self) -> &[Arc<Page>] {
         &self.pages
