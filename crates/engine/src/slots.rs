@@ -27,6 +27,8 @@ use crate::facts::{Extra, Facts, LeadSlot, Touch, NEVER};
 
 /// Leads per copy-on-write page.
 pub const PAGE_LEADS: usize = 256;
+// A lead's place in its page is kept in a byte.
+const _: () = assert!(PAGE_LEADS <= 256);
 
 const STAGES: [Stage; 8] = [
     Stage::Inquiry,
@@ -228,7 +230,8 @@ pub struct Page {
     /// `ends[i]`: where lead `i`'s encoding ends in `bytes`.
     ends: Vec<u32>,
     bytes: Vec<u8>,
-    extras: Vec<Option<Arc<Extra>>>,
+    /// The page's leads that have an `Extra` (about one in ten), by place in the page.
+    extras: Vec<(u8, Arc<Extra>)>,
 }
 
 impl Page {
@@ -243,29 +246,44 @@ impl Page {
     pub fn get(&self, i: usize) -> Option<SlotView<'_>> {
         let end = *self.ends.get(i)? as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        Some(SlotView::decode(&self.bytes[start..end], self.extras[i].as_ref()))
+        Some(SlotView::decode(&self.bytes[start..end], self.extra(i)))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = SlotView<'_>> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
 
+    fn extra(&self, i: usize) -> Option<&Arc<Extra>> {
+        let at = self
+            .extras
+            .binary_search_by_key(&i, |(place, _)| usize::from(*place))
+            .ok()?;
+        Some(&self.extras[at].1)
+    }
+
+    fn push_extra(&mut self, extra: Option<Arc<Extra>>) {
+        if let Some(extra) = extra {
+            // A page holds at most 256 leads: every place fits a byte.
+            self.extras.push(((self.ends.len() - 1) as u8, extra));
+        }
+    }
+
     fn push(&mut self, slot: &LeadSlot) {
         encode(slot, &mut self.bytes);
         self.ends
             .push(u32::try_from(self.bytes.len()).expect("a page of slots past 4 GiB"));
-        self.extras.push(slot.extra.clone());
+        self.push_extra(slot.extra.clone());
     }
 
     fn push_encoded(&mut self, encoded: &[u8], extra: Option<Arc<Extra>>) {
         self.bytes.extend_from_slice(encoded);
         self.ends
             .push(u32::try_from(self.bytes.len()).expect("a page of slots past 4 GiB"));
-        self.extras.push(extra);
+        self.push_extra(extra);
     }
 
     fn bytes(&self) -> usize {
-        self.ends.capacity() * 4 + self.bytes.capacity() + self.extras.capacity() * 8
+        self.ends.capacity() * 4 + self.bytes.capacity() + self.extras.capacity() * 16
     }
 }
 
@@ -305,11 +323,10 @@ impl Slots {
     /// The numbers of the leads with handoffs, rejections or deals, in order, without
     /// decoding any slot.
     pub fn with_extra(&self) -> impl Iterator<Item = usize> + '_ {
-        self.pages.iter().enumerate().flat_map(|(p, page)| {
-            (page.extras.iter().enumerate())
-                .filter(|(_, e)| e.is_some())
-                .map(move |(i, _)| p * PAGE_LEADS + i)
-        })
+        self.pages
+            .iter()
+            .enumerate()
+            .flat_map(|(p, page)| (page.extras.iter()).map(move |(place, _)| p * PAGE_LEADS + usize::from(*place)))
     }
 
     /// Pages themselves, for splitting work between threads.
@@ -339,7 +356,6 @@ impl Slots {
             // The page's bytes, sized once for a page of average slots.
             page.bytes.reserve(PAGE_LEADS * 48);
             page.ends.reserve_exact(PAGE_LEADS);
-            page.extras.reserve_exact(PAGE_LEADS);
         }
         page
     }
@@ -362,7 +378,7 @@ impl Slots {
             let mut page = Page {
                 ends: Vec::with_capacity(old.ends.capacity()),
                 bytes: Vec::with_capacity(old.bytes.len() + 64 * same_page.len()),
-                extras: Vec::with_capacity(old.extras.capacity()),
+                extras: Vec::with_capacity(old.extras.len() + same_page.len()),
             };
             let mut next = same_page.iter().peekable();
             for i in 0..old.len() {
@@ -372,7 +388,7 @@ impl Slots {
                         let start = if i == 0 { 0 } else { old.ends[i - 1] as usize };
                         page.bytes.extend_from_slice(&old.bytes[start..old.ends[i] as usize]);
                         page.ends.push(page.bytes.len() as u32);
-                        page.extras.push(old.extras[i].clone());
+                        page.push_extra(old.extra(i).cloned());
                     }
                 }
             }
