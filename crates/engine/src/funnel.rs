@@ -79,29 +79,40 @@ fn dim_of(query: &FunnelQuery) -> Option<usize> {
     query.by.map(|by| DIMS.iter().position(|d| *d == by).unwrap_or(0))
 }
 
-/// The sum of a dimension's group tallies: the count over all leads.
-fn total_of<'a>(tallies: impl IntoIterator<Item = &'a Tally>) -> Tally {
+/// The counts before any lead is corrected, from per-dimension groups (the indexes or the
+/// history): each group's tally in the breakdown asked, the total over all leads (the sum of
+/// those groups, or of the groups of the dimension with the fewest), and per trend bucket the
+/// sum over the same groups of `count(group, milestone, from, to)`.
+fn counted<G>(
+    groups: &[HashMap<Sym, G>; 3],
+    query: &FunnelQuery,
+    bounds: Option<&[Micros]>,
+    tally: impl Fn(&G) -> Tally,
+    count: impl Fn(&G, usize, Micros, Micros) -> i64,
+) -> (HashMap<Sym, Tally>, Tally, Vec<[i64; 7]>) {
+    let dim = dim_of(query);
+    let tallies = |d: usize| -> HashMap<Sym, Tally> { groups[d].iter().map(|(g, gi)| (*g, tally(gi))).collect() };
+    let listed = dim.map(tallies).unwrap_or_default();
+    let summed_dim = summed(groups);
     let mut total = Tally::default();
-    for t in tallies {
+    let mut add = |t: &Tally| {
         total.members += t.members;
         for m in 0..7 {
             total.period[m] += t.period[m];
             total.cohort[m] += t.cohort[m];
         }
+    };
+    match dim {
+        Some(_) => listed.values().for_each(&mut add),
+        None => tallies(summed_dim).values().for_each(&mut add),
     }
-    total
-}
-
-/// Per bucket of `bounds`, per milestone, the sum over `groups` of `count(group, m, from, to)`.
-fn series_of<G>(
-    bounds: &[Micros],
-    groups: &HashMap<Sym, G>,
-    count: impl Fn(&G, usize, Micros, Micros) -> i64,
-) -> Vec<[i64; 7]> {
-    bounds
-        .windows(2)
-        .map(|w| std::array::from_fn(|m| groups.values().map(|g| count(g, m, w[0], w[1])).sum()))
-        .collect()
+    let sum = &groups[summed_dim];
+    let series = bounds.map_or_else(Vec::new, |b| {
+        b.windows(2)
+            .map(|w| std::array::from_fn(|m| sum.values().map(|g| count(g, m, w[0], w[1])).sum()))
+            .collect()
+    });
+    (listed, total, series)
 }
 
 /// The groups with members, labelled, in key order.
@@ -167,37 +178,24 @@ pub fn funnel(engine: &Engine, query: &FunnelQuery, as_of: Micros) -> FunnelRepo
         query.window.to.unwrap_or(Micros::MAX),
     );
     let days = query.within_days.unwrap_or(u32::MAX);
-    let dim = dim_of(query);
     let index = engine.index();
-    let from_index = |d: usize| -> HashMap<Sym, Tally> {
-        index.groups[d]
-            .iter()
-            .map(|(g, gi)| {
-                let mut t = Tally {
-                    members: gi.period[0].len() as i64,
-                    ..Tally::default()
-                };
-                for m in 0..7 {
-                    t.period[m] = gi.period[m].count(&lo, &hi) as i64;
-                    t.cohort[m] = gi.cohort[m].count(lo, hi, days) as i64;
-                }
-                t.cohort[0] = t.period[0];
-                (*g, t)
-            })
-            .collect()
-    };
-    let sum = summed(&index.groups);
-    let mut groups = dim.map(from_index).unwrap_or_default();
-    let mut total = match dim {
-        Some(_) => total_of(groups.values()),
-        None => total_of(from_index(sum).values()),
+    let tally = |gi: &crate::state::GroupIndex| {
+        let mut t = Tally {
+            members: gi.period[0].len() as i64,
+            ..Tally::default()
+        };
+        for m in 0..7 {
+            t.period[m] = gi.period[m].count(&lo, &hi) as i64;
+            t.cohort[m] = gi.cohort[m].count(lo, hi, days) as i64;
+        }
+        t.cohort[0] = t.period[0];
+        t
     };
     let bounds = query.bounds().ok().flatten();
-    let mut series = bounds.as_deref().map_or_else(Vec::new, |b| {
-        series_of(b, &index.groups[sum], |g, m, from, to| {
+    let (mut groups, mut total, mut series) =
+        counted(&index.groups, query, bounds.as_deref(), tally, |g, m, from, to| {
             g.period[m].count(&from, &to) as i64
-        })
-    });
+        });
     // Leads whose answer as of `as_of` is not their final one.
     let late = index
         .settled
@@ -292,21 +290,11 @@ pub fn funnel_at(
         t.cohort[0] = t.period[0];
         t
     };
-    let sum = summed(&history.groups);
-    let dim = dim_of(query);
-    let tallies =
-        |d: usize| -> HashMap<Sym, Tally> { history.groups[d].iter().map(|(g, gh)| (*g, tally(gh))).collect() };
-    let mut groups = dim.map(tallies).unwrap_or_default();
-    let mut total = match dim {
-        Some(_) => total_of(groups.values()),
-        None => total_of(tallies(sum).values()),
-    };
     let bounds = query.bounds().ok().flatten();
-    let mut series = bounds.as_deref().map_or_else(Vec::new, |b| {
-        series_of(b, &history.groups[sum], |g, m, from, to| {
+    let (mut groups, mut total, mut series) =
+        counted(&history.groups, query, bounds.as_deref(), tally, |g, m, from, to| {
             g.period[m].count(from, to, upto)
-        })
-    });
+        });
     if as_of < history.latest {
         let index = engine.index();
         let mut late: Vec<LeadNo> = (index

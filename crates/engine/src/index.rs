@@ -51,6 +51,62 @@ fn subtract<T: Ord + Copy>(from: &[T], remove: &[T]) -> Vec<T> {
     out
 }
 
+/// The small sorted runs of items added to and removed from an immutable base, shared by
+/// [`Runs`] and [`Points`]: when to merge them into a new base is decided here.
+#[derive(Debug, Clone)]
+struct Delta<T> {
+    added: Arc<Vec<T>>,
+    removed: Arc<Vec<T>>,
+}
+
+impl<T> Default for Delta<T> {
+    fn default() -> Self {
+        Delta {
+            added: Arc::default(),
+            removed: Arc::default(),
+        }
+    }
+}
+
+impl<T: Ord + Copy> Delta<T> {
+    /// Takes sorted additions and removals (every removal of a present item) to a base of
+    /// `base_len` items. Returns the items of the new base when the runs are to be merged into
+    /// it (the runs are then empty): a set built whole (a bulk load, a restore) goes straight
+    /// in; otherwise runs past [`RUN_LEN_MIN`] and 8·√(base) are merged with `base()`'s items.
+    fn update<'a>(
+        &mut self,
+        base_len: usize,
+        base: impl FnOnce() -> Vec<T>,
+        add: &'a [T],
+        remove: &[T],
+    ) -> Option<std::borrow::Cow<'a, [T]>> {
+        if add.is_empty() && remove.is_empty() {
+            return None;
+        }
+        let empty = base_len == 0 && self.added.is_empty() && self.removed.is_empty();
+        if empty && remove.is_empty() && add.len() > RUN_LEN_MIN {
+            return Some(std::borrow::Cow::Borrowed(add));
+        }
+        self.added = Arc::new(merge(&self.added, add));
+        self.removed = Arc::new(merge(&self.removed, remove));
+        if self.added.len() + self.removed.len() <= RUN_LEN_MIN.max(base_len.isqrt() * 8) {
+            return None;
+        }
+        let items = subtract(&merge(&base(), &self.added), &self.removed);
+        *self = Delta::default();
+        Some(std::borrow::Cow::Owned(items))
+    }
+
+    /// The base's items with the runs applied.
+    fn apply(&self, base: &[T]) -> Vec<T> {
+        subtract(&merge(base, &self.added), &self.removed)
+    }
+
+    fn bytes(&self) -> usize {
+        (self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
+    }
+}
+
 /// Items ordered by a time first, then by the rest: what a [`Base`] packs apart.
 pub trait Timed: Ord + Copy {
     type Rest: Ord + Copy + std::fmt::Debug;
@@ -153,16 +209,14 @@ impl<T: Timed> Base<T> {
 #[derive(Debug, Clone)]
 pub struct Runs<T: Timed> {
     base: Arc<Base<T>>,
-    added: Arc<Vec<T>>,
-    removed: Arc<Vec<T>>,
+    delta: Delta<T>,
 }
 
 impl<T: Timed> Default for Runs<T> {
     fn default() -> Self {
         Runs {
             base: Arc::default(),
-            added: Arc::default(),
-            removed: Arc::default(),
+            delta: Delta::default(),
         }
     }
 }
@@ -170,30 +224,15 @@ impl<T: Timed> Default for Runs<T> {
 impl<T: Timed> Runs<T> {
     /// Applies sorted additions and removals (every removal must be of a present item).
     pub fn update(&mut self, add: &[T], remove: &[T]) {
-        if add.is_empty() && remove.is_empty() {
-            return;
-        }
-        if self.is_empty() && remove.is_empty() && add.len() > RUN_LEN_MIN {
-            // A set built whole (a bulk load, a restore): straight into the base.
-            self.base = Arc::new(Base::of(add));
-            self.added = Arc::default();
-            self.removed = Arc::default();
-            return;
-        }
-        self.added = Arc::new(merge(&self.added, add));
-        self.removed = Arc::new(merge(&self.removed, remove));
-        let delta = self.added.len() + self.removed.len();
-        if delta > RUN_LEN_MIN.max(self.base.len().isqrt() * 8) {
-            let merged = merge(&self.base.items(), &self.added);
-            self.base = Arc::new(Base::of(&subtract(&merged, &self.removed)));
-            self.added = Arc::default();
-            self.removed = Arc::default();
+        let base = &self.base;
+        if let Some(items) = self.delta.update(base.len(), || base.items(), add, remove) {
+            self.base = Arc::new(Base::of(&items));
         }
     }
 
     /// How many items are `< x`.
     pub fn rank(&self, x: &T) -> usize {
-        self.base.lower(x) + lower(&self.added, x) - lower(&self.removed, x)
+        self.base.lower(x) + lower(&self.delta.added, x) - lower(&self.delta.removed, x)
     }
 
     /// How many items are in `[lo, hi)`.
@@ -205,7 +244,7 @@ impl<T: Timed> Runs<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.base.len() + self.added.len() - self.removed.len()
+        self.base.len() + self.delta.added.len() - self.delta.removed.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -219,18 +258,18 @@ impl<T: Timed> Runs<T> {
         }
         let slice = |v: &[T]| -> Vec<T> { v[lower(v, lo)..lower(v, hi)].to_vec() };
         let base: Vec<T> = self.base.iter(self.base.lower(lo), self.base.lower(hi)).collect();
-        let items = merge(&base, &slice(&self.added));
-        subtract(&items, &slice(&self.removed))
+        let items = merge(&base, &slice(&self.delta.added));
+        subtract(&items, &slice(&self.delta.removed))
     }
 
     /// Every item, sorted.
     pub fn items(&self) -> Vec<T> {
-        subtract(&merge(&self.base.items(), &self.added), &self.removed)
+        self.delta.apply(&self.base.items())
     }
 
     /// Bytes held (for the memory breakdown).
     pub fn bytes(&self) -> usize {
-        self.base.bytes() + (self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<T>()
+        self.base.bytes() + self.delta.bytes()
     }
 }
 
@@ -241,19 +280,6 @@ impl<T: Timed> Runs<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[repr(C, packed(4))]
 pub struct Point(pub i64, pub u32);
-
-impl Timed for Point {
-    type Rest = u32;
-    fn time(&self) -> i64 {
-        self.0
-    }
-    fn rest(&self) -> u32 {
-        self.1
-    }
-    fn join(time: i64, rest: u32) -> Point {
-        Point(time, rest)
-    }
-}
 
 impl serde::Serialize for Point {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -275,24 +301,23 @@ impl<'de> serde::Deserialize<'de> for Point {
 /// `y` took 16.
 #[derive(Debug, Clone, Default)]
 pub struct Points {
-    xs: Arc<PackedTimes>,
-    /// Per block, its points' `y` sorted.
-    ys: Arc<Vec<u32>>,
-    /// `places[k]`: where the point of `ys[k]` is in its block, in `x` order.
-    places: Arc<Vec<u8>>,
-    added: Arc<Vec<Point>>,
-    removed: Arc<Vec<Point>>,
+    base: Arc<PointsBase>,
+    delta: Delta<Point>,
 }
 
-impl Points {
-    /// Points already sorted.
-    pub fn from_sorted(points: Vec<Point>) -> Points {
-        let mut out = Points::default();
-        out.rebase(&points);
-        out
-    }
+/// The immutable base of [`Points`].
+#[derive(Debug, Clone, Default)]
+struct PointsBase {
+    xs: PackedTimes,
+    /// Per block, its points' `y` sorted.
+    ys: Vec<u32>,
+    /// `places[k]`: where the point of `ys[k]` is in its block, in `x` order.
+    places: Vec<u8>,
+}
 
-    fn rebase(&mut self, points: &[Point]) {
+impl PointsBase {
+    /// `points` must be sorted.
+    fn of(points: &[Point]) -> PointsBase {
         let mut ys = Vec::with_capacity(points.len());
         let mut places = Vec::with_capacity(points.len());
         let mut block: Vec<(u32, u8)> = Vec::with_capacity(BLOCK_POINTS);
@@ -303,20 +328,20 @@ impl Points {
             ys.extend(block.iter().map(|(y, _)| *y));
             places.extend(block.iter().map(|(_, i)| *i));
         }
-        self.xs = Arc::new(PackedTimes::new(points.iter().map(|p| p.0)));
-        self.ys = Arc::new(ys);
-        self.places = Arc::new(places);
-        self.added = Arc::default();
-        self.removed = Arc::default();
+        PointsBase {
+            xs: PackedTimes::new(points.iter().map(|p| p.0)),
+            ys,
+            places,
+        }
     }
 
-    fn base_len(&self) -> usize {
+    fn len(&self) -> usize {
         self.xs.len()
     }
 
-    /// The base's points, sorted.
-    fn base(&self) -> Vec<Point> {
-        let mut out: Vec<Point> = self.xs.iter(0, self.base_len()).map(|x| Point(x, 0)).collect();
+    /// The points, sorted.
+    fn items(&self) -> Vec<Point> {
+        let mut out: Vec<Point> = self.xs.iter(0, self.len()).map(|x| Point(x, 0)).collect();
         for (b, block) in out.chunks_mut(BLOCK_POINTS).enumerate() {
             let from = b * BLOCK_POINTS;
             for k in from..from + block.len() {
@@ -326,23 +351,24 @@ impl Points {
         out
     }
 
+    fn bytes(&self) -> usize {
+        self.xs.bytes() + self.ys.capacity() * 4 + self.places.capacity()
+    }
+}
+
+impl Points {
+    /// Points already sorted.
+    pub fn from_sorted(points: Vec<Point>) -> Points {
+        Points {
+            base: Arc::new(PointsBase::of(&points)),
+            delta: Delta::default(),
+        }
+    }
+
     pub fn update(&mut self, add: &[Point], remove: &[Point]) {
-        if add.is_empty() && remove.is_empty() {
-            return;
-        }
-        if self.base_len() == 0 && self.added.is_empty() && self.removed.is_empty() && remove.is_empty() {
-            // A set built whole (a bulk load, a restore): straight into the base.
-            if add.len() > RUN_LEN_MIN {
-                self.rebase(add);
-                return;
-            }
-        }
-        self.added = Arc::new(merge(&self.added, add));
-        self.removed = Arc::new(merge(&self.removed, remove));
-        let delta = self.added.len() + self.removed.len();
-        if delta > RUN_LEN_MIN.max(self.base_len().isqrt() * 8) {
-            let points = subtract(&merge(&self.base(), &self.added), &self.removed);
-            self.rebase(&points);
+        let base = &self.base;
+        if let Some(points) = self.delta.update(base.len(), || base.items(), add, remove) {
+            self.base = Arc::new(PointsBase::of(&points));
         }
     }
 
@@ -357,7 +383,8 @@ impl Points {
                 .filter(|p| p.1 <= c)
                 .count()
         };
-        let (i, j) = (self.xs.lower(lo), self.xs.lower(hi));
+        let base = &self.base;
+        let (i, j) = (base.xs.lower(lo), base.xs.lower(hi));
         let mut n = 0;
         if c == u32::MAX {
             n = j - i;
@@ -365,10 +392,10 @@ impl Points {
             // The points of block `b` at places `[from, to)` with `y ≤ c`.
             let partial = |b: usize, from: usize, to: usize| {
                 let start = b * BLOCK_POINTS;
-                let end = (start + BLOCK_POINTS).min(self.ys.len());
+                let end = (start + BLOCK_POINTS).min(base.ys.len());
                 (start..end)
-                    .take_while(|k| self.ys[*k] <= c)
-                    .filter(|k| (from..to).contains(&usize::from(self.places[*k])))
+                    .take_while(|k| base.ys[*k] <= c)
+                    .filter(|k| (from..to).contains(&usize::from(base.places[*k])))
                     .count()
             };
             let (bi, bj) = (i / BLOCK_POINTS, j / BLOCK_POINTS);
@@ -380,24 +407,21 @@ impl Points {
                     n += partial(bj, 0, j % BLOCK_POINTS);
                 }
                 for b in bi + 1..bj {
-                    let block = &self.ys[b * BLOCK_POINTS..(b + 1) * BLOCK_POINTS];
+                    let block = &base.ys[b * BLOCK_POINTS..(b + 1) * BLOCK_POINTS];
                     n += block.partition_point(|y| *y <= c);
                 }
             }
         }
-        n + in_run(&self.added) - in_run(&self.removed)
+        n + in_run(&self.delta.added) - in_run(&self.delta.removed)
     }
 
     /// Every point, sorted.
     pub fn items(&self) -> Vec<Point> {
-        subtract(&merge(&self.base(), &self.added), &self.removed)
+        self.delta.apply(&self.base.items())
     }
 
     pub fn bytes(&self) -> usize {
-        self.xs.bytes()
-            + self.ys.capacity() * 4
-            + self.places.capacity()
-            + (self.added.capacity() + self.removed.capacity()) * std::mem::size_of::<Point>()
+        self.base.bytes() + self.delta.bytes()
     }
 }
 

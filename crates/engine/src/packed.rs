@@ -170,12 +170,6 @@ impl PackedTimes {
         select(&self.high, from, i % SAMPLE, false)
     }
 
-    /// Item `i`'s time.
-    pub fn get(&self, i: usize) -> i64 {
-        let bucket = (self.one(i) - i) as u64;
-        self.time_of(bucket, self.low(i))
-    }
-
     fn time_of(&self, bucket: u64, low: u64) -> i64 {
         let v = if self.l == 0 { bucket } else { (bucket << self.l) | low };
         (i128::from(self.min) + i128::from(v)) as i64
@@ -246,7 +240,7 @@ mod tests {
         let packed = PackedTimes::new(times.iter().copied());
         prop_assert_eq!(packed.len(), times.len());
         for (i, t) in times.iter().enumerate() {
-            prop_assert_eq!(packed.get(i), *t);
+            prop_assert_eq!(packed.iter(i, i + 1).next(), Some(*t));
         }
         prop_assert_eq!(packed.iter(0, times.len()).collect::<Vec<_>>(), times.clone());
         if times.len() > 3 {

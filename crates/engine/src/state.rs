@@ -167,6 +167,18 @@ impl Changes {
 }
 
 impl Changes {
+    /// The parts' entries together (parts noted on several cores).
+    fn merged(parts: Vec<Changes>) -> Changes {
+        let mut parts = parts.into_iter();
+        let Some(mut all) = parts.next() else {
+            return Changes::new();
+        };
+        for part in parts {
+            all.absorb(part);
+        }
+        all
+    }
+
     /// Adds `other`'s entries to these (every set is sorted when applied, so the order in
     /// which parts are absorbed does not change the result).
     fn absorb(&mut self, other: Changes) {
@@ -201,14 +213,7 @@ fn note_all(slots: &[LeadSlot], rules: &RulesTimeline) -> Changes {
         }
         changes
     });
-    let mut parts = parts.into_iter();
-    let Some(mut all) = parts.next() else {
-        return Changes::new();
-    };
-    for part in parts {
-        all.absorb(part);
-    }
-    all
+    Changes::merged(parts)
 }
 
 /// The index entries of every lead in `slots` (numbered from 0), noted on every core.
@@ -226,14 +231,7 @@ fn note_slots(slots: &Slots, rules: &RulesTimeline) -> Changes {
         }
         changes
     });
-    let mut parts = parts.into_iter();
-    let Some(mut all) = parts.next() else {
-        return Changes::new();
-    };
-    for part in parts {
-        all.absorb(part);
-    }
-    all
+    Changes::merged(parts)
 }
 
 /// Sorts both and drops the items they share (an entry removed and added again is unchanged).
@@ -458,6 +456,11 @@ fn name_in<'a>(bytes: &'a str, ends: &[u64], no: LeadNo) -> Option<&'a str> {
     bytes.get(start..end)
 }
 
+/// The hash of lead `no`'s id in the buffer (what the table rehashes by when it grows).
+fn stored_hash(bytes: &str, ends: &[u64], no: LeadNo) -> u64 {
+    id_hash(name_in(bytes, ends, no).unwrap_or_default())
+}
+
 impl NameTable {
     fn name(&self, no: LeadNo) -> Option<&str> {
         name_in(&self.bytes, &self.ends, no)
@@ -483,7 +486,7 @@ impl LeadNames {
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         let NameTable { bytes, ends, by_id } = &mut *table;
         ends.reserve(more);
-        by_id.reserve(more, |no| id_hash(name_in(bytes, ends, *no).unwrap_or_default()));
+        by_id.reserve(more, |no| stored_hash(bytes, ends, *no));
     }
 
     /// Adds new leads, numbered in order from the current count.
@@ -493,16 +496,13 @@ impl LeadNames {
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         let NameTable { bytes, ends, by_id } = &mut *table;
-        let hash = |no: &LeadNo| id_hash(name_in(bytes, ends, *no).unwrap_or_default());
-        by_id.reserve(new.len(), hash);
+        by_id.reserve(new.len(), |no| stored_hash(bytes, ends, *no));
         for (lead_id, no) in new {
             let lead_id = lead_id.as_ref();
             debug_assert_eq!(*no as usize, ends.len());
             bytes.push_str(lead_id);
             ends.push(bytes.len() as u64);
-            by_id.insert_unique(id_hash(lead_id), *no, |no| {
-                id_hash(name_in(bytes, ends, *no).unwrap_or_default())
-            });
+            by_id.insert_unique(id_hash(lead_id), *no, |no| stored_hash(bytes, ends, *no));
         }
     }
     pub fn len(&self) -> usize {

@@ -257,9 +257,7 @@ impl<'a> Block<'a> {
 
     /// The stored hash of entry `i`.
     pub fn hash(&self, i: usize) -> Result<[u8; 32]> {
-        let mut hash = [0; 32];
-        hash.copy_from_slice(&self.slice(i)?[..32]);
-        Ok(hash)
+        Ok(hash_and_rest(self.slice(i)?).0)
     }
 
     /// The prev_hash of entry `i`.
@@ -274,14 +272,9 @@ impl<'a> Block<'a> {
     /// Entry `i` of the block, its event borrowing from the block's bytes.
     pub fn entry_ref(&self, i: usize) -> Result<EntryRef<'a>> {
         let seq = self.first_seq + i as u64;
-        let slice = self.slice(i)?;
-        let (stored, _): (StoredBorrowed<'a>, usize) = bincode::serde::borrow_decode_from_slice(&slice[32..], BINCODE)
-            .map_err(|e| LedgerError::Damaged {
-                seq,
-                reason: format!("entry does not decode: {e}"),
-            })?;
-        let mut hash = [0; 32];
-        hash.copy_from_slice(&slice[..32]);
+        let (hash, rest) = hash_and_rest(self.slice(i)?);
+        let (stored, _): (StoredBorrowed<'a>, usize) =
+            bincode::serde::borrow_decode_from_slice(rest, BINCODE).map_err(|e| undecodable(seq, e))?;
         Ok(EntryRef {
             seq,
             recorded_at: stored.recorded_at,
@@ -294,14 +287,9 @@ impl<'a> Block<'a> {
     /// Entry `i` of the block.
     pub fn entry(&self, i: usize) -> Result<Entry> {
         let seq = self.first_seq + i as u64;
-        let slice = self.slice(i)?;
+        let (hash, rest) = hash_and_rest(self.slice(i)?);
         let (stored, _): (Stored, usize) =
-            bincode::serde::decode_from_slice(&slice[32..], BINCODE).map_err(|e| LedgerError::Damaged {
-                seq,
-                reason: format!("entry does not decode: {e}"),
-            })?;
-        let mut hash = [0; 32];
-        hash.copy_from_slice(&slice[..32]);
+            bincode::serde::decode_from_slice(rest, BINCODE).map_err(|e| undecodable(seq, e))?;
         Ok(Entry {
             seq,
             recorded_at: stored.recorded_at,
@@ -310,5 +298,19 @@ impl<'a> Block<'a> {
             hash,
             event: stored.event,
         })
+    }
+}
+
+/// An entry's stored bytes: its hash, then the rest.
+fn hash_and_rest(slice: &[u8]) -> ([u8; 32], &[u8]) {
+    let mut hash = [0; 32];
+    hash.copy_from_slice(&slice[..32]);
+    (hash, &slice[32..])
+}
+
+fn undecodable(seq: u64, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Damaged {
+        seq,
+        reason: format!("entry does not decode: {e}"),
     }
 }

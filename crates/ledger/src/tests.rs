@@ -241,18 +241,27 @@ fn a_store_with_one_index_key_per_id_is_converted_to_runs_on_open() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn direct_writer_equals_jcs_of_the_contract_json() {
+/// Simulated events and, after them, the chain vectors' events (every event type with its
+/// optional fields), their ids prefixed so none repeats a simulated one.
+fn simulated_and_vectors(leads: u64, seed: u64) -> Vec<Event> {
     let mut events = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
-        leads: 400,
-        seed: 5,
+        leads,
+        seed,
         start: 1_780_272_000_000_000,
         days: 60,
     });
     let vectors: serde_json::Value = serde_json::from_str(include_str!("../../../schemas/chain-vectors.json")).unwrap();
     for v in vectors["entries"].as_array().unwrap() {
-        events.push(Event::from_value(&v["event"]).unwrap());
+        let mut event = Event::from_value(&v["event"]).unwrap();
+        event.id = format!("vector-{}", event.id);
+        events.push(event);
     }
+    events
+}
+
+#[test]
+fn direct_writer_equals_jcs_of_the_contract_json() {
+    let events = simulated_and_vectors(400, 5);
     let kinds: std::collections::HashSet<&str> = events.iter().map(|e| e.kind()).collect();
     assert_eq!(kinds.len(), 9, "every event type is covered");
     for event in &events {
@@ -268,19 +277,7 @@ fn direct_writer_equals_jcs_of_the_contract_json() {
 #[test]
 fn a_borrowed_read_of_every_block_equals_the_owned_read() {
     let (dir, ledger) = temp();
-    let mut events = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
-        leads: 300,
-        seed: 9,
-        start: 1_780_272_000_000_000,
-        days: 60,
-    });
-    // The chain vectors hold every event type with its optional fields.
-    let vectors: serde_json::Value = serde_json::from_str(include_str!("../../../schemas/chain-vectors.json")).unwrap();
-    for v in vectors["entries"].as_array().unwrap() {
-        let mut event = Event::from_value(&v["event"]).unwrap();
-        event.id = format!("vector-{}", event.id);
-        events.push(event);
-    }
+    let events = simulated_and_vectors(300, 9);
     for batch in events.chunks(700) {
         offer(&ledger, batch, 1);
     }
