@@ -960,8 +960,10 @@ async fn ingest_while_queried(
     let addr = format!("127.0.0.1:{}", service.port);
     let span = Duration::from_secs(args.query_seconds.max(20));
     let (_, quiet_from) = health(&addr).await;
+    eprintln!("ingest while queried: quiet span, service pid {}", service.pid());
     tokio::time::sleep(span).await;
     let (_, quiet_to) = health(&addr).await;
+    eprintln!("ingest while queried: loaded span, service pid {}", service.pid());
     let (mut latencies, secs) = http::load(&addr, funnel_paths, args.clients, span.as_secs()).await;
     let (_, loaded_to) = health(&addr).await;
     let quiet = (quiet_to - quiet_from) as f64 / span.as_secs_f64();

@@ -1,6 +1,10 @@
 //! Times distinct report questions against a live engine opened on a data dir, one thread,
 //! no HTTP: what each report costs the engine itself.
-//! `cargo run --release -p funnel-engine --example queries -- DATA_DIR [N] [funnel,attribution,at_seq,replay]`
+//! `cargo run --release -p funnel-engine --example queries -- DATA_DIR [N] [funnel,attribution,at_seq,replay,ingest]`
+//!
+//! `ingest` appends the events of N new leads to the ledger (so run it on a copy of the data
+//! dir) and times the writer catching up with them as the service's does: a snapshot per
+//! chunk, checkpoints included.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -30,15 +34,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let ledger = Ledger::open(&dir.join("ledger"))?;
     eprintln!("RSS after ledger open {} MB", rss_kb() / 1024);
+    extern "C" {
+        fn mi_collect(force: bool);
+        fn mi_option_set(option: i32, value: std::ffi::c_long);
+    }
+    // SAFETY: as `funnel serve` does around its start (see its `releasing_freed_heap`): freed
+    // memory returned at once (option 15 is mimalloc's purge delay), then whatever is still held.
+    unsafe { mi_option_set(15, 0) };
     let live = Live::open(ledger, &dir.join("engine"))?;
     eprintln!("RSS after engine open {} MB", rss_kb() / 1024);
     println!("open {:.2} s", started.elapsed().as_secs_f64());
     let engine = live.snapshot();
-    extern "C" {
-        fn mi_collect(force: bool);
+    // SAFETY: returns free pages to the system only; the default delay back.
+    unsafe {
+        mi_collect(true);
+        mi_option_set(15, 1_000);
     }
-    // SAFETY: returns free pages to the system only, as `funnel serve` does after its start.
-    unsafe { mi_collect(true) };
     if std::env::var_os("MI_STATS").is_some() {
         extern "C" {
             fn mi_stats_print(out: *mut std::ffi::c_void);
@@ -161,6 +172,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report(
             &format!("funnel at_seq, {label} (history, with the entry read; {replays} would replay)"),
             times,
+        );
+    }
+    if only.contains("ingest") {
+        let start = parse_rfc3339("2026-06-01T00:00:00Z").map_err(|e| e.to_string())?;
+        let events: Vec<_> = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
+            leads: n as u64,
+            seed: 4,
+            start,
+            days: 120,
+        })
+        .into_iter()
+        .filter(|e| !matches!(e.data, funnel_core::event::Data::Rules(_)))
+        .collect();
+        for (i, chunk) in events.chunks(1_000).enumerate() {
+            let candidates: Vec<_> = chunk.iter().map(funnel_ledger::Candidate::direct).collect();
+            live.ledger().append_batch(&candidates, i as i64)?;
+        }
+        live.ledger().flush()?;
+        let t = Instant::now();
+        let applied = live.catch_up()?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "ingest: {applied} events of {n} new leads applied in {secs:.2} s: {:.0} events/s",
+            applied as f64 / secs
         );
     }
     if only.contains("replay") {

@@ -3,7 +3,7 @@
 //! Each set is a large immutable sorted `base` plus small sorted `added` and `removed` runs,
 //! all behind `Arc`s: a snapshot clones pointers, a batch of updates copies only the small
 //! runs of the sets it touches, and the runs are merged into a new base once they outgrow
-//! [`RUN_LEN_MIN`] or 8·√(base) (amortised O(√n) copies per update; bulk loads bypass this).
+//! [`RUN_LEN_MIN`] or √(2·base·batch) (see `runs_len_max`; bulk loads bypass this).
 
 use std::sync::Arc;
 
@@ -16,6 +16,16 @@ const BLOCK_POINTS: usize = 256;
 
 fn lower<T: Ord>(v: &[T], x: &T) -> usize {
     v.partition_point(|e| e < x)
+}
+
+/// How long the runs of a base of `base_len` items may grow, taking updates of about `batch`
+/// items, before they are merged into a new base. Each update copies the runs (half this
+/// bound on average) and each merge copies the base, once per bound/`batch` updates: per item,
+/// bound/(2·batch) + base/bound copies, least at bound = √(2·base·batch). Updates of at least
+/// 32 items are assumed (8·√base), so that a stream of single-lead batches does not rebuild
+/// the base every few updates.
+fn runs_len_max(base_len: usize, batch: usize) -> usize {
+    RUN_LEN_MIN.max((base_len.saturating_mul(2 * batch.max(32))).isqrt())
 }
 
 /// Merges sorted `add` into sorted `into`.
@@ -72,7 +82,7 @@ impl<T: Ord + Copy> Delta<T> {
     /// Takes sorted additions and removals (every removal of a present item) to a base of
     /// `base_len` items. Returns the items of the new base when the runs are to be merged into
     /// it (the runs are then empty): a set built whole (a bulk load, a restore) goes straight
-    /// in; otherwise runs past [`RUN_LEN_MIN`] and 8·√(base) are merged with `base()`'s items.
+    /// in; otherwise runs past `runs_len_max` are merged with `base()`'s items.
     fn update<'a>(
         &mut self,
         base_len: usize,
@@ -89,7 +99,7 @@ impl<T: Ord + Copy> Delta<T> {
         }
         self.added = Arc::new(merge(&self.added, add));
         self.removed = Arc::new(merge(&self.removed, remove));
-        if self.added.len() + self.removed.len() <= RUN_LEN_MIN.max(base_len.isqrt() * 8) {
+        if self.added.len() + self.removed.len() <= runs_len_max(base_len, add.len() + remove.len()) {
             return None;
         }
         let items = subtract(&merge(&base(), &self.added), &self.removed);
