@@ -1,10 +1,10 @@
 //! Times distinct report questions against a live engine opened on a data dir, one thread,
 //! no HTTP: what each report costs the engine itself.
-//! `cargo run --release -p funnel-engine --example queries -- DATA_DIR [N] [funnel,attribution,at_seq,replay,ingest]`
+//! `cargo run --release -p funnel-engine --example queries -- DATA_DIR [N] [funnel,attribution,at_seq,replay,ingest:LEADS]`
 //!
-//! `ingest` appends the events of N new leads to the ledger (so run it on a copy of the data
-//! dir) and times the writer catching up with them as the service's does: a snapshot per
-//! chunk, checkpoints included.
+//! `ingest:LEADS` first appends the events of LEADS new leads to the ledger (so run it on a copy of the
+//! data dir) and times the writer catching up with them as the service's does (a snapshot per
+//! chunk, checkpoints included); the questions after it then meet the runs that left.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -44,6 +44,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let live = Live::open(ledger, &dir.join("engine"))?;
     eprintln!("RSS after engine open {} MB", rss_kb() / 1024);
     println!("open {:.2} s", started.elapsed().as_secs_f64());
+    let ingest_leads = only.split(',').find_map(|part| part.strip_prefix("ingest:"));
+    if let Some(leads) = ingest_leads {
+        let leads: u64 = leads.parse()?;
+        let start = parse_rfc3339("2026-06-01T00:00:00Z").map_err(|e| e.to_string())?;
+        let events: Vec<_> = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
+            leads,
+            seed: 4,
+            start,
+            days: 120,
+        })
+        .into_iter()
+        .filter(|e| !matches!(e.data, funnel_core::event::Data::Rules(_)))
+        .collect();
+        for (i, chunk) in events.chunks(1_000).enumerate() {
+            let candidates: Vec<_> = chunk.iter().map(funnel_ledger::Candidate::direct).collect();
+            live.ledger().append_batch(&candidates, i as i64)?;
+        }
+        live.ledger().flush()?;
+        let t = Instant::now();
+        let applied = live.catch_up()?;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "ingest: {applied} events of {leads} new leads applied in {secs:.2} s: {:.0} events/s",
+            applied as f64 / secs
+        );
+    }
     let engine = live.snapshot();
     // SAFETY: returns free pages to the system only; the default delay back.
     unsafe {
@@ -172,30 +198,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report(
             &format!("funnel at_seq, {label} (history, with the entry read; {replays} would replay)"),
             times,
-        );
-    }
-    if only.contains("ingest") {
-        let start = parse_rfc3339("2026-06-01T00:00:00Z").map_err(|e| e.to_string())?;
-        let events: Vec<_> = funnel_core::simulate::funnel(funnel_core::simulate::Plan {
-            leads: n as u64,
-            seed: 4,
-            start,
-            days: 120,
-        })
-        .into_iter()
-        .filter(|e| !matches!(e.data, funnel_core::event::Data::Rules(_)))
-        .collect();
-        for (i, chunk) in events.chunks(1_000).enumerate() {
-            let candidates: Vec<_> = chunk.iter().map(funnel_ledger::Candidate::direct).collect();
-            live.ledger().append_batch(&candidates, i as i64)?;
-        }
-        live.ledger().flush()?;
-        let t = Instant::now();
-        let applied = live.catch_up()?;
-        let secs = t.elapsed().as_secs_f64();
-        println!(
-            "ingest: {applied} events of {n} new leads applied in {secs:.2} s: {:.0} events/s",
-            applied as f64 / secs
         );
     }
     if only.contains("replay") {
