@@ -36,11 +36,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!("RSS after ledger open {} MB", rss_kb() / 1024);
     extern "C" {
         fn mi_collect(force: bool);
+        fn mi_option_get(option: i32) -> std::ffi::c_long;
         fn mi_option_set(option: i32, value: std::ffi::c_long);
     }
+    /// mimalloc's purge delay (see `funnel serve`'s `PURGE_DELAY`).
+    const PURGE_DELAY: i32 = 15;
     // SAFETY: as `funnel serve` does around its start (see its `releasing_freed_heap`): freed
-    // memory returned at once (option 15 is mimalloc's purge delay), then whatever is still held.
-    unsafe { mi_option_set(15, 0) };
+    // memory returned at once, then whatever is still held. Options are plain integers.
+    let delay = unsafe { mi_option_get(PURGE_DELAY) };
+    unsafe { mi_option_set(PURGE_DELAY, 0) };
     let live = Live::open(ledger, &dir.join("engine"))?;
     eprintln!("RSS after engine open {} MB", rss_kb() / 1024);
     println!("open {:.2} s", started.elapsed().as_secs_f64());
@@ -71,10 +75,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     let engine = live.snapshot();
-    // SAFETY: returns free pages to the system only; the default delay back.
+    // SAFETY: returns free pages to the system only; the delay as it was.
     unsafe {
         mi_collect(true);
-        mi_option_set(15, 1_000);
+        mi_option_set(PURGE_DELAY, delay);
     }
     if std::env::var_os("MI_STATS").is_some() {
         extern "C" {

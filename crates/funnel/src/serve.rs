@@ -194,8 +194,8 @@ pub async fn serve(
 /// events arrive, 32 clients asking funnel questions, in runs of the bench's ingest part
 /// (the same code apart from this value): nice 5 kept ingest at 0.82–1.14× but funnel p99
 /// was 55–81 ms; nice 2 kept 0.87–0.94× with p99 29–36 ms; nice 0, 0.93–1.02× with 25–32 ms:
-/// so close that ingest keeps the small preference. (Before
-/// the writer applied a backlog 2× faster, nice 5 was the balance: 0.89×, p99 36 ms.)
+/// so close that ingest keeps the small preference. (Before the writer applied a backlog 2×
+/// faster, nice 5 was the balance: 0.89×, p99 36 ms.)
 const QUERY_NICE: i32 = 2;
 
 /// The runtime that serves HTTP and computes answers, apart from ingest's, on threads of
@@ -255,7 +255,7 @@ const PURGE_DELAY: i32 = 15;
 /// a while to reuse them, and a start frees hundreds of megabytes of temporaries (decoded
 /// events, every lead's index entries before they are packed) between the allocations that
 /// stay. Measured at 1 M leads restarted (`target/release/examples/queries DIR 1 none`, which
-/// does the same): 383 B of RSS a lead with mimalloc's default delay, 361 B without it.
+/// does the same): 383 B of RSS a lead with mimalloc's default delay, 368 B with this.
 fn releasing_freed_heap<T>(open: impl FnOnce() -> T) -> T {
     // SAFETY: options are plain integers mimalloc reads on its next purge; mi_collect only
     // returns free pages to the system. Neither touches live allocations.
