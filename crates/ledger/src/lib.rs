@@ -401,12 +401,52 @@ impl Ledger {
             Ok(Some((first, _))) => first,
             _ => from,
         };
-        self.log
-            .range(block_key(start)..=block_key(u64::MAX))
-            .map(|item| -> Result<RawBlock> {
-                let (key, bytes) = item?;
-                Ok(RawBlock::new(seq_from(&key[1..]).unwrap_or(0), bytes))
-            })
+        let seqs = |first, bytes: &[u8]| Block::parse(first, bytes).map_or(0, |b| b.len() as u64);
+        self.runs(b'b', start, seqs)
+            .map(|item| item.map(|(first, bytes)| RawBlock::new(first, bytes)))
+    }
+
+    /// The values of keys `prefix` ‖ seq (u64 BE) from `start` on, each holding the
+    /// consecutive seqs from its key's (`seqs` says how many; 0 if it cannot tell): a block of
+    /// entries, a run of id hashes.
+    ///
+    /// Each value is read with a `get` of the key that follows from the one before, not with
+    /// sled's range iterator. sled evicts from its cache only while it works through one of its
+    /// 256 shards' queues of 64 page accesses, and the iterator accesses each leaf once for its
+    /// dozen values, so the queues of leaves never filled: a read of the whole log left all of
+    /// it in the cache whatever the cache's capacity (430 MB of 4.5 M events), and a replay's
+    /// peak memory and a service that had built its projection from the log held it. A `get`
+    /// accesses every page on its path each time, enough for eviction to keep up. Where the
+    /// next key is not stored (the end, or a value whose length was unreadable) one range
+    /// lookup finds the next key that is.
+    fn runs<'a>(
+        &'a self,
+        prefix: u8,
+        start: u64,
+        seqs: impl Fn(u64, &[u8]) -> u64 + 'a,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + 'a {
+        let key = move |seq: u64| {
+            let mut key = [prefix; 9];
+            key[1..].copy_from_slice(&seq.to_be_bytes());
+            key
+        };
+        let mut next = Some(start);
+        std::iter::from_fn(move || {
+            let seq = next.take()?;
+            let found = match self.log.get(key(seq)) {
+                Ok(Some(bytes)) => Ok(Some((seq, bytes))),
+                Ok(None) => match self.log.range(key(seq)..=key(u64::MAX)).next() {
+                    None => Ok(None),
+                    Some(Ok((k, bytes))) => Ok(seq_from(&k[1..]).map(|first| (first, bytes))),
+                    Some(Err(e)) => Err(e.into()),
+                },
+                Err(e) => Err(e.into()),
+            };
+            if let Ok(Some((first, bytes))) = &found {
+                next = first.checked_add(seqs(*first, bytes).max(1));
+            }
+            found.transpose()
+        })
     }
 
     /// The entries at `seqs` (ascending), reading each block once: a lead's timeline, from
@@ -512,9 +552,10 @@ impl Ledger {
             scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(chunk_blocks);
                 let mut n = 0;
-                for item in self.log.scan_prefix(b"b") {
+                let seqs = |first, bytes: &[u8]| Block::parse(first, bytes).map_or(0, |b| b.len() as u64);
+                for item in self.runs(b'b', 0, seqs) {
                     match item {
-                        Ok((key, bytes)) => chunk.push((seq_from(&key[1..]).unwrap_or(0), bytes)),
+                        Ok(block) => chunk.push(block),
                         Err(e) => {
                             let _ = work_tx.send((n, Ok(std::mem::take(&mut chunk))));
                             let _ = work_tx.send((n + 1, Err(format!("store error: {e}"))));

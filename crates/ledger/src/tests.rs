@@ -157,6 +157,26 @@ fn a_flipped_byte_in_any_block_is_found_and_located() {
 }
 
 #[test]
+fn a_block_whose_header_is_damaged_hides_none_of_the_blocks_after_it() {
+    let (dir, ledger) = temp();
+    offer(&ledger, &many(3_000, 11), 1);
+    let stored: Vec<u64> = (ledger.log.scan_prefix(b"b"))
+        .map(|kv| seq_from(&kv.unwrap().0[1..]).unwrap())
+        .collect();
+    assert!(stored.len() >= 4, "3,000 entries span several blocks");
+    // Block 1 cut to two bytes: how many entries it holds cannot be read.
+    ledger.log.insert(block_key(stored[1]), &[1u8, 2][..]).unwrap();
+    let read: Vec<u64> = ledger.blocks(1).map(|b| b.unwrap().first_seq()).collect();
+    assert_eq!(read, stored);
+    let from_third: Vec<u64> = ledger.blocks(stored[2] + 1).map(|b| b.unwrap().first_seq()).collect();
+    assert_eq!(from_third, stored[2..]);
+    let v = ledger.verify(|_| {});
+    assert_eq!(v.checked, stored[1] - 1);
+    assert_eq!(v.first_bad.map(|b| b.0), Some(stored[1]));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn ids_sharing_an_index_prefix_are_told_apart() {
     let (dir, ledger) = temp();
     offer(&ledger, &[touch("a", "L1", 1)], 1);
