@@ -682,9 +682,27 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     rows.push(restart);
     let addr = format!("127.0.0.1:{}", service.port);
     let (live_rss, _) = rss(service.pid());
+    // A service taking in events also holds the ledger's id index (it refuses duplicates),
+    // loaded with the first event: one event of a new lead, then the RSS again.
+    let probe: Vec<Event> = (leads_for(1, 5).into_iter())
+        .filter(|e| e.lead_id.is_some())
+        .take(1)
+        .collect();
+    let before = health(&addr).await.0;
+    let client = async_nats::connect(&url).await.expect("connect");
+    (funnel_producer::Producer::new(client, funnel_producer::Encoding::Json))
+        .publish_all(&probe, |_| {})
+        .await
+        .expect("publish");
+    let waiting = Instant::now();
+    while health(&addr).await.0 <= before && waiting.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (taking_rss, _) = rss(service.pid());
     for (how, bytes) in [
         ("built from the log", built_rss),
         ("restarted from the checkpoint", live_rss),
+        ("restarted, after its first new event", taking_rss),
     ] {
         let mut memory = Row::new(
             format!("5. live service RSS per lead, {how} ({} leads)", args.query_leads),
