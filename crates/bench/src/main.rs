@@ -683,7 +683,8 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     let addr = format!("127.0.0.1:{}", service.port);
     let (live_rss, _) = rss(service.pid());
     // A service taking in events also holds the ledger's id index (it refuses duplicates),
-    // loaded with the first event: one event of a new lead, then the RSS again.
+    // loaded with the first event: one event of a new lead, then the RSS again (the figure of
+    // a service at work).
     let probe: Vec<Event> = (leads_for(1, 5).into_iter())
         .filter(|e| e.lead_id.is_some())
         .take(1)
@@ -698,6 +699,9 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     while health(&addr).await.0 <= before && waiting.elapsed() < Duration::from_secs(60) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Taken once the load's temporaries are returned (mimalloc purges freed pages a second
+    // later): the service's memory while it runs, not the moment of loading.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (taking_rss, _) = rss(service.pid());
     for (how, bytes) in [
         ("built from the log", built_rss),
