@@ -682,31 +682,9 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     rows.push(restart);
     let addr = format!("127.0.0.1:{}", service.port);
     let (live_rss, _) = rss(service.pid());
-    // A service taking in events also holds the ledger's id index (it refuses duplicates),
-    // loaded with the first event: one event of a new lead, then the RSS again (the figure of
-    // a service at work).
-    let probe: Vec<Event> = (leads_for(1, 5).into_iter())
-        .filter(|e| e.lead_id.is_some())
-        .take(1)
-        .collect();
-    let before = health(&addr).await.0;
-    let client = async_nats::connect(&url).await.expect("connect");
-    (funnel_producer::Producer::new(client, funnel_producer::Encoding::Json))
-        .publish_all(&probe, |_| {})
-        .await
-        .expect("publish");
-    let waiting = Instant::now();
-    while health(&addr).await.0 <= before && waiting.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    // Taken once the load's temporaries are returned (mimalloc purges freed pages a second
-    // later): the service's memory while it runs, not the moment of loading.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (taking_rss, _) = rss(service.pid());
     for (how, bytes) in [
         ("built from the log", built_rss),
         ("restarted from the checkpoint", live_rss),
-        ("restarted, after its first new event", taking_rss),
     ] {
         let mut memory = Row::new(
             format!("5. live service RSS per lead, {how} ({} leads)", args.query_leads),
@@ -826,10 +804,44 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     if args.endpoints.is_empty() {
         versus_chdb(&addr, args.query_leads, rows).await;
     }
+    rows.push(rss_at_work(&addr, &url, service.pid(), args.query_leads).await);
     if args.ingest_events > 0 {
         drop(service);
         ingest_while_queried(funnel_bin, &url, &data, args, head, funnel_paths_again, rows).await;
     }
+}
+
+/// The service's RSS per lead once it has taken in an event, after the questions (the new
+/// event would change their counts).
+async fn rss_at_work(addr: &str, url: &str, pid: u32, leads: u64) -> Row {
+    // A service taking in events also holds the ledger's id index (it refuses duplicates),
+    // loaded with the first event: one event of a new lead, then the RSS again (the figure of
+    // a service at work).
+    let probe: Vec<Event> = (leads_for(1, 5).into_iter())
+        .filter(|e| e.lead_id.is_some())
+        .take(1)
+        .collect();
+    let before = health(addr).await.0;
+    let client = async_nats::connect(url).await.expect("connect");
+    (funnel_producer::Producer::new(client, funnel_producer::Encoding::Json))
+        .publish_all(&probe, |_| {})
+        .await
+        .expect("publish");
+    let waiting = Instant::now();
+    while health(addr).await.0 <= before && waiting.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Taken once the load's temporaries are returned (mimalloc purges freed pages a second
+    // later): the service's memory while it runs, not the moment of loading.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (taking_rss, _) = rss(pid);
+    let mut row = Row::new(
+        format!("5. live service RSS per lead, restarted, after the questions and one new event ({leads} leads)"),
+        vec![taking_rss as f64 / leads as f64],
+        "B",
+    );
+    row.note = "target ≤ 300; the ledger's id index loaded".into();
+    row
 }
 
 /// Clients sending expensive questions at once (log-prefix replays, Markov attribution, chain
