@@ -1,13 +1,13 @@
 //! The permanent id index: which seqs hold an event whose id has a given 64-bit hash.
 //!
-//! Kept in memory (every seq's id hash, and a table of seqs found by hash) and persisted as
-//! **runs**: one sled value per append batch, `j` ‖ first seq (u64 BE) → the 8-byte id hashes
-//! of the consecutive seqs from there, written in the same atomic batch as the entries' block. A run is one
-//! sequential key per batch where the old layout wrote one random key per event (sled's
-//! slowest write: every batch touched ~1,000 leaves). The runs are read back (8 bytes per
-//! event) the first time an id is looked up, not at open: `verify`, `export` and lead
-//! timelines never need them. A hash is only a candidate: whoever asks compares the stored
-//! entry's id.
+//! Kept in memory ([`IdTable`]: every seq's fingerprint, and a table of seqs found by it) and
+//! persisted as **runs**: one sled value per append batch, `j` ‖ first seq (u64 BE) → the
+//! 8-byte id hashes of the consecutive seqs from there, written in the same atomic batch as the
+//! entries' block. A run is one sequential key per batch where the old layout wrote one random
+//! key per event (sled's slowest write: every batch touched ~1,000 leaves). The runs are read
+//! back (8 bytes per event) the first time an id is looked up, not at open: `verify`, `export`
+//! and lead timelines never need them. A fingerprint is only a candidate: whoever asks compares
+//! the stored entry's id.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, RwLock};
