@@ -828,7 +828,11 @@ async fn rss_at_work(addr: &str, url: &str, pid: u32, leads: u64) -> Row {
         .await
         .expect("publish");
     let waiting = Instant::now();
-    while health(addr).await.0 <= before && waiting.elapsed() < Duration::from_secs(60) {
+    while health(addr).await.0 <= before {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "the probe event was not stored within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Taken once the load's temporaries are returned (mimalloc purges freed pages a second

@@ -30,9 +30,7 @@ pub(crate) fn id_hash(id: &str) -> u64 {
 }
 
 pub(crate) fn run_key(first_seq: u64) -> [u8; 9] {
-    let mut key = [b'j'; 9];
-    key[1..].copy_from_slice(&first_seq.to_be_bytes());
-    key
+    crate::seq_key(b'j', first_seq)
 }
 
 /// Every seq's id fingerprint, and the seqs found by it: 9 bytes an entry where a map from

@@ -169,10 +169,15 @@ pub(crate) const BINCODE: bincode::config::Configuration = bincode::config::stan
 
 const META_KEY: &[u8] = b"m";
 
-fn block_key(first_seq: u64) -> [u8; 9] {
-    let mut key = [b'b'; 9];
-    key[1..].copy_from_slice(&first_seq.to_be_bytes());
+/// The key `prefix` ‖ seq (u64 BE): sled's order is seq order within a key space.
+pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
+    let mut key = [prefix; 9];
+    key[1..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+fn block_key(first_seq: u64) -> [u8; 9] {
+    seq_key(b'b', first_seq)
 }
 
 /// How many entries a stored block holds (0 if its header cannot be read).
@@ -427,11 +432,7 @@ impl Ledger {
         start: u64,
         seqs: impl Fn(u64, &[u8]) -> u64 + 'a,
     ) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + 'a {
-        let key = move |seq: u64| {
-            let mut key = [prefix; 9];
-            key[1..].copy_from_slice(&seq.to_be_bytes());
-            key
-        };
+        let key = move |seq: u64| seq_key(prefix, seq);
         let mut next = Some(start);
         std::iter::from_fn(move || {
             let seq = next.take()?;
