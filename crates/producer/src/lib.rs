@@ -73,6 +73,12 @@ pub fn decode(content_type: Option<&str>, payload: &[u8]) -> Result<Event, Rejec
     }
 }
 
+/// How long a publish waits for JetStream's acknowledgement. The server acknowledges once it
+/// has stored the message, and async-nats' 5 s default was too short on a busy disk: run right
+/// after a build had written gigabytes, the demo's `funnel simulate` stopped twice at "didn't
+/// receive ack in time".
+pub const PUBLISH_ACK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Publishes events to JetStream.
 #[derive(Clone)]
 pub struct Producer {
@@ -82,10 +88,9 @@ pub struct Producer {
 
 impl Producer {
     pub fn new(client: async_nats::Client, encoding: Encoding) -> Producer {
-        Producer {
-            jetstream: jetstream::new(client),
-            encoding,
-        }
+        let mut jetstream = jetstream::new(client);
+        jetstream.set_timeout(PUBLISH_ACK_WAIT);
+        Producer { jetstream, encoding }
     }
 
     fn headers(&self, event: &Event) -> HeaderMap {
