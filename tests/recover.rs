@@ -14,26 +14,15 @@ fn touch(n: u64) -> Value {
         "occurred_at": format!("2026-03-01T09:{:02}:00Z", n % 60), "data": {"channel": "webinar"}})
 }
 
-/// Flips one byte of the stored id `r{n}` in place, as a bad disk would.
+/// Flips one byte of the stored id `r{n}` in place in the ledger's blocks file, as a bad disk would.
 fn damage(ledger: &std::path::Path, n: u64) {
-    let db = sled::Config::new()
-        .path(ledger)
-        .segment_size(funnel_ledger::SEGMENT_BYTES)
-        .open()
-        .expect("open sled");
-    let log = db.open_tree(funnel_ledger::LOG_TREE).expect("tree");
+    let path = ledger.join(funnel_ledger::BLOCKS_FILE);
+    let mut bytes = std::fs::read(&path).expect("read the blocks file");
     let id = format!("r{n}");
     let needle: Vec<u8> = [&[id.len() as u8][..], id.as_bytes()].concat();
-    let (key, value) = log
-        .scan_prefix(b"b")
-        .map(|kv| kv.expect("read"))
-        .find(|(_, v)| v.windows(needle.len()).any(|w| w == needle))
-        .expect("the block holding the id");
-    let mut value = value.to_vec();
-    let at = value.windows(needle.len()).position(|w| w == needle).expect("id");
-    value[at + needle.len() - 1] ^= 0x04;
-    log.insert(key, value).expect("write");
-    db.flush().expect("flush");
+    let at = bytes.windows(needle.len()).position(|w| w == needle).expect("the id");
+    bytes[at + needle.len() - 1] ^= 0x04;
+    std::fs::write(&path, bytes).expect("write the blocks file");
 }
 
 #[test]

@@ -11,9 +11,11 @@
 //! Faults: a crash (every handle dropped, everything reopened from disk) at random between
 //! fetch, append, flush, DLQ, ack, projection and checkpoint; redelivery of everything past
 //! the ack floor (an expired ack wait) with the service still running; batches of random size,
-//! cut short by the crashes (a torn batch is never half in the ledger: a batch is one atomic
-//! sled write, and unflushed writes may be kept or lost, both of which are covered: a crash
-//! right after append keeps it, a crash before append loses it).
+//! cut short by the crashes (a torn batch is never half in the ledger: its blocks are written
+//! to the blocks file first and become part of the log in one atomic sled write with their
+//! places and ids; unflushed writes may be kept or lost, both of which are covered: a crash
+//! right after append keeps it, a crash before append loses it; the ledger's own tests cut a
+//! batch between the two writes).
 //!
 //! After the faults the world drains, and DESIGN §7 is checked against a model computed here
 //! from the history alone:

@@ -1,4 +1,5 @@
-//! A block: consecutive entries stored in one sled value, written once per append batch.
+//! A block: consecutive entries stored together in the blocks file, written once per append
+//! batch.
 //!
 //! ```text
 //! u8      BLOCK_VERSION
@@ -23,12 +24,9 @@ use crate::{LedgerError, Result, BINCODE};
 const BLOCK_VERSION: u8 = 1;
 const HEADER: usize = 1 + 4 + 32;
 
-/// Largest body a block gets before the batch opens another one. sled keeps a leaf of up to 17
-/// values in one page write, and reads a whole leaf to read one value: a lead lookup with a
-/// cold cache reads one leaf per block holding one of the lead's entries. 16 KiB keeps that
-/// read near 280 KiB (with 64 KiB blocks, cold lookups at 2.2 M leads had p99 17 ms; with
-/// 16 KiB, 4.5 ms). With [`crate::SEGMENT_BYTES`] of 8 MiB a page may reach 2 MiB before sled
-/// moves it to a blob file, so a leaf of blocks stays inline either way.
+/// Largest body a block gets before the batch opens another one. A lead lookup reads one whole
+/// block per entry of the lead's (from the blocks file, one `pread` each); 16 KiB keeps that
+/// read small while a busy batch still fills few blocks.
 pub const BLOCK_BYTES: usize = 16 << 10;
 
 #[derive(Serialize)]
@@ -65,15 +63,19 @@ pub struct EntryRef<'a> {
     pub event: EventRef<'a>,
 }
 
-/// A stored block as sled gave it, not yet decoded ([`crate::Ledger::blocks`]).
+/// A stored block as read, not yet decoded ([`crate::Ledger::blocks`]).
 pub struct RawBlock {
     first_seq: u64,
-    bytes: sled::IVec,
+    bytes: Vec<u8>,
 }
 
 impl RawBlock {
-    pub(crate) fn new(first_seq: u64, bytes: sled::IVec) -> RawBlock {
+    pub(crate) fn new(first_seq: u64, bytes: Vec<u8>) -> RawBlock {
         RawBlock { first_seq, bytes }
+    }
+
+    pub(crate) fn into_parts(self) -> (u64, Vec<u8>) {
+        (self.first_seq, self.bytes)
     }
 
     pub fn first_seq(&self) -> u64 {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::block::BlockWriter;
 use crate::canonical::{genesis, hex};
 use crate::ids::IdIndexBatch;
-use crate::{block_key, unhex, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
+use crate::{unhex, Ledger, LedgerError, Meta, Result, CHAIN_FORMAT};
 
 /// Entries imported per sled batch.
 const IMPORT_BATCH_ENTRIES: usize = 1_000;
@@ -275,11 +275,9 @@ impl<'a> Loader<'a> {
     /// Writes what is staged (not flushed).
     pub(crate) fn apply(&mut self) -> Result<()> {
         let mut batch = std::mem::take(&mut self.batch);
-        for (first, value) in std::mem::take(&mut self.blocks).finish() {
-            batch.insert(&block_key(first), value);
-        }
         self.ids.stage(&mut batch);
-        self.ledger.log.apply_batch(batch)?;
+        let blocks = std::mem::take(&mut self.blocks).finish();
+        self.ledger.store(&mut self.head, blocks, batch)?;
         self.ids.commit(self.ledger)?;
         self.stored = self.head.position.seq;
         self.pending.clear();

@@ -1,13 +1,18 @@
-//! The ledger: the append-only, hash-chained log of every accepted event, in sled.
+//! The ledger: the append-only, hash-chained log of every accepted event.
 //!
-//! Ground truth of the whole system; everything else is derived from it. One tree (`ledger`)
-//! holds three key spaces so that a batch of entries and their id index land atomically:
+//! Ground truth of the whole system; everything else is derived from it. The entries live in
+//! [`block`]s of consecutive entries (one per append batch, ≤ 16 KiB), end to end in the
+//! [`blockfile`]; one sled tree (`ledger`) holds three key spaces, so that where a batch's
+//! blocks lie and their id index land atomically:
 //!
 //! | key | value |
 //! |---|---|
 //! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
-//! | `b` ‖ first seq (u64 BE) | a [`block`] of consecutive entries (one per append batch, ≤ 16 KiB) |
+//! | `p` ‖ first seq (u64 BE) | where the block starting at that seq lies in the blocks file: offset (u64 BE), length (u32 BE) |
 //! | `j` ‖ first seq (u64 BE) | a run of the [`ids`] index: SHA-256(id)[..8] of each consecutive seq from there |
+//!
+//! Stores written before the blocks file held each block as the value of `b` ‖ first seq;
+//! opening one moves its blocks into the file ([`Ledger::open`]).
 //!
 //! Which entries belong to which lead is derived state: the engine files each entry's seq
 //! under its lead and reads a timeline back with [`Ledger::entries_at`]. (Stores written
@@ -18,6 +23,7 @@
 //! Writes become durable only at [`Ledger::flush`]; callers ack after it, never before.
 
 mod block;
+mod blockfile;
 pub mod canonical;
 mod exchange;
 mod ids;
@@ -34,6 +40,8 @@ use serde_json::Value;
 
 use block::{Block, BlockWriter};
 pub use block::{EntryRef, RawBlock};
+pub use blockfile::BLOCKS_FILE;
+use blockfile::{BlockFile, Place};
 pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
 pub use exchange::{export, import, salvage, ExportHeader, ExportLine};
 pub use migrate::{migrate, Migration};
@@ -133,6 +141,8 @@ pub(crate) struct Head {
     recorded_at: Micros,
     /// The prev_hash of seq 1.
     genesis: [u8; 32],
+    /// Where the next block goes in the blocks file: just past the last placed one.
+    end: u64,
 }
 
 /// The chain's metadata, stored under `m` as JSON.
@@ -161,6 +171,7 @@ impl Meta {
 pub struct Ledger {
     db: sled::Db,
     log: sled::Tree,
+    blocks: Arc<BlockFile>,
     head: Arc<Mutex<Head>>,
     ids: Arc<ids::Ids>,
 }
@@ -176,14 +187,21 @@ pub(crate) fn seq_key(prefix: u8, seq: u64) -> [u8; 9] {
     key
 }
 
-fn block_key(first_seq: u64) -> [u8; 9] {
-    seq_key(b'b', first_seq)
+/// The key of a block's [`Place`].
+fn place_key(first_seq: u64) -> [u8; 9] {
+    seq_key(b'p', first_seq)
 }
+
+/// The key a block had when stores held blocks in sled.
+const OLD_BLOCK_PREFIX: u8 = b'b';
 
 /// How many entries a stored block holds (0 if its header cannot be read).
 fn block_seqs(first_seq: u64, bytes: &[u8]) -> u64 {
     Block::parse(first_seq, bytes).map_or(0, |b| b.len() as u64)
 }
+
+/// Blocks moved from sled into the blocks file per synced step of [`Ledger::move_old_blocks`].
+const MOVED_PER_STEP: usize = 1_024;
 
 fn seq_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
@@ -218,6 +236,9 @@ impl Ledger {
     /// entries. A damaged tail is [`LedgerError::Damaged`]: the caller must not serve from it.
     pub fn open(dir: &Path) -> Result<Ledger> {
         let ledger = Ledger::open_unchecked(dir)?;
+        if let Some((first, place)) = ledger.last_place()? {
+            ledger.blocks.read(first, place)?;
+        }
         let last_seq = ledger.head().seq;
         if last_seq > 0 {
             let from = last_seq.saturating_sub(OPEN_CHECK_ENTRIES).max(1);
@@ -256,6 +277,7 @@ impl Ledger {
         let ledger = Ledger {
             db,
             log,
+            blocks: Arc::new(BlockFile::open(dir)?),
             head: Arc::default(),
             ids: Arc::default(),
         };
@@ -271,23 +293,103 @@ impl Ledger {
             seq: 0,
             reason: "the chain metadata's genesis is not 64 hex digits".into(),
         })?;
+        ledger.move_old_blocks()?;
         let mut head = Head {
             position: LogPosition { seq: 0, hash: genesis },
             recorded_at: 0,
             genesis,
+            end: 0,
         };
-        if let Some((key, bytes)) = ledger.log.scan_prefix(b"b").next_back().transpose()? {
-            let first = seq_from(&key[1..]).unwrap_or(0);
+        // The last block the file holds: a place past its end is damage, which `open` refuses
+        // and `verify` locates (and the bytes after the last block held are left as they are).
+        let len = ledger.blocks.len()?;
+        let mut lost = false;
+        for item in ledger.log.scan_prefix(b"p").rev() {
+            let (key, value) = item?;
+            let (first, place) = placed(&key, &value)?;
+            if place.end() > len {
+                lost = true;
+                continue;
+            }
+            head.end = place.end();
+            let bytes = ledger.blocks.read(first, place)?;
             let block = Block::parse(first, &bytes)?;
-            let last = block.entry(block.len() - 1)?;
+            let last = block.entry(block.len().saturating_sub(1))?;
             head.position = LogPosition {
                 seq: last.seq,
                 hash: last.hash,
             };
             head.recorded_at = last.recorded_at;
+            break;
+        }
+        if !lost {
+            ledger.cut_unplaced(head.end)?;
         }
         *ledger.lock_head() = head;
         Ok(ledger)
+    }
+
+    /// The last block's first seq and place.
+    fn last_place(&self) -> Result<Option<(u64, Place)>> {
+        let last = self.log.scan_prefix(b"p").next_back().transpose()?;
+        last.map(|(key, value)| placed(&key, &value)).transpose()
+    }
+
+    /// Cuts off bytes past `end`, the last placed block's end: an append that stopped before
+    /// its places landed in sled. Nothing there was ever visible, let alone acknowledged.
+    fn cut_unplaced(&self, end: u64) -> Result<()> {
+        let len = self.blocks.len()?;
+        if len > end {
+            tracing::warn!(
+                bytes = len - end,
+                "cutting off the end of the blocks file: an append that stopped before it was indexed"
+            );
+            self.blocks.truncate(end)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the blocks of a store written before the blocks file (sled values under `b` keys)
+    /// into the file, in steps of [`MOVED_PER_STEP`] blocks: each step's bytes are written
+    /// and synced, then one sled batch places them and removes their old keys. A crash part
+    /// way leaves the moved blocks placed and the rest under `b`; the next open goes on from
+    /// there. The bytes are moved as they are, damage included: `verify` judges them.
+    fn move_old_blocks(&self) -> Result<()> {
+        let Some(Ok((key, _))) = self.log.scan_prefix([OLD_BLOCK_PREFIX]).next() else {
+            return Ok(());
+        };
+        let _span = tracing::info_span!("move_blocks_to_file").entered();
+        let start = seq_from(&key[1..]).unwrap_or(0);
+        let mut end = self.last_place()?.map_or(0, |(_, place)| place.end());
+        self.cut_unplaced(end)?;
+        let mut moved = 0;
+        let mut blocks = self.runs(OLD_BLOCK_PREFIX, start, block_seqs).peekable();
+        while blocks.peek().is_some() {
+            let mut bytes = Vec::new();
+            let mut batch = sled::Batch::default();
+            for item in blocks.by_ref().take(MOVED_PER_STEP) {
+                let (first, value) = item?;
+                let place = Place {
+                    offset: end + bytes.len() as u64,
+                    len: value.len() as u32,
+                };
+                batch.insert(&place_key(first), &place.encode());
+                batch.remove(&seq_key(OLD_BLOCK_PREFIX, first));
+                bytes.extend_from_slice(&value);
+                moved += 1;
+            }
+            self.blocks.write_at(end, &bytes)?;
+            self.blocks.sync()?;
+            self.log.apply_batch(batch)?;
+            end += bytes.len() as u64;
+        }
+        self.db.flush()?;
+        tracing::info!(
+            blocks = moved,
+            bytes = end,
+            "moved the ledger's blocks from sled to the blocks file"
+        );
+        Ok(())
     }
 
     fn read_ids(&self) -> Result<std::sync::RwLockReadGuard<'_, ids::IdTable>> {
@@ -345,10 +447,13 @@ impl Ledger {
     }
 
     /// The block holding `seq`, as (first seq, bytes).
-    fn block_of(&self, seq: u64) -> Result<Option<(u64, sled::IVec)>> {
-        match self.log.range(block_key(0)..=block_key(seq)).next_back().transpose()? {
+    fn block_of(&self, seq: u64) -> Result<Option<(u64, Vec<u8>)>> {
+        match self.log.range(place_key(0)..=place_key(seq)).next_back().transpose()? {
             None => Ok(None),
-            Some((key, bytes)) => Ok(seq_from(&key[1..]).map(|first| (first, bytes))),
+            Some((key, value)) => {
+                let (first, place) = placed(&key, &value)?;
+                Ok(Some((first, self.blocks.read(first, place)?)))
+            }
         }
     }
 
@@ -407,17 +512,20 @@ impl Ledger {
     /// the block's bytes), so the reading thread only iterates.
     pub fn blocks(&self, from: u64) -> impl Iterator<Item = Result<RawBlock>> + '_ {
         let from = from.max(1);
-        let start = match self.block_of(from) {
-            Ok(Some((first, _))) => first,
+        let start = match self.log.range(place_key(0)..=place_key(from)).next_back() {
+            Some(Ok((key, _))) => seq_from(&key[1..]).unwrap_or(from),
             _ => from,
         };
-        self.runs(b'b', start, block_seqs)
-            .map(|item| item.map(|(first, bytes)| RawBlock::new(first, bytes)))
+        self.log.range(place_key(start)..=place_key(u64::MAX)).map(|item| {
+            let (key, value) = item?;
+            let (first, place) = placed(&key, &value)?;
+            Ok(RawBlock::new(first, self.blocks.read(first, place)?))
+        })
     }
 
     /// The values of keys `prefix` ‖ seq (u64 BE) from `start` on, each holding the
-    /// consecutive seqs from its key's (`seqs` says how many; 0 if it cannot tell): a block of
-    /// entries, a run of id hashes.
+    /// consecutive seqs from its key's (`seqs` says how many; 0 if it cannot tell): a run of
+    /// id hashes, a block of a store from before the blocks file.
     ///
     /// Each value is read with a `get` of the key that follows from the one before, not with
     /// sled's range iterator: read through the iterator, a whole read of the log stayed in
@@ -456,7 +564,7 @@ impl Ledger {
     /// the seqs the engine files under it.
     pub fn entries_at(&self, seqs: &[u64]) -> Result<Vec<Entry>> {
         let mut out = Vec::with_capacity(seqs.len());
-        let mut cached: Option<(u64, sled::IVec)> = None;
+        let mut cached: Option<(u64, Vec<u8>)> = None;
         for &seq in seqs {
             let missing = || LedgerError::Damaged {
                 seq,
@@ -516,19 +624,37 @@ impl Ledger {
             }
         }
         if next.position.seq != head.position.seq {
-            for (first, value) in blocks.finish() {
-                batch.insert(&block_key(first), value);
-            }
             ids.stage(&mut batch);
-            self.log.apply_batch(batch)?;
+            self.store(&mut next, blocks.finish(), batch)?;
             ids.commit(self)?;
             *head = next;
         }
         Ok(outcomes)
     }
 
-    /// Makes everything appended so far durable.
+    /// Writes `blocks` to the blocks file at `head.end`, then applies `batch` with their
+    /// places added: the commit point. `head.end` moves past them. The caller holds the head
+    /// (or, importing, has the ledger to itself).
+    fn store(&self, head: &mut Head, blocks: Vec<(u64, Vec<u8>)>, mut batch: sled::Batch) -> Result<()> {
+        let mut bytes = Vec::with_capacity(blocks.iter().map(|(_, b)| b.len()).sum());
+        for (first, block) in blocks {
+            let place = Place {
+                offset: head.end + bytes.len() as u64,
+                len: block.len() as u32,
+            };
+            batch.insert(&place_key(first), &place.encode());
+            bytes.extend_from_slice(&block);
+        }
+        self.blocks.write_at(head.end, &bytes)?;
+        self.log.apply_batch(batch)?;
+        head.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable: the blocks file first, so that no durable
+    /// place points past what is on disk.
     pub fn flush(&self) -> Result<()> {
+        self.blocks.sync()?;
         self.db.flush()?;
         Ok(())
     }
@@ -543,10 +669,10 @@ impl Ledger {
         // One thread reads chunks of blocks from sled; `threads` workers check whole chunks as
         // they come (no barrier between chunks); this thread puts the results back in order and
         // checks the links between blocks.
-        type Chunk = (usize, std::result::Result<Vec<(u64, sled::IVec)>, String>);
+        type Chunk = (usize, std::result::Result<Vec<(u64, Vec<u8>)>, String>);
         type Checked = (
             usize,
-            std::result::Result<(Vec<(u64, sled::IVec)>, Vec<BlockCheck>), String>,
+            std::result::Result<(Vec<(u64, Vec<u8>)>, Vec<BlockCheck>), String>,
         );
         let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Chunk>(2 * threads);
         let work_rx = std::sync::Mutex::new(work_rx);
@@ -555,12 +681,12 @@ impl Ledger {
             scope.spawn(move || {
                 let mut chunk = Vec::with_capacity(chunk_blocks);
                 let mut n = 0;
-                for item in self.runs(b'b', 0, block_seqs) {
+                for item in self.blocks(1) {
                     match item {
-                        Ok(block) => chunk.push(block),
+                        Ok(block) => chunk.push(block.into_parts()),
                         Err(e) => {
                             let _ = work_tx.send((n, Ok(std::mem::take(&mut chunk))));
-                            let _ = work_tx.send((n + 1, Err(format!("store error: {e}"))));
+                            let _ = work_tx.send((n + 1, Err(e.to_string())));
                             return;
                         }
                     }
@@ -681,7 +807,7 @@ impl Ledger {
 /// A block's `(prev_hash of its first entry, position of its last)`, or its first bad seq and why.
 type BlockCheck = std::result::Result<([u8; 32], LogPosition), (u64, String)>;
 
-fn check_block((first, bytes): &(u64, sled::IVec)) -> BlockCheck {
+fn check_block((first, bytes): &(u64, Vec<u8>)) -> BlockCheck {
     let block = Block::parse(*first, bytes).map_err(|e| (*first, e.to_string()))?;
     let mut prev = block.prev_hash;
     for i in 0..block.len() {
@@ -699,6 +825,16 @@ fn check_block((first, bytes): &(u64, sled::IVec)) -> BlockCheck {
             hash: prev,
         },
     ))
+}
+
+/// A `p` key and its value as (first seq, place).
+fn placed(key: &[u8], value: &[u8]) -> Result<(u64, Place)> {
+    let first = seq_from(&key[1..]).unwrap_or(0);
+    let place = Place::decode(value).ok_or_else(|| LedgerError::Damaged {
+        seq: first,
+        reason: format!("the place of its block is {} bytes, not 12", value.len()),
+    })?;
+    Ok((first, place))
 }
 
 pub(crate) fn unhex(text: &str) -> Option<[u8; 32]> {

@@ -22,6 +22,16 @@ fn offer(ledger: &Ledger, events: &[Event], now: Micros) -> Vec<Appended> {
     ledger.append_batch(&candidates, now).unwrap()
 }
 
+/// Every block's first seq and place, in order.
+fn places(ledger: &Ledger) -> Vec<(u64, Place)> {
+    (ledger.log.scan_prefix(b"p"))
+        .map(|kv| {
+            let (key, value) = kv.unwrap();
+            placed(&key, &value).unwrap()
+        })
+        .collect()
+}
+
 fn temp() -> (std::path::PathBuf, Ledger) {
     let dir = std::env::temp_dir().join(format!(
         "ledger-test-{}-{:?}",
@@ -93,7 +103,7 @@ fn a_batch_larger_than_a_block_reads_back_whole() {
     let events = many(5_000, 37);
     offer(&ledger, &events[..10], 1);
     offer(&ledger, &events[10..], 2);
-    let blocks = ledger.log.scan_prefix(b"b").count();
+    let blocks = ledger.log.scan_prefix(b"p").count();
     assert!(
         blocks >= 3,
         "5,000 entries of ~70 bytes should span several blocks, got {blocks}"
@@ -138,17 +148,19 @@ fn a_batch_larger_than_a_block_reads_back_whole() {
 fn a_flipped_byte_in_any_block_is_found_and_located() {
     let (dir, ledger) = temp();
     offer(&ledger, &many(3_000, 11), 1);
-    let blocks: Vec<(sled::IVec, sled::IVec)> = ledger.log.scan_prefix(b"b").map(|kv| kv.unwrap()).collect();
-    let (key, value) = &blocks[1];
-    let first = seq_from(&key[1..]).unwrap();
-    let block = Block::parse(first, value).unwrap();
-    // Flip a byte in the event part of the block's 8th entry: its hash no longer matches.
+    let places = places(&ledger);
+    let (first, place) = places[1];
+    let value = ledger.blocks.read(first, place).unwrap();
+    let block = Block::parse(first, &value).unwrap();
+    // Flip a byte in the event part of the block's 8th entry, in the file: its hash no longer matches.
     let eighth = block.entry(7).unwrap();
     let needle = eighth.event.id.as_bytes();
     let at = value.windows(needle.len()).position(|w| w == needle).unwrap();
-    let mut damaged = value.to_vec();
-    damaged[at + needle.len() - 1] ^= 0x01;
-    ledger.log.insert(key, damaged).unwrap();
+    let flipped = [value[at + needle.len() - 1] ^ 0x01];
+    ledger
+        .blocks
+        .write_at(place.offset + (at + needle.len() - 1) as u64, &flipped)
+        .unwrap();
     let v = ledger.verify(|_| {});
     assert_eq!(v.first_bad.as_ref().map(|b| b.0), Some(first + 7));
     assert_eq!(v.checked, first + 6);
@@ -160,12 +172,12 @@ fn a_flipped_byte_in_any_block_is_found_and_located() {
 fn a_block_whose_header_is_damaged_hides_none_of_the_blocks_after_it() {
     let (dir, ledger) = temp();
     offer(&ledger, &many(3_000, 11), 1);
-    let stored: Vec<u64> = (ledger.log.scan_prefix(b"b"))
-        .map(|kv| seq_from(&kv.unwrap().0[1..]).unwrap())
-        .collect();
+    let places = places(&ledger);
+    let stored: Vec<u64> = places.iter().map(|(first, _)| *first).collect();
     assert!(stored.len() >= 4, "3,000 entries span several blocks");
     // Block 1 cut to two bytes: how many entries it holds cannot be read.
-    ledger.log.insert(block_key(stored[1]), &[1u8, 2][..]).unwrap();
+    let cut = Place { len: 2, ..places[1].1 };
+    ledger.log.insert(place_key(stored[1]), &cut.encode()).unwrap();
     let read: Vec<u64> = ledger.blocks(1).map(|b| b.unwrap().first_seq()).collect();
     assert_eq!(read, stored);
     let from_third: Vec<u64> = ledger.blocks(stored[2] + 1).map(|b| b.unwrap().first_seq()).collect();
@@ -327,5 +339,104 @@ fn a_borrowed_read_of_every_block_equals_the_owned_read() {
     for e in &owned {
         assert_eq!(e.event.as_ref().to_event(), e.event);
     }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Puts the blocks from the `keep`-th on back where stores before the blocks file held them
+/// (sled values under `b` keys), as a store written then, or one whose move stopped part way,
+/// has them; cuts the file after the blocks kept and writes `tail` past them.
+fn put_blocks_back_in_sled(dir: &std::path::Path, keep: usize, tail: &[u8]) {
+    let ledger = Ledger::open(dir).unwrap();
+    let places = places(&ledger);
+    let mut batch = sled::Batch::default();
+    for &(first, place) in &places[keep..] {
+        batch.insert(&seq_key(b'b', first), ledger.blocks.read(first, place).unwrap());
+        batch.remove(&place_key(first));
+    }
+    ledger.log.apply_batch(batch).unwrap();
+    let end = places[..keep].last().map_or(0, |(_, place)| place.end());
+    ledger.blocks.truncate(end).unwrap();
+    ledger.blocks.write_at(end, tail).unwrap();
+    ledger.flush().unwrap();
+}
+
+fn entries(ledger: &Ledger) -> Vec<Entry> {
+    ledger.entries(1).map(|e| e.unwrap()).collect()
+}
+
+#[test]
+fn a_store_with_its_blocks_in_sled_moves_them_to_the_blocks_file_on_open() {
+    let (dir, ledger) = temp();
+    drop(ledger);
+    let events = many(4_000, 13);
+    // All of them in sled, as before the blocks file; then a move that stopped after two
+    // blocks, with half a step's bytes written past them.
+    for (keep, tail) in [(0, &[][..]), (2, &[7u8; 999][..])] {
+        let dir = dir.join(format!("keep-{keep}"));
+        let ledger = Ledger::open(&dir).unwrap();
+        offer(&ledger, &events[..1_500], 1);
+        offer(&ledger, &events[1_500..], 2);
+        let (head, before) = (ledger.head(), entries(&ledger));
+        let blocks = places(&ledger).len();
+        assert!(blocks >= 4, "4,000 entries span several blocks");
+        drop(ledger);
+        put_blocks_back_in_sled(&dir, keep, tail);
+
+        let ledger = Ledger::open(&dir).unwrap();
+        assert_eq!(ledger.log.scan_prefix(b"b").count(), 0);
+        assert_eq!(places(&ledger).len(), blocks);
+        assert_eq!(ledger.head(), head);
+        assert_eq!(entries(&ledger), before);
+        let v = ledger.verify(|_| {});
+        assert_eq!((v.checked, v.first_bad, v.head), (4_000, None, head));
+        // It appends where the moved blocks end, and refuses the ids it holds.
+        let more = touch("after-the-move", "L1", 9);
+        assert_eq!(
+            offer(&ledger, &[events[17].clone(), more], 3),
+            [Appended::Duplicate(18), Appended::Stored(4_001)]
+        );
+        assert_eq!(
+            ledger.get(4_001).unwrap().map(|e| e.event.id),
+            Some("after-the-move".into())
+        );
+        let v = ledger.verify(|_| {});
+        assert_eq!((v.checked, v.first_bad), (4_001, None));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bytes_past_the_last_indexed_block_are_cut_off_and_a_missing_indexed_block_is_damage() {
+    let (dir, ledger) = temp();
+    offer(&ledger, &many(2_000, 7), 1);
+    let head = ledger.head();
+    let end = places(&ledger).last().unwrap().1.end();
+    // An append that wrote its blocks and stopped before its places landed in sled.
+    ledger.blocks.write_at(end, &[9u8; 5_000]).unwrap();
+    ledger.flush().unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&dir).unwrap();
+    assert_eq!((ledger.head(), ledger.blocks.len().unwrap()), (head, end));
+    offer(&ledger, &[touch("next", "L1", 5)], 2);
+    let v = ledger.verify(|_| {});
+    assert_eq!((v.checked, v.first_bad), (2_001, None));
+
+    // A placed block the file no longer holds (a disk that lost its last write): refused on
+    // open, located by verify.
+    let places = places(&ledger);
+    let (last_first, last) = *places.last().unwrap();
+    ledger.blocks.truncate(last.offset + 10).unwrap();
+    drop(ledger);
+    assert!(matches!(
+        Ledger::open(&dir),
+        Err(LedgerError::Damaged { seq, .. }) if seq == last_first
+    ));
+    let audited = Ledger::open_unchecked(&dir).unwrap();
+    assert_eq!(audited.head().seq, last_first - 1);
+    let v = audited.verify(|_| {});
+    assert_eq!(
+        (v.checked, v.first_bad.map(|b| b.0)),
+        (last_first - 1, Some(last_first))
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
