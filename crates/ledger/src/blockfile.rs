@@ -1,5 +1,6 @@
-//! The blocks file: every [`crate::block`] of the log end to end in one append-only file
-//! beside sled's, read with positioned reads.
+//! The ledger's files beside sled's, written and read with positioned writes and reads: the
+//! blocks file, every [`crate::block`] of the log end to end, and the ids file, the 8-byte id
+//! hash of every seq at `(seq - 1) * 8` ([`crate::ids`]).
 //!
 //! sled keeps only where each block lies (`p` ‖ first seq → [`Place`]), in the same atomic
 //! batch as the id index, and that batch is the commit point: a block is written to the file
@@ -19,8 +20,10 @@ use std::path::Path;
 
 use crate::{LedgerError, Result};
 
-/// The file's name inside the ledger's directory.
+/// The blocks file's name inside the ledger's directory.
 pub const BLOCKS_FILE: &str = "blocks";
+/// The ids file's name inside the ledger's directory.
+pub const IDS_FILE: &str = "ids";
 
 /// Where a block lies in the blocks file: the value of its `p` key (12 bytes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,19 +55,20 @@ impl Place {
     }
 }
 
-pub(crate) struct BlockFile {
+/// One of the ledger's files.
+pub(crate) struct DataFile {
     file: File,
 }
 
-impl BlockFile {
-    pub fn open(dir: &Path) -> Result<BlockFile> {
+impl DataFile {
+    pub fn open(dir: &Path, name: &str) -> Result<DataFile> {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(dir.join(BLOCKS_FILE))?;
-        Ok(BlockFile { file })
+            .open(dir.join(name))?;
+        Ok(DataFile { file })
     }
 
     pub fn len(&self) -> Result<u64> {
@@ -77,8 +81,8 @@ impl BlockFile {
         self.sync()
     }
 
-    /// Writes `bytes` at `offset` (the end of the last placed block: appends are serialised by
-    /// the ledger's head lock).
+    /// Writes `bytes` at `offset` (past what is stored: appends are serialised by the ledger's
+    /// head lock).
     pub fn write_at(&self, offset: u64, bytes: &[u8]) -> Result<()> {
         self.file.write_all_at(bytes, offset)?;
         Ok(())
@@ -100,6 +104,18 @@ impl BlockFile {
             }),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Reads `out.len()` bytes at `offset`; fewer at the end of the file (how many comes back).
+    pub fn read_at(&self, offset: u64, out: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < out.len() {
+            match self.file.read_at(&mut out[done..], offset + done as u64)? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        Ok(done)
     }
 
     pub fn sync(&self) -> Result<()> {

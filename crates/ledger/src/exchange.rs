@@ -197,11 +197,10 @@ pub(crate) struct Loader<'a> {
     ledger: &'a Ledger,
     head: crate::Head,
     blocks: BlockWriter,
-    batch: sled::Batch,
     /// This batch's ids: not in the tree yet, so checked here.
     pending: HashSet<String>,
     ids: IdIndexBatch,
-    /// The last seq written to sled.
+    /// The last seq stored.
     stored: u64,
 }
 
@@ -220,7 +219,6 @@ impl<'a> Loader<'a> {
             ledger,
             head,
             blocks: BlockWriter::default(),
-            batch: sled::Batch::default(),
             pending: HashSet::new(),
             ids: IdIndexBatch::default(),
             stored: 0,
@@ -274,10 +272,8 @@ impl<'a> Loader<'a> {
 
     /// Writes what is staged (not flushed).
     pub(crate) fn apply(&mut self) -> Result<()> {
-        let mut batch = std::mem::take(&mut self.batch);
-        self.ids.stage(&mut batch);
         let blocks = std::mem::take(&mut self.blocks).finish();
-        self.ledger.store(&mut self.head, blocks, batch)?;
+        self.ledger.store(&mut self.head, blocks, self.ids.hashes())?;
         self.ids.commit(self.ledger)?;
         self.stored = self.head.position.seq;
         self.pending.clear();

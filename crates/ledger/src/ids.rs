@@ -1,13 +1,15 @@
 //! The permanent id index: which seqs hold an event whose id has a given 64-bit hash.
 //!
-//! Kept in memory ([`IdTable`]: every seq's fingerprint, and a table of seqs found by it) and
-//! persisted as **runs**: one sled value per append batch, `j` ‖ first seq (u64 BE) → the
-//! 8-byte id hashes of the consecutive seqs from there, written in the same atomic batch as the
-//! entries' block. A run is one sequential key per batch where the old layout wrote one random
-//! key per event (sled's slowest write: every batch touched ~1,000 leaves). The runs are read
-//! back (8 bytes per event) the first time an id is looked up, not at open: `verify`, `export`
-//! and lead timelines never need them. A fingerprint is only a candidate: whoever asks compares
-//! the stored entry's id.
+//! Kept in memory ([`IdTable`]: `(fingerprint, seq)` pairs sorted, 8 bytes an entry) and
+//! persisted in the **ids file** ([`crate::IDS_FILE`]): the 8-byte hash of seq `s`'s id at
+//! offset `(s - 1) * 8`, written with the batch's blocks before the sled batch that commits
+//! them. It is derived from the blocks, so whatever the file lacks (a store from before it, a
+//! last write that did not reach the disk) is computed from them again; bytes past the last
+//! stored seq are an append that did not commit and are never read. The file is read back
+//! the first time an id is looked up, not at open: `verify`, `export` and lead timelines never
+//! need it. A fingerprint is only a candidate: whoever asks compares the stored entry's id.
+//! (The index lived in sled before: one key per id, then one run per batch; sled kept the runs
+//! it read in its cache, 41 MB at 4.5 M events whatever its capacity.)
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock, RwLock};
@@ -29,24 +31,32 @@ pub(crate) fn id_hash(id: &str) -> u64 {
     ])
 }
 
-pub(crate) fn run_key(first_seq: u64) -> [u8; 9] {
-    crate::seq_key(b'j', first_seq)
-}
-
-/// Every seq's id fingerprint, and the seqs found by it: 9 bytes an entry where a map from
-/// hash to seq took 38 (171 MB at 4.5 M entries, in every service that had taken in one
-/// event). A fingerprint is the hash's top 32 bits: a lookup's candidates then include
-/// another id's seq once in 2^32 / entries lookups (a thousand at 4.5 M entries), which the
-/// caller's comparison of ids sets aside, as it does for ids sharing a whole hash.
+/// Every seq's id fingerprint and the seqs found by it, in 8 bytes an entry: `(fingerprint,
+/// seq)` pairs sorted, with a directory by the fingerprint's top 16 bits, and the entries filed
+/// since in a small hash table merged in now and then. A map from hash to seq took 38 bytes an
+/// entry (171 MB at 4.5 M entries, in every service that had taken in one event); a hash table
+/// of seqs beside a vector of fingerprints took 13 at its load factor. A fingerprint is the
+/// hash's top 32 bits: a lookup's candidates then include another id's seq once in 2^32 /
+/// entries lookups (a thousand at 4.5 M entries), which the caller's comparison of ids sets
+/// aside, as it does for ids sharing a whole hash.
 #[derive(Default)]
 pub(crate) struct IdTable {
-    /// `prints[i]`: the fingerprint of seq `i + 1`'s id (0 where none was filed).
-    prints: Vec<u32>,
-    /// Seqs, found by the fingerprint `prints` holds for them.
-    by_print: hashbrown::HashTable<u32>,
+    /// `fingerprint << 32 | seq`, sorted.
+    sorted: Vec<u64>,
+    /// `starts[b]`: where in `sorted` the fingerprints whose top 16 bits are `b` begin
+    /// (`DIRECTORY + 1` entries once anything is sorted).
+    starts: Vec<u32>,
+    /// Entries filed since the last merge (`fingerprint << 32 | seq`), found by fingerprint.
+    recent: hashbrown::HashTable<u64>,
     /// Seqs past `u32::MAX` (never, short of four billion entries), by whole hash.
     beyond: HashMap<u64, Vec<u64>>,
 }
+
+const DIRECTORY: usize = 1 << 16;
+
+/// `recent` is merged into `sorted` when it outgrows a sixteenth of it, and at least this many
+/// entries: a merge copies `sorted` (tens of milliseconds at millions of entries).
+const MERGE_AT_LEAST: usize = if cfg!(test) { 4 } else { 1 << 16 };
 
 fn print_of(hash: u64) -> u32 {
     (hash >> 32) as u32
@@ -58,18 +68,45 @@ fn spread(print: u32) -> u64 {
     u64::from(print).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(print)
 }
 
-/// The spread fingerprint of `seq`, a seq the table holds.
-fn spread_of(prints: &[u32], seq: u32) -> u64 {
-    spread(prints.get(seq as usize - 1).copied().unwrap_or(0))
+fn pair_print(pair: u64) -> u32 {
+    (pair >> 32) as u32
 }
 
 impl IdTable {
-    /// Room for seqs up to `head` without growing.
-    fn reserve(&mut self, head: u64) {
-        let IdTable { prints, by_print, .. } = self;
-        let more = usize::try_from(head).unwrap_or(usize::MAX).saturating_sub(prints.len());
-        prints.reserve_exact(more);
-        by_print.reserve(more, |seq| spread_of(prints, *seq));
+    /// An empty table with room for `expected` entries filed with [`IdTable::push`].
+    fn building(expected: u64) -> IdTable {
+        let mut table = IdTable::default();
+        table.sorted.reserve_exact(usize::try_from(expected).unwrap_or(0));
+        table
+    }
+
+    /// Files `seq` under `hash` while building.
+    fn push(&mut self, hash: u64, seq: u64) {
+        match u32::try_from(seq).ok().filter(|s| *s > 0) {
+            Some(small) => self.sorted.push(u64::from(print_of(hash)) << 32 | u64::from(small)),
+            None => self.beyond.entry(hash).or_default().push(seq),
+        }
+    }
+
+    /// Sorts what was pushed, once: inserting it entry by entry would grow the small table
+    /// over and over.
+    fn built(mut self) -> IdTable {
+        self.sorted.sort_unstable();
+        self.sorted.shrink_to_fit();
+        self.index();
+        self
+    }
+
+    /// Rebuilds the directory of `sorted`.
+    fn index(&mut self) {
+        self.starts.clear();
+        let mut at = 0;
+        for bucket in 0..=DIRECTORY as u64 {
+            while self.sorted.get(at).is_some_and(|pair| pair >> 48 < bucket) {
+                at += 1;
+            }
+            self.starts.push(at as u32);
+        }
     }
 
     /// Files `seq` under `hash`; each seq once.
@@ -78,30 +115,67 @@ impl IdTable {
             self.beyond.entry(hash).or_default().push(seq);
             return;
         };
-        let IdTable { prints, by_print, .. } = self;
-        let at = small as usize - 1;
-        if prints.len() <= at {
-            prints.resize(at + 1, 0);
+        let print = print_of(hash);
+        self.recent
+            .insert_unique(spread(print), u64::from(print) << 32 | u64::from(small), |pair| {
+                spread(pair_print(*pair))
+            });
+        if self.recent.len() >= (self.sorted.len() / 16).max(MERGE_AT_LEAST) {
+            self.merge();
         }
-        prints[at] = print_of(hash);
-        by_print.insert_unique(spread(print_of(hash)), small, |seq| spread_of(prints, *seq));
+    }
+
+    /// Moves `recent` into `sorted`.
+    fn merge(&mut self) {
+        let mut recent: Vec<u64> = self.recent.drain().collect();
+        recent.sort_unstable();
+        let old = std::mem::take(&mut self.sorted);
+        let mut merged = Vec::with_capacity(old.len() + recent.len());
+        let (mut a, mut b) = (old.iter().peekable(), recent.iter().peekable());
+        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+            if x <= y {
+                merged.push(**x);
+                a.next();
+            } else {
+                merged.push(**y);
+                b.next();
+            }
+        }
+        merged.extend(a);
+        merged.extend(b);
+        self.sorted = merged;
+        self.recent = hashbrown::HashTable::new();
+        self.index();
     }
 
     /// The seqs filed under `hash`, in seq order (the order filed), and now and then a seq of
     /// another id with the same fingerprint.
     pub(crate) fn seqs(&self, hash: u64) -> Vec<u64> {
         let print = print_of(hash);
-        let mut out: Vec<u64> = (self.by_print.iter_hash(spread(print)))
-            .filter(|seq| self.prints.get(**seq as usize - 1) == Some(&print))
-            .map(|seq| u64::from(*seq))
-            .collect();
+        let bucket = (print >> 16) as usize;
+        let mut out: Vec<u64> = Vec::new();
+        if let (Some(&from), Some(&to)) = (self.starts.get(bucket), self.starts.get(bucket + 1)) {
+            let part = &self.sorted[from as usize..to as usize];
+            let first = part.partition_point(|pair| pair_print(*pair) < print);
+            out.extend(
+                part[first..]
+                    .iter()
+                    .take_while(|pair| pair_print(**pair) == print)
+                    .map(|pair| pair & u64::from(u32::MAX)),
+            );
+        }
+        out.extend(
+            (self.recent.iter_hash(spread(print)))
+                .filter(|pair| pair_print(**pair) == print)
+                .map(|pair| pair & u64::from(u32::MAX)),
+        );
         out.sort_unstable();
         out.extend(self.beyond.get(&hash).into_iter().flatten());
         out
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.by_print.len() + self.beyond.values().map(Vec::len).sum::<usize>()
+        self.sorted.len() + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -126,82 +200,81 @@ impl Ids {
     }
 }
 
-/// Reads every run back. A store of the old layout (one `i` key per id hash) is converted
-/// first: its keys become runs in one atomic batch; then the old keys are removed in batches
-/// (a crash part-way leaves runs and some old keys, and the next load finishes the removal).
+/// Bytes of the ids file read at a time.
+const READ_BYTES: usize = 1 << 20;
+
+/// Reads the ids file back up to the last stored seq, computing what it lacks from the blocks
+/// (and writing that to it). Keys of the layouts before the file (`i` ‖ hash → seqs, then
+/// `j` ‖ first seq → a run of hashes) are removed first, in batches (a crash part way leaves
+/// some, and the next load goes on).
 fn load(ledger: &Ledger) -> Result<IdTable> {
-    let has_runs = ledger.log.scan_prefix(b"j").next().is_some();
-    if ledger.log.scan_prefix(b"i").next().is_some() {
-        if !has_runs {
-            convert_old_layout(ledger)?;
+    let _span = tracing::info_span!("load_id_index").entered();
+    for prefix in [b'i', b'j'] {
+        remove_old_keys(ledger, prefix)?;
+    }
+    let upto = ledger.stored.load(std::sync::atomic::Ordering::Acquire);
+    let file = &ledger.id_hashes;
+    let mut table = IdTable::building(upto);
+    let mut chunk = vec![0u8; READ_BYTES];
+    let mut seq = 1;
+    while seq <= upto {
+        let want = usize::try_from((upto - seq + 1) * 8).map_or(READ_BYTES, |w| w.min(READ_BYTES));
+        let got = file.read_at((seq - 1) * 8, &mut chunk[..want])?;
+        for hash in chunk[..got].chunks_exact(8).filter_map(seq_from) {
+            table.push(hash, seq);
+            seq += 1;
         }
-        remove_old_keys(ledger)?;
-    }
-    let mut table = IdTable::default();
-    // Sized for the last run's seqs (not the ledger's head: a load may run inside an append,
-    // which holds the head).
-    if let Some((key, value)) = ledger.log.scan_prefix(b"j").next_back().transpose()? {
-        table.reserve(seq_from(&key[1..]).unwrap_or(0) + (value.len() / 8) as u64);
-    }
-    // Read as `Ledger::runs` reads them, so that sled's cache lets them go again.
-    for item in ledger.runs(b'j', 0, |_, value| (value.len() / 8) as u64) {
-        let (first, value) = item?;
-        for (i, hash) in value.chunks_exact(8).filter_map(seq_from).enumerate() {
-            table.insert(hash, first + i as u64);
-        }
-    }
-    Ok(table)
-}
-
-/// Most seqs per run (64 KiB values, well below where sled moves a value to a blob file).
-const RUN_SEQS_MAX: usize = 8_192;
-
-/// `(seq, hash)` pairs in seq order as runs of consecutive seqs.
-fn stage_runs(by_seq: &[(u64, u64)], batch: &mut sled::Batch) {
-    for run in by_seq.chunk_by(|a, b| b.0 == a.0 + 1) {
-        for part in run.chunks(RUN_SEQS_MAX) {
-            let value: Vec<u8> = part.iter().flat_map(|(_, hash)| hash.to_be_bytes()).collect();
-            batch.insert(&run_key(part[0].0), value);
+        if got < want {
+            break;
         }
     }
-}
-
-fn convert_old_layout(ledger: &Ledger) -> Result<()> {
-    let _span = tracing::info_span!("convert_id_index").entered();
-    let mut by_seq: Vec<(u64, u64)> = Vec::new();
-    for item in ledger.log.scan_prefix(b"i") {
-        let (key, value) = item?;
-        let hash = seq_from(&key[1..]).unwrap_or(0);
-        by_seq.extend(value.chunks_exact(8).filter_map(seq_from).map(|seq| (seq, hash)));
+    if seq <= upto {
+        tracing::info!(
+            from = seq,
+            upto,
+            "the ids file ends early: hashing the rest of the ids from the blocks"
+        );
+        for block in ledger.blocks(seq) {
+            let block = block?;
+            let mut entries = Vec::new();
+            block.read_into(seq, upto, &mut entries)?;
+            let mut bytes = Vec::with_capacity(entries.len() * 8);
+            for entry in &entries {
+                let hash = id_hash(entry.event.id);
+                table.push(hash, entry.seq);
+                bytes.extend_from_slice(&hash.to_be_bytes());
+            }
+            file.write_at((seq - 1) * 8, &bytes)?;
+            seq += entries.len() as u64;
+            if seq > upto {
+                break;
+            }
+        }
+        file.sync()?;
     }
-    by_seq.sort_unstable();
-    let mut batch = sled::Batch::default();
-    stage_runs(&by_seq, &mut batch);
-    ledger.log.apply_batch(batch)?;
-    ledger.flush()?;
-    tracing::info!(ids = by_seq.len(), "id index converted from one key per id to runs");
-    Ok(())
+    Ok(table.built())
 }
 
 /// Old keys removed per sled batch (one batch of millions of removals takes gigabytes).
 const REMOVALS_PER_BATCH: usize = 16_384;
 
-fn remove_old_keys(ledger: &Ledger) -> Result<()> {
+fn remove_old_keys(ledger: &Ledger, prefix: u8) -> Result<()> {
     loop {
         let keys: Vec<_> = ledger
             .log
-            .scan_prefix(b"i")
+            .scan_prefix([prefix])
             .keys()
             .take(REMOVALS_PER_BATCH)
             .collect::<std::result::Result<_, _>>()?;
         if keys.is_empty() {
-            return ledger.flush();
+            return Ok(());
         }
         let mut batch = sled::Batch::default();
         for key in keys {
             batch.remove(key);
         }
         ledger.log.apply_batch(batch)?;
+        ledger.db.flush()?;
     }
 }
 
@@ -225,9 +298,9 @@ impl IdIndexBatch {
         self.added.push((seq, id_hash(id)));
     }
 
-    /// Puts this batch's runs into `batch`.
-    pub(crate) fn stage(&self, batch: &mut sled::Batch) {
-        stage_runs(&self.added, batch);
+    /// This batch's `(seq, id hash)` pairs, in seq order, for the ids file.
+    pub(crate) fn hashes(&self) -> &[(u64, u64)] {
+        &self.added
     }
 
     /// Adds what this batch filed to the table: call once the batch is written.
@@ -245,26 +318,35 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A hash whose fingerprint is one of a few far apart (in different parts of the directory).
+    fn spread_wide(h: u64) -> u64 {
+        h.wrapping_mul(0x5555_5555) << 32
+    }
+
     proptest! {
         /// Whatever the hashes (few, so that ids share them, and some sharing only their top
         /// 32 bits), a hash's seqs are every seq filed under it in order, plus only seqs
-        /// whose hash has the same top 32 bits: seqs from 1 (the table sized for some of them
-        /// first), and seqs past `u32::MAX` (found by their whole hash).
+        /// whose hash has the same top 32 bits: seqs from 1 (half of them loaded at once, the
+        /// rest filed one by one and merged in every few), and seqs past `u32::MAX` (found by
+        /// their whole hash).
         #[test]
         fn a_hash_finds_every_seq_filed_under_it(
-            hashes in proptest::collection::vec((0u64..4, 0u64..2).prop_map(|(h, l)| h << 32 | l), 0..300),
+            hashes in proptest::collection::vec((0u64..4, 0u64..2).prop_map(|(h, l)| spread_wide(h) | l), 0..300),
             start in prop_oneof![Just(1u64), Just(u64::from(u32::MAX) + 1)],
         ) {
-            let mut table = IdTable::default();
-            if start == 1 {
-                table.reserve(hashes.len() as u64 / 2);
-            }
             let filed: Vec<(u64, u64)> = hashes.iter().enumerate().map(|(i, h)| (*h, start + i as u64)).collect();
-            for (hash, seq) in &filed {
+            // Some loaded at once, the rest filed one by one (merged in now and then).
+            let loaded = filed.len() / 2;
+            let mut table = IdTable::building(loaded as u64);
+            for (hash, seq) in &filed[..loaded] {
+                table.push(*hash, *seq);
+            }
+            let mut table = table.built();
+            for (hash, seq) in &filed[loaded..] {
                 table.insert(*hash, *seq);
             }
             prop_assert_eq!(table.len(), filed.len());
-            for hash in (0..5).flat_map(|h: u64| [h << 32, h << 32 | 1]) {
+            for hash in (0..5).flat_map(|h: u64| [spread_wide(h), spread_wide(h) | 1]) {
                 let same = |h: &u64| if start == 1 { h >> 32 == hash >> 32 } else { *h == hash };
                 let expected: Vec<u64> = filed.iter().filter(|(h, _)| same(h)).map(|(_, s)| *s).collect();
                 prop_assert_eq!(table.seqs(hash), expected);

@@ -2,14 +2,14 @@
 //!
 //! Ground truth of the whole system; everything else is derived from it. The entries live in
 //! [`block`]s of consecutive entries (one per append batch, ≤ 16 KiB), end to end in the
-//! [`blockfile`]; one sled tree (`ledger`) holds three key spaces, so that where a batch's
-//! blocks lie and their id index land atomically:
+//! [`blockfile`], and the id hash of each seq in the ids file ([`ids`]); one sled tree
+//! (`ledger`) says where each block lies, and the batch that places an append's blocks is its
+//! commit point:
 //!
 //! | key | value |
 //! |---|---|
 //! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
 //! | `p` ‖ first seq (u64 BE) | where the block starting at that seq lies in the blocks file: offset (u64 BE), length (u32 BE) |
-//! | `j` ‖ first seq (u64 BE) | a run of the [`ids`] index: SHA-256(id)[..8] of each consecutive seq from there |
 //!
 //! Stores written before the blocks file held each block as the value of `b` ‖ first seq;
 //! opening one moves its blocks into the file ([`Ledger::open`]).
@@ -40,8 +40,8 @@ use serde_json::Value;
 
 use block::{Block, BlockWriter};
 pub use block::{EntryRef, RawBlock};
-pub use blockfile::BLOCKS_FILE;
-use blockfile::{BlockFile, Place};
+use blockfile::{DataFile, Place};
+pub use blockfile::{BLOCKS_FILE, IDS_FILE};
 pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
 pub use exchange::{export, import, salvage, ExportHeader, ExportLine};
 pub use migrate::{migrate, Migration};
@@ -171,7 +171,12 @@ impl Meta {
 pub struct Ledger {
     db: sled::Db,
     log: sled::Tree,
-    blocks: Arc<BlockFile>,
+    blocks: Arc<DataFile>,
+    /// The id hash of every seq ([`ids`]).
+    id_hashes: Arc<DataFile>,
+    /// The last seq stored (what the id index loads up to; readable without the head's lock,
+    /// which an append holds while it loads the index).
+    stored: Arc<std::sync::atomic::AtomicU64>,
     head: Arc<Mutex<Head>>,
     ids: Arc<ids::Ids>,
 }
@@ -277,7 +282,9 @@ impl Ledger {
         let ledger = Ledger {
             db,
             log,
-            blocks: Arc::new(BlockFile::open(dir)?),
+            blocks: Arc::new(DataFile::open(dir, BLOCKS_FILE)?),
+            id_hashes: Arc::new(DataFile::open(dir, IDS_FILE)?),
+            stored: Arc::default(),
             head: Arc::default(),
             ids: Arc::default(),
         };
@@ -325,6 +332,9 @@ impl Ledger {
         if !lost {
             ledger.cut_unplaced(head.end)?;
         }
+        ledger
+            .stored
+            .store(head.position.seq, std::sync::atomic::Ordering::Release);
         *ledger.lock_head() = head;
         Ok(ledger)
     }
@@ -363,7 +373,7 @@ impl Ledger {
         let mut end = self.last_place()?.map_or(0, |(_, place)| place.end());
         self.cut_unplaced(end)?;
         let mut moved = 0;
-        let mut blocks = self.runs(OLD_BLOCK_PREFIX, start, block_seqs).peekable();
+        let mut blocks = self.old_blocks(start).peekable();
         while blocks.peek().is_some() {
             let mut bytes = Vec::new();
             let mut batch = sled::Batch::default();
@@ -523,24 +533,18 @@ impl Ledger {
         })
     }
 
-    /// The values of keys `prefix` ‖ seq (u64 BE) from `start` on, each holding the
-    /// consecutive seqs from its key's (`seqs` says how many; 0 if it cannot tell): a run of
-    /// id hashes, a block of a store from before the blocks file.
+    /// The blocks of a store from before the blocks file (sled values under `b` ‖ first seq)
+    /// from `start` on, as (first seq, bytes).
     ///
-    /// Each value is read with a `get` of the key that follows from the one before, not with
-    /// sled's range iterator: read through the iterator, a whole read of the log stayed in
-    /// sled's cache whatever its capacity (430 MB of 4.5 M events after a replay; `verify`
-    /// peaked at 609 MB), read this way it does not (`verify` 301 MB). sled evicts only while
-    /// it works through one of its 256 shards' queues of 64 page accesses, and the iterator
-    /// touches each leaf once for its dozen values. Where the next key is not stored (the end,
-    /// or a value whose length was unreadable) one range lookup finds the next key that is.
-    fn runs<'a>(
-        &'a self,
-        prefix: u8,
-        start: u64,
-        seqs: impl Fn(u64, &[u8]) -> u64 + 'a,
-    ) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + 'a {
-        let key = move |seq: u64| seq_key(prefix, seq);
+    /// Each value is read with a `get` of the key that follows from the block before, not
+    /// with sled's range iterator: read through the iterator, a whole read of the log stayed
+    /// in sled's cache whatever its capacity (430 MB of 4.5 M events), read this way it does
+    /// not. sled evicts only while it works through one of its 256 shards' queues of 64 page
+    /// accesses, and the iterator touches each leaf once for its dozen values. Where the next
+    /// key is not stored (the end, or a block whose header was unreadable) one range lookup
+    /// finds the next key that is.
+    fn old_blocks(&self, start: u64) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + '_ {
+        let key = move |seq: u64| seq_key(OLD_BLOCK_PREFIX, seq);
         let mut next = Some(start);
         std::iter::from_fn(move || {
             let seq = next.take()?;
@@ -554,7 +558,7 @@ impl Ledger {
                 Err(e) => Err(e.into()),
             };
             if let Ok(Some((first, bytes))) = &found {
-                next = first.checked_add(seqs(*first, bytes).max(1));
+                next = first.checked_add(block_seqs(*first, bytes).max(1));
             }
             found.transpose()
         })
@@ -597,7 +601,6 @@ impl Ledger {
         let mut next = *head;
         next.recorded_at = next.recorded_at.max(now);
         let mut blocks = BlockWriter::default();
-        let mut batch = sled::Batch::default();
         let mut pending: HashMap<&str, (u64, &Event)> = HashMap::new();
         let mut ids = ids::IdIndexBatch::default();
         let mut outcomes = Vec::with_capacity(candidates.len());
@@ -624,18 +627,19 @@ impl Ledger {
             }
         }
         if next.position.seq != head.position.seq {
-            ids.stage(&mut batch);
-            self.store(&mut next, blocks.finish(), batch)?;
+            self.store(&mut next, blocks.finish(), ids.hashes())?;
             ids.commit(self)?;
             *head = next;
         }
         Ok(outcomes)
     }
 
-    /// Writes `blocks` to the blocks file at `head.end`, then applies `batch` with their
-    /// places added: the commit point. `head.end` moves past them. The caller holds the head
-    /// (or, importing, has the ledger to itself).
-    fn store(&self, head: &mut Head, blocks: Vec<(u64, Vec<u8>)>, mut batch: sled::Batch) -> Result<()> {
+    /// Writes `blocks` to the blocks file at `head.end` and the `(seq, id hash)` pairs of their
+    /// entries to the ids file, then the blocks' places in one sled batch: the commit point.
+    /// `head.end` moves past them. The caller holds the head (or, importing, has the ledger to
+    /// itself).
+    fn store(&self, head: &mut Head, blocks: Vec<(u64, Vec<u8>)>, id_hashes: &[(u64, u64)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
         let mut bytes = Vec::with_capacity(blocks.iter().map(|(_, b)| b.len()).sum());
         for (first, block) in blocks {
             let place = Place {
@@ -646,8 +650,14 @@ impl Ledger {
             bytes.extend_from_slice(&block);
         }
         self.blocks.write_at(head.end, &bytes)?;
+        for run in id_hashes.chunk_by(|a, b| b.0 == a.0 + 1) {
+            let bytes: Vec<u8> = run.iter().flat_map(|(_, hash)| hash.to_be_bytes()).collect();
+            self.id_hashes.write_at((run[0].0 - 1) * 8, &bytes)?;
+        }
         self.log.apply_batch(batch)?;
         head.end += bytes.len() as u64;
+        self.stored
+            .store(head.position.seq, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -655,6 +665,7 @@ impl Ledger {
     /// place points past what is on disk.
     pub fn flush(&self) -> Result<()> {
         self.blocks.sync()?;
+        self.id_hashes.sync()?;
         self.db.flush()?;
         Ok(())
     }

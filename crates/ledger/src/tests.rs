@@ -225,48 +225,63 @@ fn the_id_index_survives_a_reopen_and_refuses_the_same_ids_after_it() {
 }
 
 #[test]
-fn a_store_with_one_index_key_per_id_is_converted_to_runs_on_open() {
+fn the_ids_file_is_rebuilt_from_the_blocks_where_it_is_missing_or_short() {
     let (dir, ledger) = temp();
     let events = many(3_000, 5);
     for part in events.chunks(700) {
         offer(&ledger, part, 1);
     }
-    // Rewrite the index as the old layout had it: `i` ‖ hash → its seqs, and no runs.
-    let mut old = std::collections::BTreeMap::<u64, Vec<u8>>::new();
-    for e in &events {
-        let seq = ledger.seq_of(&e.id).unwrap().unwrap();
-        old.entry(ids::id_hash(&e.id))
-            .or_default()
-            .extend_from_slice(&seq.to_be_bytes());
-    }
-    let runs: Vec<_> = ledger.log.scan_prefix(b"j").map(|kv| kv.unwrap().0).collect();
-    assert_eq!(runs.len(), 5);
-    for key in runs {
-        ledger.log.remove(key).unwrap();
-    }
-    for (hash, seqs) in old {
-        let mut key = vec![b'i'];
-        key.extend_from_slice(&hash.to_be_bytes());
-        ledger.log.insert(key, seqs).unwrap();
-    }
+    let ids_file = dir.join(IDS_FILE);
+    let written = std::fs::read(&ids_file).unwrap();
+    let expected: Vec<u8> = events.iter().flat_map(|e| ids::id_hash(&e.id).to_be_bytes()).collect();
+    assert_eq!(written, expected, "seq s's id hash at (s - 1) * 8");
+    // A store of the layouts before the file: its index in sled keys, no file.
+    ledger.log.insert(b"i\x01\x02", &[0u8; 8][..]).unwrap();
+    ledger.log.insert(seq_key(b'j', 1), &[0u8; 16][..]).unwrap();
     ledger.flush().unwrap();
     drop(ledger);
+    std::fs::remove_file(&ids_file).unwrap();
+    let refuses_what_it_holds = |ledger: &Ledger| {
+        assert_eq!(ledger.indexed_ids().unwrap(), 3_000);
+        assert_eq!(
+            offer(ledger, &events[..2], 2),
+            [Appended::Duplicate(1), Appended::Duplicate(2)]
+        );
+        let mut changed = events[2_999].clone();
+        changed.occurred_at += 1;
+        assert_eq!(offer(ledger, &[changed], 2), [Appended::Conflict(3_000)]);
+    };
     let ledger = Ledger::open(&dir).unwrap();
-    // Converted on the first lookup, not at open.
-    assert_eq!(ledger.log.scan_prefix(b"j").count(), 0);
-    assert_eq!(ledger.indexed_ids().unwrap(), 3_000);
-    assert_eq!(ledger.log.scan_prefix(b"i").count(), 0);
-    assert_eq!(ledger.log.scan_prefix(b"j").count(), 1);
-    assert_eq!(ledger.indexed_ids().unwrap(), 3_000);
+    refuses_what_it_holds(&ledger);
     assert_eq!(
-        offer(&ledger, &events[..2], 2),
-        [Appended::Duplicate(1), Appended::Duplicate(2)]
+        (
+            ledger.log.scan_prefix(b"i").count(),
+            ledger.log.scan_prefix(b"j").count()
+        ),
+        (0, 0)
     );
-    let mut changed = events[7].clone();
-    changed.occurred_at += 1;
-    assert_eq!(offer(&ledger, &[changed], 2), [Appended::Conflict(8)]);
+    assert_eq!(std::fs::read(&ids_file).unwrap(), expected);
+    drop(ledger);
+
+    // Cut short in the middle of a hash (a last write that did not reach the disk), then
+    // bytes past the last stored seq (an append that did not commit).
+    for (len, tail) in [(1_001 * 8 + 3, &[][..]), (3_000 * 8, &[0xffu8; 20][..])] {
+        let file = std::fs::OpenOptions::new().write(true).open(&ids_file).unwrap();
+        file.set_len(len).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&file, tail, len).unwrap();
+        drop(file);
+        let ledger = Ledger::open(&dir).unwrap();
+        refuses_what_it_holds(&ledger);
+        assert_eq!(std::fs::read(&ids_file).unwrap()[..expected.len()], expected[..]);
+        drop(ledger);
+    }
+    let ledger = Ledger::open(&dir).unwrap();
+    assert_eq!(offer(&ledger, &[touch("fresh", "L1", 4)], 3), [Appended::Stored(3_001)]);
+    let written = std::fs::read(&ids_file).unwrap();
+    assert_eq!(written[3_000 * 8..3_001 * 8], ids::id_hash("fresh").to_be_bytes());
+    assert_eq!(ledger.seq_of("fresh").unwrap(), Some(3_001));
     let v = ledger.verify(|_| {});
-    assert_eq!((v.checked, v.first_bad), (3_000, None));
+    assert_eq!((v.checked, v.first_bad), (3_001, None));
     let _ = std::fs::remove_dir_all(dir);
 }
 
