@@ -497,15 +497,6 @@ impl LeadNames {
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         let NameTable { bytes, ends, by_id } = &mut *table;
         by_id.reserve(new.len(), |no| stored_hash(bytes, ends, *no));
-        // Grown by an eighth, not doubled: at a million leads a doubling is 8 MB of `ends` and
-        // as much of `bytes` that one new lead would take.
-        let new_bytes: usize = new.iter().map(|(id, _)| id.as_ref().len()).sum();
-        if ends.capacity() - ends.len() < new.len() {
-            ends.reserve_exact(new.len().max(ends.len() / 8));
-        }
-        if bytes.capacity() - bytes.len() < new_bytes {
-            bytes.reserve_exact(new_bytes.max(bytes.len() / 8));
-        }
         for (lead_id, no) in new {
             let lead_id = lead_id.as_ref();
             debug_assert_eq!(*no as usize, ends.len());
