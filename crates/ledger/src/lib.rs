@@ -365,7 +365,7 @@ impl Ledger {
     /// way leaves the moved blocks placed and the rest under `b`; the next open goes on from
     /// there. The bytes are moved as they are, damage included: `verify` judges them.
     fn move_old_blocks(&self) -> Result<()> {
-        let Some(Ok((key, _))) = self.log.scan_prefix([OLD_BLOCK_PREFIX]).next() else {
+        let Some((key, _)) = self.log.scan_prefix([OLD_BLOCK_PREFIX]).next().transpose()? else {
             return Ok(());
         };
         let _span = tracing::info_span!("move_blocks_to_file").entered();
