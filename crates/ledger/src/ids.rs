@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock, RwLock};
 
 use sha2::{Digest, Sha256};
 
+use crate::blockfile::DataFile;
 use crate::{seq_from, Ledger, Result};
 
 /// The id's hash: the first 8 bytes of SHA-256(id), as in the old `i` keys.
@@ -68,8 +69,28 @@ fn spread(print: u32) -> u64 {
     u64::from(print).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(print)
 }
 
+/// `fingerprint << 32 | seq`, or `None` for a seq past `u32::MAX` (or 0).
+fn pair_of(hash: u64, seq: u64) -> Option<u64> {
+    let small = u32::try_from(seq).ok().filter(|s| *s > 0)?;
+    Some(u64::from(print_of(hash)) << 32 | u64::from(small))
+}
+
 fn pair_print(pair: u64) -> u32 {
     (pair >> 32) as u32
+}
+
+fn pair_seq(pair: &u64) -> u64 {
+    pair & u64::from(u32::MAX)
+}
+
+/// Writes `(seq, id hash)` pairs, runs of consecutive seqs, at their seqs' places in the ids
+/// file.
+pub(crate) fn write_hashes(file: &DataFile, pairs: &[(u64, u64)]) -> Result<()> {
+    for run in pairs.chunk_by(|a, b| b.0 == a.0 + 1) {
+        let bytes: Vec<u8> = run.iter().flat_map(|(_, hash)| hash.to_be_bytes()).collect();
+        file.write_at((run[0].0 - 1) * 8, &bytes)?;
+    }
+    Ok(())
 }
 
 impl IdTable {
@@ -82,8 +103,8 @@ impl IdTable {
 
     /// Files `seq` under `hash` while building.
     fn push(&mut self, hash: u64, seq: u64) {
-        match u32::try_from(seq).ok().filter(|s| *s > 0) {
-            Some(small) => self.sorted.push(u64::from(print_of(hash)) << 32 | u64::from(small)),
+        match pair_of(hash, seq) {
+            Some(pair) => self.sorted.push(pair),
             None => self.beyond.entry(hash).or_default().push(seq),
         }
     }
@@ -111,15 +132,11 @@ impl IdTable {
 
     /// Files `seq` under `hash`; each seq once.
     pub(crate) fn insert(&mut self, hash: u64, seq: u64) {
-        let Some(small) = u32::try_from(seq).ok().filter(|s| *s > 0) else {
+        let Some(pair) = pair_of(hash, seq) else {
             self.beyond.entry(hash).or_default().push(seq);
             return;
         };
-        let print = print_of(hash);
-        self.recent
-            .insert_unique(spread(print), u64::from(print) << 32 | u64::from(small), |pair| {
-                spread(pair_print(*pair))
-            });
+        (self.recent).insert_unique(spread(pair_print(pair)), pair, |pair| spread(pair_print(*pair)));
         if self.recent.len() >= (self.sorted.len() / 16).max(MERGE_AT_LEAST) {
             self.merge();
         }
@@ -127,24 +144,12 @@ impl IdTable {
 
     /// Moves `recent` into `sorted`.
     fn merge(&mut self) {
-        let mut recent: Vec<u64> = self.recent.drain().collect();
-        recent.sort_unstable();
-        let old = std::mem::take(&mut self.sorted);
-        let mut merged = Vec::with_capacity(old.len() + recent.len());
-        let (mut a, mut b) = (old.iter().peekable(), recent.iter().peekable());
-        while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
-            if x <= y {
-                merged.push(**x);
-                a.next();
-            } else {
-                merged.push(**y);
-                b.next();
-            }
-        }
-        merged.extend(a);
-        merged.extend(b);
-        self.sorted = merged;
-        self.recent = hashbrown::HashTable::new();
+        let sorted_len = self.sorted.len();
+        self.sorted.reserve_exact(self.recent.len());
+        self.sorted.extend(std::mem::take(&mut self.recent));
+        self.sorted[sorted_len..].sort_unstable();
+        // Two sorted runs: the stable sort finds them and merges them in one pass.
+        self.sorted.sort();
         self.index();
     }
 
@@ -161,13 +166,13 @@ impl IdTable {
                 part[first..]
                     .iter()
                     .take_while(|pair| pair_print(**pair) == print)
-                    .map(|pair| pair & u64::from(u32::MAX)),
+                    .map(pair_seq),
             );
         }
         out.extend(
             (self.recent.iter_hash(spread(print)))
                 .filter(|pair| pair_print(**pair) == print)
-                .map(|pair| pair & u64::from(u32::MAX)),
+                .map(pair_seq),
         );
         out.sort_unstable();
         out.extend(self.beyond.get(&hash).into_iter().flatten());
@@ -238,13 +243,11 @@ fn load(ledger: &Ledger) -> Result<IdTable> {
             let block = block?;
             let mut entries = Vec::new();
             block.read_into(seq, upto, &mut entries)?;
-            let mut bytes = Vec::with_capacity(entries.len() * 8);
-            for entry in &entries {
-                let hash = id_hash(entry.event.id);
-                table.push(hash, entry.seq);
-                bytes.extend_from_slice(&hash.to_be_bytes());
+            let hashes: Vec<(u64, u64)> = entries.iter().map(|e| (e.seq, id_hash(e.event.id))).collect();
+            for &(seq, hash) in &hashes {
+                table.push(hash, seq);
             }
-            file.write_at((seq - 1) * 8, &bytes)?;
+            write_hashes(file, &hashes)?;
             seq += entries.len() as u64;
             if seq > upto {
                 break;
@@ -273,8 +276,8 @@ fn remove_old_keys(ledger: &Ledger, prefix: u8) -> Result<()> {
         for key in keys {
             batch.remove(key);
         }
+        // Not flushed: keys a crash brings back are removed again by the next load.
         ledger.log.apply_batch(batch)?;
-        ledger.db.flush()?;
     }
 }
 

@@ -241,21 +241,17 @@ impl Ledger {
     /// entries. A damaged tail is [`LedgerError::Damaged`]: the caller must not serve from it.
     pub fn open(dir: &Path) -> Result<Ledger> {
         let ledger = Ledger::open_unchecked(dir)?;
-        if let Some((first, place)) = ledger.last_place()? {
-            ledger.blocks.read(first, place)?;
-        }
-        let last_seq = ledger.head().seq;
-        if last_seq > 0 {
-            let from = last_seq.saturating_sub(OPEN_CHECK_ENTRIES).max(1);
-            let mut prev = ledger.position_of(from - 1)?;
-            for seq in from..=last_seq {
-                let entry = ledger.get(seq)?.ok_or_else(|| LedgerError::Damaged {
-                    seq,
-                    reason: "missing".into(),
-                })?;
-                check_link(&prev, &entry).map_err(|reason| LedgerError::Damaged { seq, reason })?;
-                prev = LogPosition { seq, hash: entry.hash };
-            }
+        let from = ledger.head().seq.saturating_sub(OPEN_CHECK_ENTRIES).max(1);
+        let mut prev = ledger.position_of(from - 1)?;
+        // Through every placed block, each read once: a place past the end of the blocks file
+        // (the head is the last block the file holds) is found here too.
+        for entry in ledger.entries(from) {
+            let entry = entry?;
+            check_link(&prev, &entry).map_err(|reason| LedgerError::Damaged { seq: entry.seq, reason })?;
+            prev = LogPosition {
+                seq: entry.seq,
+                hash: entry.hash,
+            };
         }
         Ok(ledger)
     }
@@ -650,10 +646,7 @@ impl Ledger {
             bytes.extend_from_slice(&block);
         }
         self.blocks.write_at(head.end, &bytes)?;
-        for run in id_hashes.chunk_by(|a, b| b.0 == a.0 + 1) {
-            let bytes: Vec<u8> = run.iter().flat_map(|(_, hash)| hash.to_be_bytes()).collect();
-            self.id_hashes.write_at((run[0].0 - 1) * 8, &bytes)?;
-        }
+        ids::write_hashes(&self.id_hashes, id_hashes)?;
         self.log.apply_batch(batch)?;
         head.end += bytes.len() as u64;
         self.stored
