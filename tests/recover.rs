@@ -75,7 +75,7 @@ fn recover_salvages_the_verified_prefix_reingests_what_jetstream_holds_and_names
     assert_eq!(report["lost"]["ids"], json!(lost_ids));
     let kept = std::path::PathBuf::from(report["damaged"]["kept_at"].as_str().expect("kept_at"));
     assert!(
-        kept.join("db").exists() || kept.join("conf").exists(),
+        kept.join(funnel_ledger::BLOCKS_FILE).exists() && kept.join(funnel_ledger::PLACES_DIR).is_dir(),
         "damaged store kept aside at {kept:?}"
     );
 

@@ -36,9 +36,6 @@ use crate::slots::SlotView;
 use crate::state::{LeadNo, Spend};
 use crate::EngineError;
 
-/// The sled tree in the ledger's store that held the checkpoint before it had a store of its
-/// own: dropped at start.
-pub const LEGACY_TREE: &str = "engine-checkpoint";
 /// The checkpoint store's cache: it is written, and read once at start.
 const STORE_CACHE_BYTES: u64 = 8 << 20;
 /// How long a reopen waits for sled to let go of the store's file lock.

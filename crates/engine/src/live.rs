@@ -165,9 +165,6 @@ impl Live {
     /// The checkpoint lives in a sled store of its own in `checkpoint_dir`.
     pub fn open(ledger: Ledger, checkpoint_dir: &Path) -> Result<Live, EngineError> {
         let started = Instant::now();
-        if ledger.drop_legacy_tree(checkpoint::LEGACY_TREE)? {
-            info!("dropped the engine checkpoint of an earlier version from the ledger's store");
-        }
         let store = checkpoint::open_store(checkpoint_dir)?;
         let restored = match Writer::restore(&store, &ledger) {
             Ok(restored) => restored,

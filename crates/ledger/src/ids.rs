@@ -209,14 +209,9 @@ impl Ids {
 const READ_BYTES: usize = 1 << 20;
 
 /// Reads the ids file back up to the last stored seq, computing what it lacks from the blocks
-/// (and writing that to it). Keys of the layouts before the file (`i` ‖ hash → seqs, then
-/// `j` ‖ first seq → a run of hashes) are removed first, in batches (a crash part way leaves
-/// some, and the next load goes on).
+/// (and writing that to it).
 fn load(ledger: &Ledger) -> Result<IdTable> {
     let _span = tracing::info_span!("load_id_index").entered();
-    for prefix in [b'i', b'j'] {
-        remove_old_keys(ledger, prefix)?;
-    }
     let upto = ledger.stored.load(std::sync::atomic::Ordering::Acquire);
     let file = &ledger.id_hashes;
     let mut table = IdTable::building(upto);
@@ -256,29 +251,6 @@ fn load(ledger: &Ledger) -> Result<IdTable> {
         file.sync()?;
     }
     Ok(table.built())
-}
-
-/// Old keys removed per sled batch (one batch of millions of removals takes gigabytes).
-const REMOVALS_PER_BATCH: usize = 16_384;
-
-fn remove_old_keys(ledger: &Ledger, prefix: u8) -> Result<()> {
-    loop {
-        let keys: Vec<_> = ledger
-            .log
-            .scan_prefix([prefix])
-            .keys()
-            .take(REMOVALS_PER_BATCH)
-            .collect::<std::result::Result<_, _>>()?;
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut batch = sled::Batch::default();
-        for key in keys {
-            batch.remove(key);
-        }
-        // Not flushed: keys a crash brings back are removed again by the next load.
-        ledger.log.apply_batch(batch)?;
-    }
 }
 
 /// One batch's additions: staged with the batch's entries, added to the table once the batch

@@ -3,20 +3,19 @@
 //! Ground truth of the whole system; everything else is derived from it. The entries live in
 //! [`block`]s of consecutive entries (one per append batch, ≤ 16 KiB), end to end in the
 //! [`blockfile`], and the id hash of each seq in the ids file ([`ids`]); one sled tree
-//! (`ledger`) says where each block lies, and the batch that places an append's blocks is its
-//! commit point:
+//! (`ledger`, in the store in `places/`) says where each block lies, and the batch that
+//! places an append's blocks is its commit point:
 //!
 //! | key | value |
 //! |---|---|
 //! | `m` | the chain's metadata (JSON): format, genesis, what it was migrated from |
 //! | `p` ‖ first seq (u64 BE) | where the block starting at that seq lies in the blocks file: offset (u64 BE), length (u32 BE) |
 //!
-//! Stores written before the blocks file held each block as the value of `b` ‖ first seq;
-//! opening one moves its blocks into the file ([`Ledger::open`]).
+//! Stores written by earlier versions (sled's files in the ledger's directory itself, blocks
+//! perhaps still sled values) are brought to this layout when they open ([`legacy`]).
 //!
 //! Which entries belong to which lead is derived state: the engine files each entry's seq
-//! under its lead and reads a timeline back with [`Ledger::entries_at`]. (Stores written
-//! before that still hold `l` ‖ lead id ‖ `0x00` ‖ seq keys; nothing reads them.)
+//! under its lead and reads a timeline back with [`Ledger::entries_at`].
 //!
 //! What each entry's hash covers is the chain specification, `schemas/chain.md` (format 2):
 //! SHA-256 of the RFC 8785 canonical JSON of `{event, prev_hash, recorded_at, seq}`.
@@ -27,6 +26,7 @@ mod blockfile;
 pub mod canonical;
 mod exchange;
 mod ids;
+mod legacy;
 mod migrate;
 mod v1;
 
@@ -46,7 +46,7 @@ pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
 pub use exchange::{export, import, salvage, ExportHeader, ExportLine};
 pub use migrate::{migrate, Migration};
 
-/// Name of the sled tree holding the log and its indexes.
+/// Name of the sled tree holding the chain's metadata and the places of its blocks.
 pub const LOG_TREE: &str = "ledger";
 /// How many tail entries are re-hashed when the ledger opens.
 pub const OPEN_CHECK_ENTRIES: u64 = 64;
@@ -54,9 +54,6 @@ pub const OPEN_CHECK_ENTRIES: u64 = 64;
 /// resident; the projection engine keeps what it needs itself, so the ledger's cache only
 /// serves lead lookups and recent entries.
 pub const CACHE_BYTES: u64 = 64 << 20;
-/// sled's segment size: a page write above a quarter of it goes to a blob file. 8 MiB keeps a
-/// leaf of blocks inline (see `block::BLOCK_BYTES`). Format 1 used sled's default, 512 KiB,
-/// which is how an old store is recognised.
 /// Opens a sled store, waiting up to `wait` for its file lock: a store this process just
 /// dropped holds it a moment longer (sled's flusher thread lets go last). A store another
 /// process has open stays locked, and that error comes back. The engine's checkpoint store
@@ -76,9 +73,24 @@ pub fn open_sled(config: &sled::Config, wait: std::time::Duration) -> std::resul
     }
 }
 
+/// The directory of the ledger's sled store, inside the ledger's: the chain's metadata and
+/// the place of every block. (Earlier versions kept sled's files in the ledger's directory
+/// itself; see [`legacy`].)
+pub const PLACES_DIR: &str = "places";
+
+fn store_config(path: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(CACHE_BYTES)
+        .segment_size(SEGMENT_BYTES)
+}
+
 /// How long opening the ledger waits for a lock this process may still hold.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// sled's segment size. 8 MiB was chosen when blocks were sled values (a leaf of blocks stayed
+/// inline); stores of that layout still open with it, and format 1 used sled's default,
+/// 512 KiB, which is how a format-1 store is recognised.
 pub const SEGMENT_BYTES: usize = 8 << 20;
 
 /// Everything that can go wrong in the ledger.
@@ -197,17 +209,6 @@ fn place_key(first_seq: u64) -> [u8; 9] {
     seq_key(b'p', first_seq)
 }
 
-/// The key a block had when stores held blocks in sled.
-const OLD_BLOCK_PREFIX: u8 = b'b';
-
-/// How many entries a stored block holds (0 if its header cannot be read).
-fn block_seqs(first_seq: u64, bytes: &[u8]) -> u64 {
-    Block::parse(first_seq, bytes).map_or(0, |b| b.len() as u64)
-}
-
-/// Blocks moved from sled into the blocks file per synced step of [`Ledger::move_old_blocks`].
-const MOVED_PER_STEP: usize = 1_024;
-
 fn seq_from(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.try_into().ok()?))
 }
@@ -267,23 +268,9 @@ impl Ledger {
     }
 
     fn open_store(dir: &Path) -> Result<Ledger> {
-        let db = open_sled(
-            &sled::Config::new()
-                .path(dir)
-                .cache_capacity(CACHE_BYTES)
-                .segment_size(SEGMENT_BYTES),
-            LOCK_WAIT,
-        )?;
-        let log = db.open_tree(LOG_TREE)?;
-        let ledger = Ledger {
-            db,
-            log,
-            blocks: Arc::new(DataFile::open(dir, BLOCKS_FILE)?),
-            id_hashes: Arc::new(DataFile::open(dir, IDS_FILE)?),
-            stored: Arc::default(),
-            head: Arc::default(),
-            ids: Arc::default(),
-        };
+        std::fs::create_dir_all(dir)?;
+        legacy::upgrade(dir)?;
+        let ledger = Ledger::on_store(dir, &dir.join(PLACES_DIR))?;
         let meta = match ledger.meta()? {
             Some(meta) => meta,
             None => {
@@ -296,7 +283,6 @@ impl Ledger {
             seq: 0,
             reason: "the chain metadata's genesis is not 64 hex digits".into(),
         })?;
-        ledger.move_old_blocks()?;
         let mut head = Head {
             position: LogPosition { seq: 0, hash: genesis },
             recorded_at: 0,
@@ -335,6 +321,21 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// The ledger's files in `dir`, with its sled store in `store`.
+    fn on_store(dir: &Path, store: &Path) -> Result<Ledger> {
+        let db = open_sled(&store_config(store), LOCK_WAIT)?;
+        let log = db.open_tree(LOG_TREE)?;
+        Ok(Ledger {
+            db,
+            log,
+            blocks: Arc::new(DataFile::open(dir, BLOCKS_FILE)?),
+            id_hashes: Arc::new(DataFile::open(dir, IDS_FILE)?),
+            stored: Arc::default(),
+            head: Arc::default(),
+            ids: Arc::default(),
+        })
+    }
+
     /// The last block's first seq and place.
     fn last_place(&self) -> Result<Option<(u64, Place)>> {
         let last = self.log.scan_prefix(b"p").next_back().transpose()?;
@@ -352,49 +353,6 @@ impl Ledger {
             );
             self.blocks.truncate(end)?;
         }
-        Ok(())
-    }
-
-    /// Moves the blocks of a store written before the blocks file (sled values under `b` keys)
-    /// into the file, in steps of [`MOVED_PER_STEP`] blocks: each step's bytes are written
-    /// and synced, then one sled batch places them and removes their old keys. A crash part
-    /// way leaves the moved blocks placed and the rest under `b`; the next open goes on from
-    /// there. The bytes are moved as they are, damage included: `verify` judges them.
-    fn move_old_blocks(&self) -> Result<()> {
-        let Some((key, _)) = self.log.scan_prefix([OLD_BLOCK_PREFIX]).next().transpose()? else {
-            return Ok(());
-        };
-        let _span = tracing::info_span!("move_blocks_to_file").entered();
-        let start = seq_from(&key[1..]).unwrap_or(0);
-        let mut end = self.last_place()?.map_or(0, |(_, place)| place.end());
-        self.cut_unplaced(end)?;
-        let mut moved = 0;
-        let mut blocks = self.old_blocks(start).peekable();
-        while blocks.peek().is_some() {
-            let mut bytes = Vec::new();
-            let mut batch = sled::Batch::default();
-            for item in blocks.by_ref().take(MOVED_PER_STEP) {
-                let (first, value) = item?;
-                let place = Place {
-                    offset: end + bytes.len() as u64,
-                    len: value.len() as u32,
-                };
-                batch.insert(&place_key(first), &place.encode());
-                batch.remove(&seq_key(OLD_BLOCK_PREFIX, first));
-                bytes.extend_from_slice(&value);
-                moved += 1;
-            }
-            self.blocks.write_at(end, &bytes)?;
-            self.blocks.sync()?;
-            self.log.apply_batch(batch)?;
-            end += bytes.len() as u64;
-        }
-        self.db.flush()?;
-        tracing::info!(
-            blocks = moved,
-            bytes = end,
-            "moved the ledger's blocks from sled to the blocks file"
-        );
         Ok(())
     }
 
@@ -526,37 +484,6 @@ impl Ledger {
             let (key, value) = item?;
             let (first, place) = placed(&key, &value)?;
             Ok(RawBlock::new(first, self.blocks.read(first, place)?))
-        })
-    }
-
-    /// The blocks of a store from before the blocks file (sled values under `b` ‖ first seq)
-    /// from `start` on, as (first seq, bytes).
-    ///
-    /// Each value is read with a `get` of the key that follows from the block before, not
-    /// with sled's range iterator: read through the iterator, a whole read of the log stayed
-    /// in sled's cache whatever its capacity (430 MB of 4.5 M events), read this way it does
-    /// not. sled evicts only while it works through one of its 256 shards' queues of 64 page
-    /// accesses, and the iterator touches each leaf once for its dozen values. Where the next
-    /// key is not stored (the end, or a block whose header was unreadable) one range lookup
-    /// finds the next key that is.
-    fn old_blocks(&self, start: u64) -> impl Iterator<Item = Result<(u64, sled::IVec)>> + '_ {
-        let key = move |seq: u64| seq_key(OLD_BLOCK_PREFIX, seq);
-        let mut next = Some(start);
-        std::iter::from_fn(move || {
-            let seq = next.take()?;
-            let found = match self.log.get(key(seq)) {
-                Ok(Some(bytes)) => Ok(Some((seq, bytes))),
-                Ok(None) => match self.log.range(key(seq)..=key(u64::MAX)).next() {
-                    None => Ok(None),
-                    Some(Ok((k, bytes))) => Ok(seq_from(&k[1..]).map(|first| (first, bytes))),
-                    Some(Err(e)) => Err(e.into()),
-                },
-                Err(e) => Err(e.into()),
-            };
-            if let Ok(Some((first, bytes))) = &found {
-                next = first.checked_add(block_seqs(*first, bytes).max(1));
-            }
-            found.transpose()
         })
     }
 
@@ -794,15 +721,6 @@ impl Ledger {
                 first_bad: None,
             }
         })
-    }
-
-    /// Drops a tree of derived state that an earlier version kept in the ledger's store (the
-    /// engine checkpoint now has a store of its own): whether there was one.
-    pub fn drop_legacy_tree(&self, name: &str) -> Result<bool> {
-        if !self.db.tree_names().iter().any(|t| t.as_ref() == name.as_bytes()) {
-            return Ok(false);
-        }
-        Ok(self.db.drop_tree(name)?)
     }
 }
 

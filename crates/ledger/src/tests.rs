@@ -235,10 +235,6 @@ fn the_ids_file_is_rebuilt_from_the_blocks_where_it_is_missing_or_short() {
     let written = std::fs::read(&ids_file).unwrap();
     let expected: Vec<u8> = events.iter().flat_map(|e| ids::id_hash(&e.id).to_be_bytes()).collect();
     assert_eq!(written, expected, "seq s's id hash at (s - 1) * 8");
-    // A store of the layouts before the file: its index in sled keys, no file.
-    ledger.log.insert(b"i\x01\x02", &[0u8; 8][..]).unwrap();
-    ledger.log.insert(seq_key(b'j', 1), &[0u8; 16][..]).unwrap();
-    ledger.flush().unwrap();
     drop(ledger);
     std::fs::remove_file(&ids_file).unwrap();
     let refuses_what_it_holds = |ledger: &Ledger| {
@@ -253,13 +249,6 @@ fn the_ids_file_is_rebuilt_from_the_blocks_where_it_is_missing_or_short() {
     };
     let ledger = Ledger::open(&dir).unwrap();
     refuses_what_it_holds(&ledger);
-    assert_eq!(
-        (
-            ledger.log.scan_prefix(b"i").count(),
-            ledger.log.scan_prefix(b"j").count()
-        ),
-        (0, 0)
-    );
     assert_eq!(std::fs::read(&ids_file).unwrap(), expected);
     drop(ledger);
 
@@ -357,22 +346,66 @@ fn a_borrowed_read_of_every_block_equals_the_owned_read() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Puts the blocks from the `keep`-th on back where stores before the blocks file held them
-/// (sled values under `b` keys), as a store written then, or one whose move stopped part way,
-/// has them; cuts the file after the blocks kept and writes `tail` past them.
-fn put_blocks_back_in_sled(dir: &std::path::Path, keep: usize, tail: &[u8]) {
+/// Turns the store in `dir` into one an earlier version wrote: sled's files in `dir` itself,
+/// holding the metadata, the places of the first `keep` blocks, the rest of the blocks as sled
+/// values under `b` keys (as a store written before the blocks file, or one whose move stopped
+/// part way, has them) and what else earlier layouts kept there: id index keys (`i`, `j`),
+/// lead index keys (`l`), the engine checkpoint's tree. The blocks file is cut after the
+/// blocks kept and `tail` written past them.
+fn make_old_store(dir: &std::path::Path, keep: usize, tail: &[u8]) {
     let ledger = Ledger::open(dir).unwrap();
     let places = places(&ledger);
+    let meta = ledger.log.get(META_KEY).unwrap().unwrap();
+    let blocks: Vec<Vec<u8>> = places[keep..]
+        .iter()
+        .map(|&(first, place)| ledger.blocks.read(first, place).unwrap())
+        .collect();
+    drop(ledger);
+    std::fs::remove_dir_all(dir.join(PLACES_DIR)).unwrap();
+    let old = store_config(dir).open().unwrap();
+    let log = old.open_tree(LOG_TREE).unwrap();
     let mut batch = sled::Batch::default();
-    for &(first, place) in &places[keep..] {
-        batch.insert(&seq_key(b'b', first), ledger.blocks.read(first, place).unwrap());
-        batch.remove(&place_key(first));
+    batch.insert(META_KEY, meta);
+    for &(first, place) in &places[..keep] {
+        batch.insert(&place_key(first), &place.encode());
     }
-    ledger.log.apply_batch(batch).unwrap();
+    for (&(first, _), bytes) in places[keep..].iter().zip(blocks) {
+        batch.insert(&seq_key(b'b', first), bytes);
+    }
+    batch.insert(b"i\x01\x02", &[0u8; 8][..]);
+    batch.insert(&seq_key(b'j', 1), &[0u8; 16][..]);
+    batch.insert(b"lL1\x00\x00\x00\x00\x00\x00\x00\x00\x01", &[][..]);
+    log.apply_batch(batch).unwrap();
+    old.open_tree("engine-checkpoint").unwrap().insert(b"h", b"x").unwrap();
+    old.flush().unwrap();
+    drop((log, old));
     let end = places[..keep].last().map_or(0, |(_, place)| place.end());
-    ledger.blocks.truncate(end).unwrap();
-    ledger.blocks.write_at(end, tail).unwrap();
-    ledger.flush().unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(BLOCKS_FILE))
+        .unwrap();
+    file.set_len(end).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, tail, end).unwrap();
+}
+
+/// An (empty) directory is created, a file copied.
+fn copy_file_or_dir(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+/// sled's files at the top of `dir` (an old store's), by name.
+fn old_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n == "conf" || n == "db" || n == "blobs" || n.starts_with("snap."))
+        .collect();
+    names.sort();
+    names
 }
 
 fn entries(ledger: &Ledger) -> Vec<Entry> {
@@ -380,13 +413,13 @@ fn entries(ledger: &Ledger) -> Vec<Entry> {
 }
 
 #[test]
-fn a_store_with_its_blocks_in_sled_moves_them_to_the_blocks_file_on_open() {
+fn a_store_an_earlier_version_wrote_is_brought_to_this_layout_on_open() {
     let (dir, ledger) = temp();
     drop(ledger);
     let events = many(4_000, 13);
-    // All of them in sled, as before the blocks file; then a move that stopped after two
-    // blocks, with half a step's bytes written past them.
-    for (keep, tail) in [(0, &[][..]), (2, &[7u8; 999][..])] {
+    // All blocks in sled, as before the blocks file; then a move that stopped after two
+    // blocks, with half a step's bytes written past them; then every block moved already.
+    for (keep, tail) in [(0, &[][..]), (2, &[7u8; 999][..]), (usize::MAX, &[][..])] {
         let dir = dir.join(format!("keep-{keep}"));
         let ledger = Ledger::open(&dir).unwrap();
         offer(&ledger, &events[..1_500], 1);
@@ -395,10 +428,14 @@ fn a_store_with_its_blocks_in_sled_moves_them_to_the_blocks_file_on_open() {
         let blocks = places(&ledger).len();
         assert!(blocks >= 4, "4,000 entries span several blocks");
         drop(ledger);
-        put_blocks_back_in_sled(&dir, keep, tail);
+        make_old_store(&dir, keep.min(blocks), tail);
+        assert!(old_files(&dir).starts_with(&["blobs".into(), "conf".into(), "db".into()]));
 
         let ledger = Ledger::open(&dir).unwrap();
-        assert_eq!(ledger.log.scan_prefix(b"b").count(), 0);
+        assert_eq!(old_files(&dir), Vec::<String>::new());
+        let keys: Vec<u8> = ledger.log.iter().keys().map(|k| k.unwrap()[0]).collect();
+        assert_eq!(keys.iter().filter(|k| **k != b'p').collect::<Vec<_>>(), [&b'm']);
+        assert_eq!(ledger.db.tree_names().len(), 2, "sled's default tree and `ledger`");
         assert_eq!(places(&ledger).len(), blocks);
         assert_eq!(ledger.head(), head);
         assert_eq!(entries(&ledger), before);
@@ -418,6 +455,39 @@ fn a_store_with_its_blocks_in_sled_moves_them_to_the_blocks_file_on_open() {
         assert_eq!((v.checked, v.first_bad), (4_001, None));
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_upgrade_that_stopped_part_way_is_finished_by_the_next_open() {
+    let (dir, ledger) = temp();
+    offer(&ledger, &many(2_500, 7), 1);
+    let (head, before) = (ledger.head(), entries(&ledger));
+    drop(ledger);
+    make_old_store(&dir, 1, &[]);
+    let saved = dir.with_extension("old-files");
+    std::fs::create_dir_all(&saved).unwrap();
+    for name in old_files(&dir) {
+        copy_file_or_dir(&dir.join(&name), &saved.join(&name));
+    }
+    // Stopped while copying: a partial new store, which is built again.
+    std::fs::create_dir_all(dir.join("places.partial")).unwrap();
+    std::fs::write(dir.join("places.partial").join("db"), b"half a store").unwrap();
+    let ledger = Ledger::open(&dir).unwrap();
+    assert!(!dir.join("places.partial").exists());
+    assert_eq!((ledger.head(), entries(&ledger)), (head, before.clone()));
+    drop(ledger);
+    // Stopped after the rename, before the old files went: they are removed, the new store kept.
+    for name in old_files(&saved) {
+        copy_file_or_dir(&saved.join(&name), &dir.join(&name));
+    }
+    assert_eq!(old_files(&dir), old_files(&saved));
+    let ledger = Ledger::open(&dir).unwrap();
+    assert_eq!(old_files(&dir), Vec::<String>::new());
+    assert_eq!((ledger.head(), entries(&ledger)), (head, before));
+    let v = ledger.verify(|_| {});
+    assert_eq!((v.checked, v.first_bad), (2_500, None));
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(saved);
 }
 
 #[test]
