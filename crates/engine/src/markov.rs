@@ -117,8 +117,8 @@ impl MarkovChanges {
     pub fn absorb(&mut self, other: MarkovChanges) {
         for (key, (add, remove)) in other.entries {
             let mine = self.entries.entry(key).or_default();
-            mine.0.extend(add);
-            mine.1.extend(remove);
+            crate::state::join(&mut mine.0, add);
+            crate::state::join(&mut mine.1, remove);
         }
     }
 

@@ -185,23 +185,32 @@ impl Changes {
         for (key, group) in other.groups {
             let mine = self.groups.entry(key).or_default();
             for (m, (add, remove)) in group.period.into_iter().enumerate() {
-                mine.period[m].0.extend(add);
-                mine.period[m].1.extend(remove);
+                join(&mut mine.period[m].0, add);
+                join(&mut mine.period[m].1, remove);
             }
             for (m, (add, remove)) in group.cohort.into_iter().enumerate() {
-                mine.cohort[m].0.extend(add);
-                mine.cohort[m].1.extend(remove);
+                join(&mut mine.cohort[m].0, add);
+                join(&mut mine.cohort[m].1, remove);
             }
         }
-        self.settled.0.extend(other.settled.0);
-        self.settled.1.extend(other.settled.1);
-        self.deals.0.extend(other.deals.0);
-        self.deals.1.extend(other.deals.1);
+        join(&mut self.settled.0, other.settled.0);
+        join(&mut self.settled.1, other.settled.1);
+        join(&mut self.deals.0, other.deals.0);
+        join(&mut self.deals.1, other.deals.1);
         match (&mut self.markov, other.markov) {
             (Some(mine), Some(theirs)) => mine.absorb(theirs),
             _ => self.markov = None,
         }
     }
+}
+
+/// `theirs` appended to `mine`, in no particular order (every set is sorted when applied): the
+/// smaller copied onto the larger, so parts noted on several cores are copied once at most.
+pub(crate) fn join<T>(mine: &mut Vec<T>, mut theirs: Vec<T>) {
+    if theirs.capacity() > mine.capacity() {
+        std::mem::swap(mine, &mut theirs);
+    }
+    mine.extend(theirs);
 }
 
 /// The index entries of every lead of a bulk load (numbered from 0), noted on every core.
@@ -238,6 +247,10 @@ fn note_slots(slots: &Slots, rules: &RulesTimeline) -> Changes {
 pub(crate) fn cancel<T: Ord + Copy>(add: &mut Vec<T>, remove: &mut Vec<T>) {
     add.sort_unstable();
     remove.sort_unstable();
+    if add.is_empty() || remove.is_empty() {
+        // Nothing shared (a restore or bulk load adds only): no copies.
+        return;
+    }
     let (mut a, mut r) = (Vec::with_capacity(add.len()), Vec::with_capacity(remove.len()));
     let (mut i, mut j) = (0, 0);
     while i < add.len() && j < remove.len() {
