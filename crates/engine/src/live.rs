@@ -189,10 +189,15 @@ impl Live {
         let checkpoint_seq = writer.head().seq;
         let applied = advance(&ledger, &mut writer, u64::MAX, APPLY_CHUNK_ENTRIES, |_| true)?;
         let engine = writer.snapshot();
-        let leads = engine.leads().len().max(1);
-        for (part, bytes) in engine.footprint() {
-            info!(part, bytes, per_lead = bytes / leads, "engine memory");
-        }
+        // What each part takes, logged from a thread of its own: it walks every lead (0.15–0.2 s
+        // at 2.2 M leads), which the first answer need not wait for.
+        let measured = Arc::clone(&engine);
+        std::thread::spawn(move || {
+            let leads = measured.leads().len().max(1);
+            for (part, bytes) in measured.footprint() {
+                info!(part, bytes, per_lead = bytes / leads, "engine memory");
+            }
+        });
         info!(
             from_checkpoint,
             checkpoint_seq,

@@ -94,17 +94,15 @@ impl PackedTimes {
             Vec::with_capacity(len / SAMPLE + 1),
             Vec::with_capacity(buckets / SAMPLE + 1),
         );
-        let mut bucket = 0usize; // the bucket whose closing zero comes next
+        // The zero closing bucket `k` lies at `k + (items in buckets ≤ k)`: every sampled one
+        // from `bucket` up to (not including) the bucket of the item about to be placed.
+        let mut bucket = 0usize; // the next sampled bucket whose closing zero is not placed
         for (i, t) in times.enumerate() {
             let v = (i128::from(t) - i128::from(min)) as u64;
             let b = (v >> l) as usize;
-            debug_assert!(b >= bucket, "packed times must be sorted");
-            // Zeros closing every bucket before this item's.
             while bucket < b {
-                if bucket.is_multiple_of(SAMPLE) {
-                    zeros.push(bucket + i);
-                }
-                bucket += 1;
+                zeros.push(bucket + i);
+                bucket += SAMPLE;
             }
             let at = b + i;
             high[at / 64] |= 1 << (at % 64);
@@ -120,10 +118,8 @@ impl PackedTimes {
             }
         }
         while bucket < buckets {
-            if bucket.is_multiple_of(SAMPLE) {
-                zeros.push(bucket + len);
-            }
-            bucket += 1;
+            zeros.push(bucket + len);
+            bucket += SAMPLE;
         }
         PackedTimes {
             len,
