@@ -645,8 +645,9 @@ struct LeadHistory {
 
 /// Leads derived per thread before the work is split over every core.
 const PARALLEL_DERIVE_MIN: usize = 4_096;
-/// Leads derived, noted and encoded at a time when a bulk load ends: an eighth of them, at
-/// most this many (so that small loads, the property tests' among them, go in chunks too).
+/// Leads derived, noted and encoded at a time when a replay's bulk load ends: an eighth of
+/// them, at most this many (so that small loads, the property tests' among them, go in
+/// chunks too).
 const BULK_CHUNK_LEADS: usize = 65_536;
 
 /// `part` over contiguous parts of `items` (one per core; one part when there are few items),
@@ -710,33 +711,45 @@ impl Writer {
         writer
     }
 
-    /// Ends a bulk load: derives every lead and builds the indexes from their facts, in
-    /// chunks ([`BULK_CHUNK_LEADS`]): each chunk's derived slots are noted, encoded and freed
-    /// before the next is derived, so a slot in full (its facts, a vector of touches) never
-    /// exists for every lead at once: a replay of 10 M events peaked at 2.0 GB, now 1.3 GB.
+    /// Ends a bulk load: derives every lead and builds the indexes from their facts. A replay
+    /// goes in chunks ([`BULK_CHUNK_LEADS`]): each chunk's derived slots are noted, encoded
+    /// and freed before the next is derived, so a slot in full (its facts, a vector of
+    /// touches) never exists for every lead at once: a replay of 10 M events peaked at 2.0 GB,
+    /// now 1.3 GB.
     fn finish_bulk(&mut self) {
         let Some(mut all) = self.bulk.take() else {
             return;
         };
-        let bulk_filed = std::mem::take(&mut self.bulk_filed);
         let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
         let started = std::time::Instant::now();
         let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
+        // With the history, one chunk: its stamps are added on one core while the other notes
+        // and encodes the slots, which saves more time than chunks save memory there.
+        let size = if self.without_history {
+            nos.len().div_ceil(8).clamp(1, BULK_CHUNK_LEADS)
+        } else {
+            nos.len().max(1)
+        };
+        let mut chunks = nos.chunks(size).peekable();
+        let mut bulk_filed = std::mem::take(&mut self.bulk_filed).into_iter();
         let mut leads = Slots::default();
         let mut changes = Changes::new();
         let mut stamps = Vec::new();
-        let mut bulk_filed = bulk_filed.into_iter();
-        let size = nos.len().div_ceil(8).clamp(1, BULK_CHUNK_LEADS);
-        for chunk in nos.chunks(size) {
-            let derived = par_map(chunk, |no| self.derive_with_history(*no, &all[*no as usize]));
-            let slots = self.take_history_part(chunk, derived, &mut stamps);
+        // Every chunk is derived, then its leads' records freed, noted and encoded; the last
+        // one is noted beside the history's stamps.
+        let mut derive = |writer: &mut Writer, chunk: &[LeadNo], stamps: &mut Vec<Stamp>| {
+            let derived = par_map(chunk, |no| writer.derive_with_history(*no, &all[*no as usize]));
+            let slots = writer.take_history_part(chunk, derived, stamps);
             for no in chunk {
                 all[*no as usize] = Vec::new();
             }
-            let noted = note_all(&slots, chunk[0] as usize, &self.next.rules);
-            if chunk[0] == 0 {
-                changes = noted;
-                changes.reserve_for(nos.len().div_ceil(chunk.len()));
+            slots
+        };
+        let mut note = |slots: Vec<LeadSlot>, first: LeadNo, rules: &RulesTimeline, changes: &mut Changes| {
+            let noted = note_all(&slots, first as usize, rules);
+            if first == 0 {
+                *changes = noted;
+                changes.reserve_for(nos.len().div_ceil(size));
             } else {
                 changes.absorb(noted);
             }
@@ -746,6 +759,16 @@ impl Writer {
                 slot.filed = filed::encode(&seqs);
                 leads.push(&slot);
             }
+        };
+        let mut last = Vec::new();
+        let mut last_first = 0;
+        while let Some(chunk) = chunks.next() {
+            let slots = derive(self, chunk, &mut stamps);
+            if chunks.peek().is_none() {
+                (last, last_first) = (slots, chunk[0]);
+            } else {
+                note(slots, chunk[0], &self.next.rules, &mut changes);
+            }
         }
         drop(all);
         self.end_run();
@@ -753,22 +776,28 @@ impl Writer {
         // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`. The
         // history and the funnel indexes are built at the same time, on two cores.
         let next = &mut self.next;
-        next.leads = leads;
-        let (history, index) = (&mut next.history, &mut next.index);
-        let history_at = std::thread::scope(|scope| {
+        let (history, index, rules) = (&mut next.history, &mut next.index, &next.rules);
+        let (history_at, noted_at) = std::thread::scope(|scope| {
             let history = scope.spawn(move || {
                 history.add(&mut stamps);
                 started.elapsed()
             });
+            if !last.is_empty() {
+                note(last, last_first, rules, &mut changes);
+            }
+            let noted_at = started.elapsed();
             *index = FunnelIndex::default();
             apply_changes(index, changes);
-            history.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            let history_at = history.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (history_at, noted_at)
         });
+        next.leads = leads;
         self.all_dirty = true;
         tracing::info!(
-            derive_and_note_secs = derived_at.as_secs_f64(),
+            derive_secs = derived_at.as_secs_f64(),
             history_secs = (history_at - derived_at).as_secs_f64(),
-            index_secs = (started.elapsed() - derived_at).as_secs_f64(),
+            note_secs = (noted_at - derived_at).as_secs_f64(),
+            index_secs = (started.elapsed() - noted_at).as_secs_f64(),
             "derived every lead"
         );
     }
