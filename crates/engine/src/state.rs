@@ -167,9 +167,9 @@ impl Changes {
 }
 
 impl Changes {
-    /// Makes room for `times` as many entries as each set holds now: a bulk load notes its
-    /// first chunk of leads, then reserves for all of them, so its sets never grow by copying
-    /// (the room not yet filled is address space only, never touched).
+    /// Makes room for `times` as many entries again as each set holds now: a bulk load notes
+    /// its first chunk of leads, then reserves for the other chunks, so its sets never grow by
+    /// copying (the room not yet filled is address space only, never touched).
     fn reserve_for(&mut self, times: usize) {
         fn room<T>(v: &mut Vec<T>, times: usize) {
             v.reserve(v.len().saturating_mul(times));
@@ -730,26 +730,16 @@ impl Writer {
         } else {
             nos.len().max(1)
         };
-        let mut chunks = nos.chunks(size).peekable();
         let mut bulk_filed = std::mem::take(&mut self.bulk_filed).into_iter();
         let mut leads = Slots::default();
         let mut changes = Changes::new();
         let mut stamps = Vec::new();
-        // Every chunk is derived, then its leads' records freed, noted and encoded; the last
-        // one is noted beside the history's stamps.
-        let mut derive = |writer: &mut Writer, chunk: &[LeadNo], stamps: &mut Vec<Stamp>| {
-            let derived = par_map(chunk, |no| writer.derive_with_history(*no, &all[*no as usize]));
-            let slots = writer.take_history_part(chunk, derived, stamps);
-            for no in chunk {
-                all[*no as usize] = Vec::new();
-            }
-            slots
-        };
         let mut note = |slots: Vec<LeadSlot>, first: LeadNo, rules: &RulesTimeline, changes: &mut Changes| {
             let noted = note_all(&slots, first as usize, rules);
             if first == 0 {
                 *changes = noted;
-                changes.reserve_for(nos.len().div_ceil(size));
+                // Room for the other chunks' entries.
+                changes.reserve_for(nos.len().div_ceil(size) - 1);
             } else {
                 changes.absorb(noted);
             }
@@ -760,14 +750,17 @@ impl Writer {
                 leads.push(&slot);
             }
         };
-        let mut last = Vec::new();
-        let mut last_first = 0;
-        while let Some(chunk) = chunks.next() {
-            let slots = derive(self, chunk, &mut stamps);
-            if chunks.peek().is_none() {
-                (last, last_first) = (slots, chunk[0]);
-            } else {
-                note(slots, chunk[0], &self.next.rules, &mut changes);
+        // Each chunk is derived and its leads' records freed; it is noted and encoded once the
+        // next one is derived, the last one beside the history's stamps.
+        let mut derived: Option<(Vec<LeadSlot>, LeadNo)> = None;
+        for chunk in nos.chunks(size) {
+            let slots = par_map(chunk, |no| self.derive_with_history(*no, &all[*no as usize]));
+            let slots = self.take_history_part(chunk, slots, &mut stamps);
+            for no in chunk {
+                all[*no as usize] = Vec::new();
+            }
+            if let Some((slots, first)) = derived.replace((slots, chunk[0])) {
+                note(slots, first, &self.next.rules, &mut changes);
             }
         }
         drop(all);
@@ -782,8 +775,8 @@ impl Writer {
                 history.add(&mut stamps);
                 started.elapsed()
             });
-            if !last.is_empty() {
-                note(last, last_first, rules, &mut changes);
+            if let Some((slots, first)) = derived {
+                note(slots, first, rules, &mut changes);
             }
             let noted_at = started.elapsed();
             *index = FunnelIndex::default();
