@@ -135,7 +135,8 @@ pub(crate) struct Header {
 pub(crate) struct StoredLead<'a> {
     pub id: &'a str,
     pub slot: &'a [u8],
-    pub extra: Option<Extra>,
+    /// Its handoffs, rejections and deals as [`Extra::encode`] writes them.
+    pub extra: Option<&'a [u8]>,
 }
 
 fn put_len(out: &mut Vec<u8>, n: usize) {
@@ -179,7 +180,12 @@ impl<'a> PageReader<'a> {
         let n = self.len()?;
         let extra = match n {
             0 => None,
-            n => Some(decode::<Extra>("lead extra", self.take(n)?)?),
+            n => {
+                // Checked here, so that a page never holds an extra it cannot read back.
+                let bytes = self.take(n)?;
+                Extra::decode(bytes).map_err(|e| damaged("lead extra", e))?;
+                Some(bytes)
+            }
         };
         Ok(Some(StoredLead { id, slot, extra }))
     }
@@ -199,14 +205,10 @@ pub(crate) fn encode_page<'a>(leads: impl Iterator<Item = (&'a str, SlotView<'a>
         let encoded = slot.encoded();
         put_len(&mut out, encoded.len());
         out.extend_from_slice(encoded);
-        match slot.extra {
-            Some(extra) => {
-                let bytes = bincode::serde::encode_to_vec(&**extra, BINCODE).map_err(|e| damaged("encode page", e))?;
-                put_len(&mut out, bytes.len());
-                out.extend_from_slice(&bytes);
-            }
-            None => put_len(&mut out, 0),
-        }
+        // The page's encoding of the extra is the checkpoint's (`Extra::encode`).
+        let extra = slot.extra_encoded().unwrap_or_default();
+        put_len(&mut out, extra.len());
+        out.extend_from_slice(extra);
     }
     Ok(out)
 }
@@ -263,11 +265,13 @@ pub(crate) fn load(tree: &sled::Tree, ledger: &Ledger) -> Result<Option<Loaded>,
         parts.push(bytes);
     }
     let history = std::thread::spawn(move || {
-        let mut sets = Vec::new();
-        for bytes in &parts {
-            sets.extend(decode::<Vec<SetPoints>>("history", bytes)?);
-        }
-        Ok(History::from_sets(sets))
+        crate::heap::releasing(|| {
+            let mut sets = Vec::new();
+            for bytes in &parts {
+                sets.extend(decode::<Vec<SetPoints>>("history", bytes)?);
+            }
+            Ok(History::from_sets(sets))
+        })
     });
     let mut names = Vec::with_capacity(header.syms as usize);
     for (i, item) in tree.scan_prefix([b'd']).enumerate() {

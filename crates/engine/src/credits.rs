@@ -99,11 +99,8 @@ impl CreditSums {
         let _span = tracing::debug_span!("credit_sums", campaign).entered();
         let mut deals: Vec<(Micros, LeadNo, u32)> = Vec::new();
         for (_, no) in engine.index().deals.items() {
-            let lead_deals = engine
-                .lead(no)
-                .and_then(|s| s.extra.map(|e| &**e))
-                .map_or(&[][..], |e| &e.deals[..]);
-            deals.extend(lead_deals.iter().enumerate().map(|(i, d)| (d.close_at, no, i as u32)));
+            let extra = engine.lead(no).and_then(|s| s.extra()).unwrap_or_default();
+            deals.extend(extra.deals.iter().enumerate().map(|(i, d)| (d.close_at, no, i as u32)));
         }
         // A lead with several deals was listed once per deal.
         deals.sort_unstable();
@@ -112,11 +109,8 @@ impl CreditSums {
         let mut row_of: HashMap<(Sym, Sym), usize> = HashMap::new();
         let mut total_of: HashMap<Sym, usize> = HashMap::new();
         for (position, (close, no, i)) in deals.into_iter().enumerate() {
-            let Some(deal) = engine
-                .lead(no)
-                .and_then(|s| s.extra.map(|e| &**e))
-                .and_then(|e| e.deals.get(i as usize))
-            else {
+            let extra = engine.lead(no).and_then(|s| s.extra()).unwrap_or_default();
+            let Some(deal) = extra.deals.get(i as usize) else {
                 continue;
             };
             let position = position as u32;

@@ -62,6 +62,20 @@ pub struct Extra {
     pub deals: Box<[Deal]>,
 }
 
+impl Extra {
+    /// The form a slot page keeps it in, and the checkpoint too: bincode's standard
+    /// configuration, integers as varints. 30 to 40 bytes for a lead with one handoff, where
+    /// the boxed value took about 110 with its pointers.
+    pub fn encode(&self) -> Vec<u8> {
+        bincode::serde::encode_to_vec(self, bincode::config::standard())
+            .expect("bincode writes any value of plain fields to a vector")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Extra, bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, bincode::config::standard()).map(|(extra, _)| extra)
+    }
+}
+
 /// A touch as the Markov chain reads it: when, and which channel. 12 bytes (packed: with
 /// padding it took 16); serialised as the tuple `(at, channel)`.
 #[derive(Debug, Clone, Copy, PartialEq)]

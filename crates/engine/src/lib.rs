@@ -16,6 +16,7 @@ pub mod credits;
 pub mod dict;
 pub mod facts;
 pub mod funnel;
+pub mod heap;
 pub mod history;
 pub mod index;
 pub mod live;

@@ -94,7 +94,7 @@ impl MarkovIndex {
             for slot in pages.iter().flat_map(|page| page.iter()) {
                 touches.clear();
                 touches.extend(slot.touches());
-                part.note(&touches, slot.extra.map(|e| &**e), rules, true);
+                part.note(&touches, slot.extra().as_ref(), rules, true);
             }
             part
         });

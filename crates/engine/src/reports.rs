@@ -38,7 +38,7 @@ fn leads_with_extra(engine: &Engine) -> impl Iterator<Item = (LeadNo, SlotView<'
 }
 
 /// Deals closed in the window and by `as_of`, with their lead, in lead order.
-fn deals_in<'a>(engine: &'a Engine, window: &Window, as_of: Micros) -> Vec<(LeadNo, &'a Deal)> {
+fn deals_in(engine: &Engine, window: &Window, as_of: Micros) -> Vec<(LeadNo, Deal)> {
     let lo = window.from.unwrap_or(Micros::MIN);
     let hi = window.to.unwrap_or(Micros::MAX).min(as_of.saturating_add(1));
     let mut nos: Vec<LeadNo> = engine
@@ -53,10 +53,8 @@ fn deals_in<'a>(engine: &'a Engine, window: &Window, as_of: Micros) -> Vec<(Lead
     nos.into_iter()
         .filter_map(|no| Some((no, engine.lead(no)?)))
         .flat_map(|(no, slot)| {
-            slot.extra
-                .into_iter()
-                .flat_map(|e| e.deals.iter())
-                .map(move |d| (no, d))
+            let deals = slot.extra().map(|e| e.deals).unwrap_or_default();
+            deals.into_vec().into_iter().map(move |d| (no, d))
         })
         .filter(|(_, d)| d.close_at <= as_of && window.contains(d.close_at))
         .collect()
@@ -88,11 +86,13 @@ pub fn velocity(engine: &Engine, window: Window, as_of: Micros) -> VelocityRepor
 }
 
 pub fn sla(engine: &Engine, window: Window, as_of: Micros) -> SlaReport {
-    let handoffs = leads_with_extra(engine).flat_map(|(no, s)| {
-        s.extra
-            .into_iter()
-            .flat_map(move |e| e.handoffs.iter().map(move |h| (no, h)))
-    });
+    let handoffs: Vec<(LeadNo, funnel_core::lead::Handoff)> = leads_with_extra(engine)
+        .flat_map(|(no, s)| {
+            let handoffs = s.extra().map(|e| e.handoffs).unwrap_or_default();
+            handoffs.into_vec().into_iter().map(move |h| (no, h))
+        })
+        .collect();
+    let handoffs = handoffs.iter().map(|(no, h)| (*no, h));
     report::sla_of(engine.head(), handoffs, window, as_of, |no| {
         engine.names.name(no).unwrap_or_default()
     })
@@ -105,8 +105,8 @@ pub fn rejections(engine: &Engine, window: Window, by: Option<By>, as_of: Micros
     let mut guaranteed: BTreeMap<(String, String), BTreeSet<LeadNo>> = BTreeMap::new();
     for (no, slot) in leads_with_extra(engine) {
         let facts = &slot.facts;
-        let rejections = slot.extra.into_iter().flat_map(|e| e.rejections.iter());
-        for (_, reason) in rejections.filter(|(t, _)| *t <= as_of && window.contains(*t)) {
+        let rejections = slot.extra().map(|e| e.rejections).unwrap_or_default();
+        for (_, reason) in rejections.iter().filter(|(t, _)| *t <= as_of && window.contains(*t)) {
             total.add(*reason);
             if let Some(by) = by {
                 let key = dict.label(facts.key(by, as_of)).to_owned();

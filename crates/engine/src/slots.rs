@@ -138,7 +138,8 @@ pub struct SlotView<'a> {
     pub facts: Facts,
     /// Time of the lead's latest live event ([`Micros::MIN`] with none).
     pub last_at: Micros,
-    pub extra: Option<&'a Arc<Extra>>,
+    /// The handoffs, rejections and deals, encoded ([`Extra::encode`]).
+    extra: Option<&'a [u8]>,
     /// The lead index, as [`crate::facts::filed`] encodes it.
     pub filed: &'a [u8],
     touches: &'a [u8],
@@ -146,7 +147,7 @@ pub struct SlotView<'a> {
 }
 
 impl<'a> SlotView<'a> {
-    fn decode(bytes: &'a [u8], extra: Option<&'a Arc<Extra>>) -> SlotView<'a> {
+    fn decode(bytes: &'a [u8], extra: Option<&'a [u8]>) -> SlotView<'a> {
         let mut r = Reader { bytes, at: 0 };
         let flags = r.byte();
         let present = r.byte();
@@ -187,6 +188,23 @@ impl<'a> SlotView<'a> {
         }
     }
 
+    /// The lead's handoffs, rejections and deals, if it has any.
+    pub fn extra(&self) -> Option<Extra> {
+        let decoded = Extra::decode(self.extra?);
+        debug_assert!(decoded.is_ok(), "a page holds extras it encoded or checked");
+        decoded.ok()
+    }
+
+    /// Whether the lead has handoffs, rejections or deals.
+    pub fn has_extra(&self) -> bool {
+        self.extra.is_some()
+    }
+
+    /// [`Self::extra`] as the page holds it (what [`Slots::push_encoded`] takes back).
+    pub fn extra_encoded(&self) -> Option<&'a [u8]> {
+        self.extra
+    }
+
     /// The live touches in `(at, seq)` order.
     pub fn touches(&self) -> impl ExactSizeIterator<Item = Touch> + 'a {
         let mut r = Reader {
@@ -218,7 +236,7 @@ impl<'a> SlotView<'a> {
             facts: self.facts,
             last_at: self.last_at,
             touches: self.touches().collect(),
-            extra: self.extra.cloned(),
+            extra: self.extra().map(Arc::new),
             filed: self.filed.into(),
         }
     }
@@ -230,8 +248,10 @@ pub struct Page {
     /// `ends[i]`: where lead `i`'s encoding ends in `bytes`.
     ends: Vec<u32>,
     bytes: Vec<u8>,
-    /// The page's leads that have an `Extra` (about one in ten), by place in the page.
-    extras: Vec<(u8, Arc<Extra>)>,
+    /// The page's leads that have an `Extra` (about one in five), by place in the page, each
+    /// with where its encoding ends in `extra_bytes`.
+    extras: Vec<(u8, u32)>,
+    extra_bytes: Vec<u8>,
 }
 
 impl Page {
@@ -253,18 +273,20 @@ impl Page {
         (0..self.len()).filter_map(|i| self.get(i))
     }
 
-    fn extra(&self, i: usize) -> Option<&Arc<Extra>> {
-        let at = self
-            .extras
-            .binary_search_by_key(&i, |(place, _)| usize::from(*place))
-            .ok()?;
-        Some(&self.extras[at].1)
+    fn extra(&self, i: usize) -> Option<&[u8]> {
+        let at = self.extras.binary_search_by_key(&(i as u8), |(place, _)| *place).ok()?;
+        let start = if at == 0 { 0 } else { self.extras[at - 1].1 as usize };
+        self.extra_bytes.get(start..self.extras[at].1 as usize)
     }
 
-    fn push_extra(&mut self, extra: Option<Arc<Extra>>) {
+    fn push_extra(&mut self, extra: Option<&[u8]>) {
         if let Some(extra) = extra {
+            self.extra_bytes.extend_from_slice(extra);
             // A page holds at most 256 leads: every place fits a byte.
-            self.extras.push(((self.ends.len() - 1) as u8, extra));
+            self.extras.push((
+                (self.ends.len() - 1) as u8,
+                u32::try_from(self.extra_bytes.len()).expect("a page of extras past 4 GiB"),
+            ));
         }
     }
 
@@ -272,18 +294,27 @@ impl Page {
         encode(slot, &mut self.bytes);
         self.ends
             .push(u32::try_from(self.bytes.len()).expect("a page of slots past 4 GiB"));
-        self.push_extra(slot.extra.clone());
+        self.push_extra(slot.extra.as_ref().map(|e| e.encode()).as_deref());
     }
 
-    fn push_encoded(&mut self, encoded: &[u8], extra: Option<Arc<Extra>>) {
+    fn push_encoded(&mut self, encoded: &[u8], extra: Option<&[u8]>) {
         self.bytes.extend_from_slice(encoded);
         self.ends
             .push(u32::try_from(self.bytes.len()).expect("a page of slots past 4 GiB"));
         self.push_extra(extra);
     }
 
+    /// Gives the page's buffers allocations of their own size once it is full.
+    fn fit(&mut self) {
+        fit(&mut self.bytes);
+        fit(&mut self.extra_bytes);
+        if self.extras.capacity() > self.extras.len() {
+            self.extras = self.extras.as_slice().to_vec();
+        }
+    }
+
     fn bytes(&self) -> usize {
-        self.ends.capacity() * 4 + self.bytes.capacity() + self.extras.capacity() * 16
+        self.ends.capacity() * 4 + self.bytes.capacity() + self.extras.capacity() * 8 + self.extra_bytes.capacity()
     }
 }
 
@@ -350,7 +381,7 @@ impl Slots {
     }
 
     /// Adds a lead from its encoding, as [`SlotView::encoded`] gave it (a checkpoint's).
-    pub fn push_encoded(&mut self, encoded: &[u8], extra: Option<Arc<Extra>>) {
+    pub fn push_encoded(&mut self, encoded: &[u8], extra: Option<&[u8]>) {
         self.last_page().push_encoded(encoded, extra);
         self.pushed();
     }
@@ -374,7 +405,7 @@ impl Slots {
         self.len += 1;
         if self.len.is_multiple_of(PAGE_LEADS) {
             if let Some(last) = self.pages.last_mut() {
-                fit(&mut Arc::make_mut(last).bytes);
+                Arc::make_mut(last).fit();
             }
         }
     }
@@ -389,6 +420,7 @@ impl Slots {
                 ends: Vec::with_capacity(old.ends.capacity()),
                 bytes: Vec::with_capacity(old.bytes.len() + 64 * same_page.len()),
                 extras: Vec::with_capacity(old.extras.len() + same_page.len()),
+                extra_bytes: Vec::with_capacity(old.extra_bytes.len() + 40 * same_page.len()),
             };
             let mut next = same_page.iter().peekable();
             for i in 0..old.len() {
@@ -398,18 +430,26 @@ impl Slots {
                         let start = if i == 0 { 0 } else { old.ends[i - 1] as usize };
                         page.bytes.extend_from_slice(&old.bytes[start..old.ends[i] as usize]);
                         page.ends.push(page.bytes.len() as u32);
-                        page.push_extra(old.extra(i).cloned());
+                        page.push_extra(old.extra(i));
                     }
                 }
             }
             if page.len() == PAGE_LEADS {
-                fit(&mut page.bytes);
+                page.fit();
             }
             self.pages[p] = Arc::new(page);
         }
     }
 
-    /// Bytes held: pages, their offsets and `Extra` pointers.
+    /// Bytes the leads' encoded extras and their places take.
+    pub fn extra_bytes(&self) -> usize {
+        self.pages
+            .iter()
+            .map(|p| p.extras.capacity() * 8 + p.extra_bytes.capacity())
+            .sum()
+    }
+
+    /// Bytes held: pages, their offsets and encoded extras.
     pub fn bytes(&self) -> usize {
         self.pages.iter().map(|p| p.bytes() + 16).sum::<usize>() + self.pages.capacity() * 8
     }

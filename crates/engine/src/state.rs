@@ -265,7 +265,7 @@ fn note_slots(slots: &Slots, rules: &RulesTimeline) -> Changes {
                 let no = ((first + p) * PAGE_LEADS + i) as LeadNo;
                 touches.clear();
                 touches.extend(slot.touches());
-                changes.note_parts(no, &slot.facts, &touches, slot.extra.map(|e| &**e), rules, true);
+                changes.note_parts(no, &slot.facts, &touches, slot.extra().as_ref(), rules, true);
             }
         }
         changes
@@ -410,23 +410,13 @@ impl Engine {
     /// Approximate bytes held by each part (with 16 bytes of allocator overhead per
     /// allocation): the memory breakdown per lead.
     pub fn footprint(&self) -> Vec<(&'static str, usize)> {
-        const ALLOC: usize = 16;
         let mut touches = 0;
-        let mut extra = 0;
         let mut filed = 0;
         for slot in self.leads.iter() {
             filed += slot.filed.len();
             touches += slot.touch_bytes();
-            if let Some(e) = slot.extra {
-                extra += std::mem::size_of::<crate::facts::Extra>() + 2 * ALLOC;
-                extra += e.handoffs.len() * std::mem::size_of::<funnel_core::lead::Handoff>();
-                extra += e.rejections.len() * 16;
-                for d in e.deals.iter() {
-                    extra += std::mem::size_of::<crate::facts::Deal>() + d.touches.len() * 8 + d.credits.len() * 8;
-                    extra += 2 * ALLOC;
-                }
-            }
         }
+        let extra = self.leads.extra_bytes();
         let (mut period, mut cohort) = (0, 0);
         for groups in &self.index.groups {
             for g in groups.values() {
@@ -436,11 +426,11 @@ impl Engine {
         }
         vec![
             (
-                "lead slots (facts and last event, encoded; page offsets, extra pointers)",
-                self.leads.bytes() - touches - filed,
+                "lead slots (facts and last event, encoded; page offsets)",
+                self.leads.bytes() - touches - filed - extra,
             ),
             ("touches (Markov paths, encoded in the slot)", touches),
-            ("handoffs, rejections, deals and credits", extra),
+            ("handoffs, rejections, deals and credits (encoded)", extra),
             ("lead ids", self.names.bytes()),
             ("lead index (seqs filed under each lead, in the slot)", filed),
             ("period index (time per milestone and group)", period),
@@ -473,8 +463,7 @@ pub struct LeadNames {
 #[derive(Default)]
 struct NameTable {
     bytes: String,
-    /// `ends[no]`: where lead `no`'s id ends in `bytes`.
-    ends: Vec<u64>,
+    ends: IdEnds,
     by_id: hashbrown::HashTable<LeadNo>,
 }
 
@@ -493,14 +482,61 @@ fn id_hash(lead_id: &str) -> u64 {
 }
 
 /// Lead `no`'s id in the buffer.
-fn name_in<'a>(bytes: &'a str, ends: &[u64], no: LeadNo) -> Option<&'a str> {
-    let end = *ends.get(no as usize)? as usize;
-    let start = if no == 0 { 0 } else { ends[no as usize - 1] as usize };
-    bytes.get(start..end)
+fn name_in<'a>(bytes: &'a str, ends: &IdEnds, no: LeadNo) -> Option<&'a str> {
+    bytes.get(ends.span(no as usize)?)
+}
+
+/// Leads whose id ends are kept relative to where their stripe's ids start.
+const STRIPE_LEADS: usize = 256;
+const _: () = assert!(STRIPE_LEADS * funnel_core::event::ID_CHARS_MAX <= u16::MAX as usize);
+
+/// Where each lead's id ends in the buffer: per stripe of [`STRIPE_LEADS`] leads the offset
+/// its ids start at, and per lead its id's end from there in a `u16` (ids are at most 128
+/// bytes, `ID_CHARS_MAX`, so a stripe's ids take at most 32 KiB). 2 bytes a lead where a `u64`
+/// end took 8.
+#[derive(Debug, Default)]
+struct IdEnds {
+    stripes: Vec<u64>,
+    ends: Vec<u16>,
+}
+
+impl IdEnds {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn reserve(&mut self, more: usize) {
+        self.ends.reserve(more);
+        self.stripes.reserve(more.div_ceil(STRIPE_LEADS));
+    }
+
+    /// Lead `len()`'s id ends at `end`; the previous lead's ended at `start`.
+    fn push(&mut self, start: u64, end: u64) {
+        if self.ends.len().is_multiple_of(STRIPE_LEADS) {
+            self.stripes.push(start);
+        }
+        let stripe = self.stripes[self.stripes.len() - 1];
+        self.ends
+            .push(u16::try_from(end - stripe).expect("lead ids of at most 128 bytes (validated at ingest)"));
+    }
+
+    fn span(&self, no: usize) -> Option<std::ops::Range<usize>> {
+        let stripe = *self.stripes.get(no / STRIPE_LEADS)? as usize;
+        let end = stripe + usize::from(*self.ends.get(no)?);
+        let start = match no % STRIPE_LEADS {
+            0 => stripe,
+            _ => stripe + usize::from(self.ends[no - 1]),
+        };
+        Some(start..end)
+    }
+
+    fn bytes(&self) -> usize {
+        self.ends.capacity() * 2 + self.stripes.capacity() * 8
+    }
 }
 
 /// The hash of lead `no`'s id in the buffer (what the table rehashes by when it grows).
-fn stored_hash(bytes: &str, ends: &[u64], no: LeadNo) -> u64 {
+fn stored_hash(bytes: &str, ends: &IdEnds, no: LeadNo) -> u64 {
     id_hash(name_in(bytes, ends, no).unwrap_or_default())
 }
 
@@ -543,8 +579,9 @@ impl LeadNames {
         for (lead_id, no) in new {
             let lead_id = lead_id.as_ref();
             debug_assert_eq!(*no as usize, ends.len());
+            let start = bytes.len() as u64;
             bytes.push_str(lead_id);
-            ends.push(bytes.len() as u64);
+            ends.push(start, bytes.len() as u64);
             by_id.insert_unique(id_hash(lead_id), *no, |no| stored_hash(bytes, ends, *no));
         }
     }
@@ -558,7 +595,7 @@ impl LeadNames {
     pub fn bytes(&self) -> usize {
         let t = self.table.read().unwrap_or_else(|p| p.into_inner());
         let slots = (t.by_id.capacity() * 8 / 7).next_power_of_two();
-        t.bytes.capacity() + t.ends.capacity() * 8 + slots * (std::mem::size_of::<LeadNo>() + 1)
+        t.bytes.capacity() + t.ends.bytes() + slots * (std::mem::size_of::<LeadNo>() + 1)
     }
 }
 
@@ -664,7 +701,7 @@ pub(crate) fn par_parts<T: Sync, U: Send>(items: &[T], part: impl Fn(usize, &[T]
         let handles: Vec<_> = items
             .chunks(size)
             .enumerate()
-            .map(|(i, chunk)| scope.spawn(move || part(i * size, chunk)))
+            .map(|(i, chunk)| scope.spawn(move || crate::heap::releasing(|| part(i * size, chunk))))
             .collect();
         handles
             .into_iter()
@@ -772,7 +809,7 @@ impl Writer {
         let (history, index, rules) = (&mut next.history, &mut next.index, &next.rules);
         let (history_at, noted_at) = std::thread::scope(|scope| {
             let history = scope.spawn(move || {
-                history.add(&mut stamps);
+                crate::heap::releasing(|| history.add(&mut stamps));
                 started.elapsed()
             });
             if let Some((slots, first)) = derived {
@@ -1316,7 +1353,7 @@ impl Writer {
             while let Some(lead) = stored.next_lead()? {
                 let no = writer.next.leads.len() as LeadNo;
                 names.push((lead.id, no));
-                writer.next.leads.push_encoded(lead.slot, lead.extra.map(Arc::new));
+                writer.next.leads.push_encoded(lead.slot, lead.extra);
             }
             writer.next.names.insert_all(&names);
         }
@@ -1376,7 +1413,7 @@ fn apply_changes(index: &mut FunnelIndex, changes: Changes) {
     std::thread::scope(|scope| {
         if let Some(markov) = markov {
             if many {
-                scope.spawn(move || markov_index.update(markov));
+                scope.spawn(move || crate::heap::releasing(|| markov_index.update(markov)));
             } else {
                 markov_index.update(markov);
             }
@@ -1451,7 +1488,13 @@ mod tests {
     #[test]
     fn lead_names_find_every_id_and_name_every_number() {
         let names = LeadNames::default();
-        let ids: Vec<String> = (0..5_000).map(|i| format!("L{i:05}")).collect();
+        // Lengths from 6 to the longest an id may have, so stripes of long ids come near
+        // their u16 bound.
+        let max = funnel_core::event::ID_CHARS_MAX;
+        let ids: Vec<String> = (0..5_000)
+            .map(|i| format!("L{i:05}{}", "x".repeat(if i < 1_000 { i % (max - 5) } else { max - 6 })))
+            .collect();
+        assert!(ids.iter().all(|id| id.len() <= max));
         let new: Vec<(&str, LeadNo)> = ids
             .iter()
             .enumerate()

@@ -1,0 +1,155 @@
+//! Giving back the memory of large freed blocks that the allocator keeps resident.
+//!
+//! mimalloc (the service's allocator) returns a page of blocks to the system only once every
+//! block in it is free. A restore or bulk load frees hundreds of megabytes of temporaries
+//! (decoded history parts, index entries, Markov steps) of the same sizes as the indexes it
+//! keeps, 16 KiB to 1 MiB, so most pages it leaves behind hold a kept block beside freed ones
+//! that stay resident: 32 MB of the 1 M-lead engine's 330 MB after a restore (measured by
+//! releasing them all, `target/release/examples/queries DIR 1 none`).
+//!
+//! [`release_free_blocks`] hands those back with `madvise(MADV_DONTNEED)`: the next touch
+//! maps a zero page, which the allocator never relies on for a block it hands out again (it
+//! zeroes what must be zero). Only the calling thread's own pages are visited, because only
+//! the owning thread allocates from a page: no other thread can take a block between the visit
+//! that finds it free and the call that releases it, and this thread allocates nothing in
+//! between (the list of used blocks is reserved before the visit that fills it). A block
+//! freed by another thread meanwhile only stays resident. The first 4 KiB of each free block
+//! are kept: the allocator keeps its free list in the blocks' first words.
+//!
+//! Called at the end of every thread of a restore or bulk load (its temporaries are freed
+//! by then and the thread's pages are about to be abandoned), and by [`crate::Live::open`].
+//! With another global allocator (tests) it visits mimalloc's empty heap and does nothing.
+
+use std::ffi::c_void;
+
+// The functions below are mimalloc's own, linked in through this crate.
+use mimalloc as _;
+
+/// Blocks smaller than this are left alone: small blocks share OS pages with others.
+const BLOCK_MIN: usize = 16 * 1024;
+/// Bytes of a free block kept at its start (the allocator's free-list link).
+const KEPT: usize = 4096;
+
+/// `mi_heap_area_t` in mimalloc.h (3.x, as libmimalloc-sys 0.1.49 bundles it).
+#[repr(C)]
+struct Area {
+    blocks: *mut c_void,
+    reserved: usize,
+    committed: usize,
+    used: usize,
+    block_size: usize,
+    full_block_size: usize,
+    reserved1: *mut c_void,
+}
+
+type Visitor = extern "C" fn(*const c_void, *const Area, *mut c_void, usize, *mut c_void) -> bool;
+
+extern "C" {
+    fn mi_theap_get_default() -> *mut c_void;
+    fn mi_theap_visit_blocks(theap: *const c_void, visit_blocks: bool, visitor: Visitor, arg: *mut c_void) -> bool;
+}
+
+/// What a visit gathers, in room reserved before it starts.
+struct Visit {
+    /// Per area of large blocks: its start, block size, committed bytes, and where its used
+    /// blocks start in `used`.
+    areas: Vec<(usize, usize, usize, usize)>,
+    used: Vec<usize>,
+    /// Counting only (nothing recorded), or recording; `full` when the room ran out.
+    recording: bool,
+    full: bool,
+    counted: (usize, usize),
+}
+
+extern "C" fn visit(
+    _theap: *const c_void,
+    area: *const Area,
+    block: *mut c_void,
+    _size: usize,
+    arg: *mut c_void,
+) -> bool {
+    // SAFETY: mimalloc passes the `arg` given to `mi_theap_visit_blocks` (a `Visit` the
+    // caller holds exclusively) and an area valid for this call.
+    let (v, area) = unsafe { (&mut *(arg as *mut Visit), &*area) };
+    if block.is_null() {
+        // A new area; its blocks follow.
+        if area.full_block_size < BLOCK_MIN {
+            return true;
+        }
+        v.counted.0 += 1;
+        if v.recording {
+            if v.areas.len() == v.areas.capacity() {
+                v.full = true;
+                return false;
+            }
+            v.areas
+                .push((area.blocks as usize, area.full_block_size, area.committed, v.used.len()));
+        }
+        return true;
+    }
+    if area.full_block_size < BLOCK_MIN {
+        return true;
+    }
+    v.counted.1 += 1;
+    if v.recording {
+        if v.used.len() == v.used.capacity() {
+            v.full = true;
+            return false;
+        }
+        v.used.push(block as usize);
+    }
+    true
+}
+
+/// Returns the resident memory of the calling thread's free blocks of 16 KiB or more to the
+/// system; the bytes released.
+pub fn release_free_blocks() -> usize {
+    let mut v = Visit {
+        areas: Vec::new(),
+        used: Vec::new(),
+        recording: false,
+        full: false,
+        counted: (0, 0),
+    };
+    // SAFETY: the theap is this thread's own; the visitor only writes into `v`.
+    let theap = unsafe { mi_theap_get_default() };
+    unsafe { mi_theap_visit_blocks(theap, true, visit, &mut v as *mut Visit as *mut c_void) };
+    // Room for what the count found and what reserving it may add (one more block each).
+    v.areas = Vec::with_capacity(v.counted.0 + 4);
+    v.used = Vec::with_capacity(v.counted.1 + 4);
+    v.recording = true;
+    // SAFETY: as above. From here until the releases below this thread allocates nothing.
+    unsafe { mi_theap_visit_blocks(theap, true, visit, &mut v as *mut Visit as *mut c_void) };
+    if v.full {
+        return 0;
+    }
+    let mut released = 0;
+    for (a, &(start, size, committed, first)) in v.areas.iter().enumerate() {
+        let last = v.areas.get(a + 1).map_or(v.used.len(), |next| next.3);
+        let used = &mut v.used[first..last];
+        used.sort_unstable();
+        let mut next_used = used.iter().peekable();
+        for k in 0..committed / size {
+            let block = start + k * size;
+            if next_used.next_if(|u| **u < block + size).is_some() {
+                continue;
+            }
+            let from = (block + KEPT).next_multiple_of(4096);
+            let to = (block + size) / 4096 * 4096;
+            if to > from {
+                // SAFETY: `[from, to)` lies inside a block that is free in a page this thread
+                // owns, past its first 4 KiB; see the module comment.
+                unsafe { libc::madvise(from as *mut c_void, to - from, libc::MADV_DONTNEED) };
+                released += to - from;
+            }
+        }
+    }
+    released
+}
+
+/// `f`, then [`release_free_blocks`].
+pub fn releasing<T>(f: impl FnOnce() -> T) -> T {
+    let out = f();
+    release_free_blocks();
+    out
+}
