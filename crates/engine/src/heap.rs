@@ -147,6 +147,24 @@ pub fn release_free_blocks() -> usize {
     released
 }
 
+/// [`release_free_blocks`] unless this thread did so less than a second ago: for threads that
+/// serve one request after another (a query's blocking thread, the writer's), whose freed
+/// temporaries would otherwise stay resident between requests.
+pub fn release_now_and_then() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    if LAST
+        .get()
+        .is_some_and(|last| now.duration_since(last) < std::time::Duration::from_secs(1))
+    {
+        return;
+    }
+    LAST.set(Some(now));
+    release_free_blocks();
+}
+
 /// `f`, then [`release_free_blocks`].
 pub fn releasing<T>(f: impl FnOnce() -> T) -> T {
     let out = f();

@@ -494,7 +494,7 @@ pub async fn ask(
     let computed = tokio::task::spawn_blocking(move || {
         // The permit is held for as long as the work runs, even if the asker is gone.
         let _permit = permit;
-        answered(&worker, name, || {
+        let answer = answered(&worker, name, || {
             let ledger = worker.live.ledger();
             let seq = resolve_seq(ledger, &request.travel)?;
             if let Some(body) = seq
@@ -506,7 +506,9 @@ pub async fn ask(
             }
             let engine = engine_for(&worker, seq, &hung_up)?;
             request.answer(&engine, ledger)
-        })
+        });
+        funnel_engine::heap::release_now_and_then();
+        answer
     })
     .await;
     computed.unwrap_or_else(|e| Err(ApiError::store(format!("report task: {e}"))))
