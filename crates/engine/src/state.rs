@@ -407,8 +407,8 @@ impl Engine {
         self.leads.get(no as usize)
     }
 
-    /// Approximate bytes held by each part (with 16 bytes of allocator overhead per
-    /// allocation): the memory breakdown per lead.
+    /// Approximate bytes held by each part (capacities, not what the allocator rounds them
+    /// to): the memory breakdown per lead.
     pub fn footprint(&self) -> Vec<(&'static str, usize)> {
         let mut touches = 0;
         let mut filed = 0;
