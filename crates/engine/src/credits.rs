@@ -97,22 +97,22 @@ fn deal_rows(deal: &Deal, campaign: bool) -> Vec<(Sym, Vec<usize>)> {
 impl CreditSums {
     pub fn build(engine: &Engine, campaign: bool) -> CreditSums {
         let _span = tracing::debug_span!("credit_sums", campaign).entered();
-        let mut deals: Vec<(Micros, LeadNo, u32)> = Vec::new();
-        for (_, no) in engine.index().deals.items() {
+        // A lead with several deals is listed once per deal: each lead's extras decoded once.
+        let mut nos: Vec<LeadNo> = engine.index().deals.items().into_iter().map(|(_, no)| no).collect();
+        nos.sort_unstable();
+        nos.dedup();
+        let mut deals: Vec<(Micros, LeadNo, usize, Deal)> = Vec::new();
+        for no in nos {
             let extra = engine.lead(no).and_then(|s| s.extra()).unwrap_or_default();
-            deals.extend(extra.deals.iter().enumerate().map(|(i, d)| (d.close_at, no, i as u32)));
+            let lead_deals = extra.deals.into_vec().into_iter().enumerate();
+            deals.extend(lead_deals.map(|(i, d)| (d.close_at, no, i, d)));
         }
-        // A lead with several deals was listed once per deal.
-        deals.sort_unstable();
-        deals.dedup();
+        deals.sort_unstable_by_key(|(close, no, i, _)| (*close, *no, *i));
         let mut sums = CreditSums::default();
         let mut row_of: HashMap<(Sym, Sym), usize> = HashMap::new();
         let mut total_of: HashMap<Sym, usize> = HashMap::new();
-        for (position, (close, no, i)) in deals.into_iter().enumerate() {
-            let extra = engine.lead(no).and_then(|s| s.extra()).unwrap_or_default();
-            let Some(deal) = extra.deals.get(i as usize) else {
-                continue;
-            };
+        for (position, (close, _, _, deal)) in deals.iter().enumerate() {
+            let close = *close;
             let position = position as u32;
             sums.closes.push(close);
             sums.amounts.push(deal.amount_minor);

@@ -17,7 +17,9 @@
 //! are kept: the allocator keeps its free list in the blocks' first words.
 //!
 //! Called at the end of every thread of a restore or bulk load (its temporaries are freed
-//! by then and the thread's pages are about to be abandoned), and by [`crate::Live::open`].
+//! by then and the thread's pages are about to be abandoned), by [`crate::Live::open`], and at
+//! most once a second ([`release_now_and_then`]) by [`crate::Live::catch_up`] and the query
+//! service's report threads.
 //! With another global allocator (tests) it visits mimalloc's empty heap and does nothing.
 
 use std::ffi::c_void;
@@ -71,33 +73,33 @@ extern "C" fn visit(
     // SAFETY: mimalloc passes the `arg` given to `mi_theap_visit_blocks` (a `Visit` the
     // caller holds exclusively) and an area valid for this call.
     let (v, area) = unsafe { (&mut *(arg as *mut Visit), &*area) };
-    if block.is_null() {
-        // A new area; its blocks follow.
-        if area.full_block_size < BLOCK_MIN {
-            return true;
-        }
-        v.counted.0 += 1;
-        if v.recording {
-            if v.areas.len() == v.areas.capacity() {
-                v.full = true;
-                return false;
-            }
-            v.areas
-                .push((area.blocks as usize, area.full_block_size, area.committed, v.used.len()));
-        }
-        return true;
-    }
     if area.full_block_size < BLOCK_MIN {
         return true;
     }
-    v.counted.1 += 1;
-    if v.recording {
-        if v.used.len() == v.used.capacity() {
-            v.full = true;
-            return false;
-        }
-        v.used.push(block as usize);
+    // An area comes first (no block), then its used blocks.
+    if block.is_null() {
+        v.counted.0 += 1;
+        let first_used = v.used.len();
+        !v.recording
+            || within_room(
+                &mut v.areas,
+                (area.blocks as usize, area.full_block_size, area.committed, first_used),
+                &mut v.full,
+            )
+    } else {
+        v.counted.1 += 1;
+        !v.recording || within_room(&mut v.used, block as usize, &mut v.full)
     }
+}
+
+/// Pushes `item` if `list` has room for it (never allocating); otherwise sets `full`, which
+/// stops the visit.
+fn within_room<T>(list: &mut Vec<T>, item: T, full: &mut bool) -> bool {
+    if list.len() == list.capacity() {
+        *full = true;
+        return false;
+    }
+    list.push(item);
     true
 }
 

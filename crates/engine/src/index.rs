@@ -306,8 +306,8 @@ impl<'de> serde::Deserialize<'de> for Point {
 /// Points sorted by `x`, answering "how many with `x` in `[lo, hi)` and `y ≤ c`".
 /// The base keeps its `x` packed ([`PackedTimes`]) and, per block of [`BLOCK_POINTS`], its
 /// `y` values sorted ([`BlockYs`]) with each one's place in the block (a byte): a count is two
-/// ranks on `x`, one binary search per whole block on `y`, and a walk of the two partial
-/// blocks' sorted `y` picking the places inside the range. About 7 bytes a point (at 1 M
+/// ranks on `x`, one search per whole block on `y` ([`BlockYs::at_most`]), and a walk of the
+/// two partial blocks' sorted `y` picking the places inside the range. About 7 bytes a point (at 1 M
 /// leads) where `(x, y)` and a sorted copy of `y` took 16.
 #[derive(Debug, Clone, Default)]
 pub struct Points {

@@ -247,6 +247,9 @@ impl Live {
         if keeper.checkpointed.elapsed() >= CHECKPOINT_EVERY.max(keeper.cost * CHECKPOINT_COST_SHARE) {
             keeper.checkpoint(&self.ledger)?;
         }
+        drop(keeper);
+        // The batch's temporaries (records, entries, a checkpoint's pages) are freed by now.
+        crate::heap::release_now_and_then();
         Ok(applied)
     }
 

@@ -302,25 +302,28 @@ impl Page {
     /// Gives the page's buffers allocations of their own size once it is full.
     fn fit(&mut self) {
         fit(&mut self.bytes);
+        fit(&mut self.extras);
         fit(&mut self.extra_bytes);
-        if self.extras.capacity() > self.extras.len() {
-            self.extras = self.extras.as_slice().to_vec();
-        }
+    }
+
+    /// Bytes the encoded extras and their places take.
+    fn extra_bytes(&self) -> usize {
+        self.extras.capacity() * 8 + self.extra_bytes.capacity()
     }
 
     fn bytes(&self) -> usize {
-        self.ends.capacity() * 4 + self.bytes.capacity() + self.extras.capacity() * 8 + self.extra_bytes.capacity()
+        self.ends.capacity() * 4 + self.bytes.capacity() + self.extra_bytes()
     }
 }
 
-/// Gives a full page's bytes an allocation of their own size. Not `shrink_to_fit`: mimalloc
+/// Gives a full page's buffer an allocation of its own size. Not `shrink_to_fit`: mimalloc
 /// shrinks a block in place while the new size is at least half the old, so a page that grew
 /// past its reservation (12 KiB doubled to 24 KiB) and then shrank to its 13 KiB kept all
 /// 24: at 1 M leads the pages held 97 MB for 54 MB of bytes (`mi_usable_size` against the
 /// sizes asked for), 5 to 11 MB of it resident.
-fn fit(bytes: &mut Vec<u8>) {
-    if bytes.capacity() > bytes.len() {
-        *bytes = bytes.as_slice().to_vec();
+fn fit<T: Copy>(buffer: &mut Vec<T>) {
+    if buffer.capacity() > buffer.len() {
+        *buffer = buffer.as_slice().to_vec();
     }
 }
 
@@ -332,15 +335,6 @@ pub struct Slots {
 }
 
 impl Slots {
-    /// Slots numbered from 0 in order.
-    pub fn of(slots: impl IntoIterator<Item = LeadSlot>) -> Slots {
-        let mut out = Slots::default();
-        for slot in slots {
-            out.push(&slot);
-        }
-        out
-    }
-
     pub fn len(&self) -> usize {
         self.len
     }
@@ -439,10 +433,7 @@ impl Slots {
 
     /// Bytes the leads' encoded extras and their places take.
     pub fn extra_bytes(&self) -> usize {
-        self.pages
-            .iter()
-            .map(|p| p.extras.capacity() * 8 + p.extra_bytes.capacity())
-            .sum()
+        self.pages.iter().map(|p| p.extra_bytes()).sum()
     }
 
     /// Bytes held: pages, their offsets and encoded extras.
@@ -480,7 +471,12 @@ mod tests {
             0usize..8,
             proptest::collection::vec((time(), any::<u32>()), 0..5),
             proptest::collection::vec(any::<u8>(), 0..12),
-            any::<bool>(),
+            // Extras of different lengths and contents, so that one read in another lead's
+            // place, or cut short, would show.
+            proptest::option::of(proptest::collection::vec(
+                (time(), time(), proptest::option::of(time())),
+                0..4,
+            )),
         )
             .prop_map(|(times, score, syms, stage, touches, filed, extra)| LeadSlot {
                 facts: Facts {
@@ -495,7 +491,19 @@ mod tests {
                 },
                 last_at: times[8],
                 touches: touches.into_iter().map(|(at, channel)| Touch { at, channel }).collect(),
-                extra: extra.then(|| Arc::new(Extra::default())),
+                extra: extra.map(|handoffs| {
+                    Arc::new(Extra {
+                        handoffs: handoffs
+                            .into_iter()
+                            .map(|(at, deadline, answered_at)| funnel_core::lead::Handoff {
+                                at,
+                                deadline,
+                                answered_at,
+                            })
+                            .collect(),
+                        ..Extra::default()
+                    })
+                }),
                 filed: filed.into(),
             })
     }
@@ -520,7 +528,10 @@ mod tests {
             slots in proptest::collection::vec(slot(), 1..700),
             replaced in proptest::collection::vec((any::<proptest::sample::Index>(), slot()), 0..40),
         ) {
-            let mut stored = Slots::of(slots.iter().cloned());
+            let mut stored = Slots::default();
+            for slot in &slots {
+                stored.push(slot);
+            }
             let mut expected = slots.clone();
             let mut changes: Vec<(usize, LeadSlot)> = replaced.into_iter().map(|(i, s)| (i.index(slots.len()), s)).collect();
             changes.sort_by_key(|(no, _)| *no);

@@ -30,12 +30,8 @@ pub async fn run(
             }
         }
         let live = live.clone();
-        tokio::task::spawn_blocking(move || {
-            let caught_up = live.catch_up();
-            funnel_engine::heap::release_now_and_then();
-            caught_up
-        })
-        .await
-        .map_err(|e| ProjectorError::Nats(format!("projector task: {e}")))??;
+        tokio::task::spawn_blocking(move || live.catch_up())
+            .await
+            .map_err(|e| ProjectorError::Nats(format!("projector task: {e}")))??;
     }
 }
