@@ -12,6 +12,8 @@
 //! it read in its cache, 41 MB at 4.5 M events whatever its capacity.)
 
 use std::collections::HashMap;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -32,32 +34,87 @@ pub(crate) fn id_hash(id: &str) -> u64 {
     ])
 }
 
-/// Every seq's id fingerprint and the seqs found by it, in 8 bytes an entry: `(fingerprint,
-/// seq)` pairs sorted, with a directory by the fingerprint's top 16 bits, and the entries filed
-/// since in a small hash table merged in now and then. A map from hash to seq took 38 bytes an
-/// entry (171 MB at 4.5 M entries, in every service that had taken in one event); a hash table
-/// of seqs beside a vector of fingerprints took 13 at its load factor. A fingerprint is the
-/// hash's top 32 bits: a lookup's candidates then include another id's seq once in 2^32 /
-/// entries lookups (a thousand at 4.5 M entries), which the caller's comparison of ids sets
-/// aside, as it does for ids sharing a whole hash.
+/// Every seq's id fingerprint and the seqs found by it, in 2 bytes of memory an entry and 4 on
+/// disk. The fingerprint is the hash's top 32 bits: a directory by its top 16 bits, and the
+/// low 16 bits of each entry ([`IdTable::prints`]) sorted within their part of the directory;
+/// the entries' seqs, in the same order, are in a scratch file ([`BySeq`]), read only for an
+/// entry whose whole fingerprint matches. Entries filed since the last merge sit in a small
+/// hash table, merged in now and then.
+///
+/// A lookup's candidates include another id's seq once in 2^32 / entries lookups (a thousand at
+/// 4.5 M entries), which the caller's comparison of ids sets aside, as it does for ids sharing a
+/// whole hash; only then is the file read. (A map from hash to seq took 38 bytes an entry, 171
+/// MB at 4.5 M entries in every service that had taken in one event; sorted `(fingerprint,
+/// seq)` pairs in memory took 8, 36 MB: a tenth of the whole service at 1 M leads.)
 #[derive(Default)]
 pub(crate) struct IdTable {
-    /// `fingerprint << 32 | seq`, sorted.
-    sorted: Vec<u64>,
-    /// `starts[b]`: where in `sorted` the fingerprints whose top 16 bits are `b` begin
-    /// (`DIRECTORY + 1` entries once anything is sorted).
+    /// The merged entries' fingerprints' low 16 bits, sorted by fingerprint, then seq.
+    prints: Vec<u16>,
+    /// `starts[b]`: where in `prints` the fingerprints whose top 16 bits are `b` begin
+    /// (`DIRECTORY + 1` entries once anything is merged).
     starts: Vec<u32>,
+    /// The merged entries' seqs, in the order of `prints`.
+    seqs: Option<BySeq>,
     /// Entries filed since the last merge (`fingerprint << 32 | seq`), found by fingerprint.
     recent: hashbrown::HashTable<u64>,
     /// Seqs past `u32::MAX` (never, short of four billion entries), by whole hash.
     beyond: HashMap<u64, Vec<u64>>,
+    /// Where the scratch files go: the ledger's directory.
+    dir: PathBuf,
 }
 
 const DIRECTORY: usize = 1 << 16;
 
-/// `recent` is merged into `sorted` when it outgrows a sixteenth of it, and at least this many
-/// entries: a merge copies `sorted` (tens of milliseconds at millions of entries).
+/// `recent` is merged in when it outgrows a thirty-second of the merged entries, and at least
+/// this many: a merge reads and writes the seqs again (about 20 ms at 4.5 M entries), and
+/// `recent` takes about 10 bytes an entry.
 const MERGE_AT_LEAST: usize = if cfg!(test) { 4 } else { 1 << 16 };
+
+/// Seqs written or read at a time.
+const SEQ_CHUNK: usize = if cfg!(test) { 8 } else { 1 << 16 };
+
+/// The merged entries' seqs (4 bytes each, in the order of [`IdTable::prints`]): a file in the
+/// ledger's directory, removed as soon as it is opened, so that nothing outlives the process
+/// that wrote it (every process builds the table afresh from the ids file). A merge reads one
+/// and writes the other of two such files.
+struct BySeq {
+    file: std::fs::File,
+    len: usize,
+}
+
+impl BySeq {
+    fn create(dir: &Path) -> Result<BySeq> {
+        let path = dir.join(SCRATCH_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
+        Ok(BySeq { file, len: 0 })
+    }
+
+    fn append(&mut self, seqs: &[u32]) -> Result<()> {
+        let bytes: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
+        self.file.write_all_at(&bytes, self.len as u64 * 4)?;
+        self.len += seqs.len();
+        Ok(())
+    }
+
+    /// The seqs at `from..from + out.len()`.
+    fn read(&self, from: usize, out: &mut [u32]) -> Result<()> {
+        let mut bytes = vec![0u8; out.len() * 4];
+        self.file.read_exact_at(&mut bytes, from as u64 * 4)?;
+        for (seq, four) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+            *seq = u32::from_le_bytes([four[0], four[1], four[2], four[3]]);
+        }
+        Ok(())
+    }
+}
+
+/// The scratch file's name while it is being opened.
+const SCRATCH_FILE: &str = "ids-by-hash.tmp";
 
 fn print_of(hash: u64) -> u32 {
     (hash >> 32) as u32
@@ -93,81 +150,111 @@ pub(crate) fn write_hashes(file: &DataFile, pairs: &[(u64, u64)]) -> Result<()> 
     Ok(())
 }
 
-impl IdTable {
-    /// An empty table with room for `expected` entries filed with [`IdTable::push`].
-    fn building(expected: u64) -> IdTable {
-        let mut table = IdTable::default();
-        table.sorted.reserve_exact(usize::try_from(expected).unwrap_or(0));
-        table
+/// A table being built from a whole ids file: pairs gathered, sorted once.
+#[derive(Default)]
+struct Building {
+    pairs: Vec<u64>,
+    beyond: HashMap<u64, Vec<u64>>,
+}
+
+impl Building {
+    /// Room for `expected` entries.
+    fn new(expected: u64) -> Building {
+        let mut building = Building::default();
+        building.pairs.reserve_exact(usize::try_from(expected).unwrap_or(0));
+        building
     }
 
-    /// Files `seq` under `hash` while building.
+    /// Files `seq` under `hash`.
     fn push(&mut self, hash: u64, seq: u64) {
         match pair_of(hash, seq) {
-            Some(pair) => self.sorted.push(pair),
+            Some(pair) => self.pairs.push(pair),
             None => self.beyond.entry(hash).or_default().push(seq),
         }
     }
 
-    /// Sorts what was pushed, once: inserting it entry by entry would grow the small table
-    /// over and over.
-    fn built(mut self) -> IdTable {
-        self.sorted.sort_unstable();
-        self.sorted.shrink_to_fit();
-        self.index();
-        self
-    }
-
-    /// Rebuilds the directory of `sorted`.
-    fn index(&mut self) {
-        self.starts.clear();
-        let mut at = 0;
-        for bucket in 0..=DIRECTORY as u64 {
-            while self.sorted.get(at).is_some_and(|pair| pair >> 48 < bucket) {
-                at += 1;
-            }
-            self.starts.push(at as u32);
+    /// Sorts what was pushed, once (inserting it entry by entry would grow the small table
+    /// over and over), and writes the seqs to a scratch file in `dir`.
+    fn built(mut self, dir: &Path) -> Result<IdTable> {
+        self.pairs.sort_unstable();
+        let mut merged = Merged::new(self.pairs.len(), dir)?;
+        for pair in std::mem::take(&mut self.pairs) {
+            merged.push(pair)?;
         }
+        let mut table = IdTable {
+            beyond: self.beyond,
+            dir: dir.to_owned(),
+            ..IdTable::default()
+        };
+        merged.finish(&mut table)?;
+        Ok(table)
     }
+}
 
-    /// Files `seq` under `hash`; each seq once.
-    pub(crate) fn insert(&mut self, hash: u64, seq: u64) {
+impl IdTable {
+    /// Files `seq` under `hash`; each seq once, in seq order.
+    pub(crate) fn insert(&mut self, hash: u64, seq: u64) -> Result<()> {
         let Some(pair) = pair_of(hash, seq) else {
             self.beyond.entry(hash).or_default().push(seq);
-            return;
+            return Ok(());
         };
         (self.recent).insert_unique(spread(pair_print(pair)), pair, |pair| spread(pair_print(*pair)));
-        if self.recent.len() >= (self.sorted.len() / 16).max(MERGE_AT_LEAST) {
-            self.merge();
+        if self.recent.len() >= (self.prints.len() / 32).max(MERGE_AT_LEAST) {
+            self.merge()?;
         }
+        Ok(())
     }
 
-    /// Moves `recent` into `sorted`.
-    fn merge(&mut self) {
-        let sorted_len = self.sorted.len();
-        self.sorted.reserve_exact(self.recent.len());
-        self.sorted.extend(std::mem::take(&mut self.recent));
-        self.sorted[sorted_len..].sort_unstable();
-        // Two sorted runs: the stable sort finds them and merges them in one pass.
-        self.sorted.sort();
-        self.index();
+    /// Moves `recent` into the merged entries: the seqs read from one scratch file, merged
+    /// with `recent` sorted, written to a new one.
+    fn merge(&mut self) -> Result<()> {
+        let _span = tracing::debug_span!("merge_id_index", recent = self.recent.len()).entered();
+        let mut recent: Vec<u64> = std::mem::take(&mut self.recent).into_iter().collect();
+        recent.sort_unstable();
+        let mut merged = Merged::new(self.prints.len() + recent.len(), &self.dir)?;
+        let mut recent = recent.into_iter().peekable();
+        // The old entries in order, with their whole fingerprints (a bucket at a time) and
+        // their seqs (a chunk of the file at a time).
+        let mut seqs = vec![0u32; SEQ_CHUNK.min(self.prints.len())];
+        for bucket in 0..self.starts.len().saturating_sub(1) {
+            let (from, to) = (self.starts[bucket] as usize, self.starts[bucket + 1] as usize);
+            for at in from..to {
+                if at % SEQ_CHUNK == 0 {
+                    let n = SEQ_CHUNK.min(self.prints.len() - at);
+                    if let Some(file) = &self.seqs {
+                        file.read(at, &mut seqs[..n])?;
+                    }
+                }
+                let print = (bucket as u32) << 16 | u32::from(self.prints[at]);
+                while let Some(pair) = recent.next_if(|p| pair_print(*p) < print) {
+                    merged.push(pair)?;
+                }
+                merged.push(u64::from(print) << 32 | u64::from(seqs[at % SEQ_CHUNK]))?;
+            }
+        }
+        for pair in recent {
+            merged.push(pair)?;
+        }
+        merged.finish(self)
     }
 
     /// The seqs filed under `hash`, in seq order (the order filed), and now and then a seq of
     /// another id with the same fingerprint.
-    pub(crate) fn seqs(&self, hash: u64) -> Vec<u64> {
+    pub(crate) fn seqs(&self, hash: u64) -> Result<Vec<u64>> {
         let print = print_of(hash);
         let bucket = (print >> 16) as usize;
         let mut out: Vec<u64> = Vec::new();
-        if let (Some(&from), Some(&to)) = (self.starts.get(bucket), self.starts.get(bucket + 1)) {
-            let part = &self.sorted[from as usize..to as usize];
-            let first = part.partition_point(|pair| pair_print(*pair) < print);
-            out.extend(
-                part[first..]
-                    .iter()
-                    .take_while(|pair| pair_print(**pair) == print)
-                    .map(pair_seq),
-            );
+        if let (Some(&from), Some(&to), Some(file)) = (self.starts.get(bucket), self.starts.get(bucket + 1), &self.seqs)
+        {
+            let part = &self.prints[from as usize..to as usize];
+            let low = print as u16;
+            let first = part.partition_point(|p| *p < low);
+            let matching = part[first..].iter().take_while(|p| **p == low).count();
+            if matching > 0 {
+                let mut seqs = vec![0u32; matching];
+                file.read(from as usize + first, &mut seqs)?;
+                out.extend(seqs.into_iter().map(u64::from));
+            }
         }
         out.extend(
             (self.recent.iter_hash(spread(print)))
@@ -176,22 +263,79 @@ impl IdTable {
         );
         out.sort_unstable();
         out.extend(self.beyond.get(&hash).into_iter().flatten());
-        out
+        Ok(out)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.sorted.len() + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
+        self.prints.len() + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// Merged entries being written in order: the prints and directory in memory, the seqs to a
+/// new scratch file a chunk at a time.
+struct Merged {
+    prints: Vec<u16>,
+    starts: Vec<u32>,
+    seqs: BySeq,
+    chunk: Vec<u32>,
+}
+
+impl Merged {
+    fn new(len: usize, dir: &Path) -> Result<Merged> {
+        let mut prints = Vec::new();
+        prints.reserve_exact(len);
+        Ok(Merged {
+            prints,
+            starts: Vec::with_capacity(DIRECTORY + 1),
+            seqs: BySeq::create(dir)?,
+            chunk: Vec::with_capacity(SEQ_CHUNK),
+        })
+    }
+
+    /// The next pair in order.
+    fn push(&mut self, pair: u64) -> Result<()> {
+        let print = pair_print(pair);
+        while self.starts.len() <= (print >> 16) as usize {
+            self.starts.push(self.prints.len() as u32);
+        }
+        self.prints.push(print as u16);
+        self.chunk.push(pair as u32);
+        if self.chunk.len() == SEQ_CHUNK {
+            self.seqs.append(&self.chunk)?;
+            self.chunk.clear();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, table: &mut IdTable) -> Result<()> {
+        self.seqs.append(&self.chunk)?;
+        while self.starts.len() <= DIRECTORY {
+            self.starts.push(self.prints.len() as u32);
+        }
+        table.prints = self.prints;
+        table.starts = self.starts;
+        table.seqs = Some(self.seqs);
+        Ok(())
     }
 }
 
 /// The index as the ledger holds it, shared by every clone of the handle: loaded on first use.
-#[derive(Default)]
 pub(crate) struct Ids {
     table: OnceLock<RwLock<IdTable>>,
     loading: Mutex<()>,
+    /// The ledger's directory.
+    dir: PathBuf,
 }
 
 impl Ids {
+    pub(crate) fn new(dir: &Path) -> Ids {
+        Ids {
+            table: OnceLock::new(),
+            loading: Mutex::new(()),
+            dir: dir.to_owned(),
+        }
+    }
+
     pub(crate) fn table(&self, ledger: &Ledger) -> Result<&RwLock<IdTable>> {
         if let Some(table) = self.table.get() {
             return Ok(table);
@@ -214,7 +358,7 @@ fn load(ledger: &Ledger) -> Result<IdTable> {
     let _span = tracing::info_span!("load_id_index").entered();
     let upto = ledger.stored.load(std::sync::atomic::Ordering::Acquire);
     let file = &ledger.id_hashes;
-    let mut table = IdTable::building(upto);
+    let mut table = Building::new(upto);
     let mut chunk = vec![0u8; READ_BYTES];
     let mut seq = 1;
     while seq <= upto {
@@ -250,7 +394,7 @@ fn load(ledger: &Ledger) -> Result<IdTable> {
         }
         file.sync()?;
     }
-    Ok(table.built())
+    table.built(&ledger.ids.dir)
 }
 
 /// One batch's additions: staged with the batch's entries, added to the table once the batch
@@ -264,7 +408,7 @@ impl IdIndexBatch {
     /// The stored entry with this id (entries up to `stored_upto` are stored; this batch's own
     /// are the caller's to check).
     pub(crate) fn find(&mut self, ledger: &Ledger, id: &str, stored_upto: u64) -> Result<Option<crate::Entry>> {
-        let seqs = ledger.read_ids()?.seqs(id_hash(id));
+        let seqs = ledger.read_ids()?.seqs(id_hash(id))?;
         ledger.entry_with_id(&seqs, id, stored_upto)
     }
 
@@ -282,7 +426,7 @@ impl IdIndexBatch {
     pub(crate) fn commit(&mut self, ledger: &Ledger) -> Result<()> {
         let mut table = ledger.write_ids()?;
         for (seq, hash) in self.added.drain(..) {
-            table.insert(hash, seq);
+            table.insert(hash, seq)?;
         }
         Ok(())
     }
@@ -293,9 +437,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A hash whose fingerprint is one of a few far apart (in different parts of the directory).
-    fn spread_wide(h: u64) -> u64 {
-        h.wrapping_mul(0x5555_5555) << 32
+    fn scratch_dir() -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("funnel-ids-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// A hash whose fingerprint is one of a few: `top` picks its part of the directory, `low`
+    /// the rest (so that parts hold several fingerprints, and fingerprints in different parts
+    /// share their low bits), `rest` the bits below the fingerprint.
+    fn hash_of(top: u64, low: u64, rest: u64) -> u64 {
+        (top * 0x5555) << 48 | (low * 0x5555) << 32 | rest
     }
 
     proptest! {
@@ -303,29 +457,38 @@ mod tests {
         /// 32 bits), a hash's seqs are every seq filed under it in order, plus only seqs
         /// whose hash has the same top 32 bits: seqs from 1 (half of them loaded at once, the
         /// rest filed one by one and merged in every few), and seqs past `u32::MAX` (found by
-        /// their whole hash).
+        /// their whole hash). Asked after every entry filed.
         #[test]
         fn a_hash_finds_every_seq_filed_under_it(
-            hashes in proptest::collection::vec((0u64..4, 0u64..2).prop_map(|(h, l)| spread_wide(h) | l), 0..300),
+            hashes in proptest::collection::vec((0u64..3, 0u64..3, 0u64..2).prop_map(|(t, l, r)| hash_of(t, l, r)), 0..300),
             start in prop_oneof![Just(1u64), Just(u64::from(u32::MAX) + 1)],
         ) {
             let filed: Vec<(u64, u64)> = hashes.iter().enumerate().map(|(i, h)| (*h, start + i as u64)).collect();
             // Some loaded at once, the rest filed one by one (merged in now and then).
+            let dir = scratch_dir();
             let loaded = filed.len() / 2;
-            let mut table = IdTable::building(loaded as u64);
+            let mut building = Building::new(loaded as u64);
             for (hash, seq) in &filed[..loaded] {
-                table.push(*hash, *seq);
+                building.push(*hash, *seq);
             }
-            let mut table = table.built();
-            for (hash, seq) in &filed[loaded..] {
-                table.insert(*hash, *seq);
+            let mut table = building.built(&dir).unwrap();
+            for upto in loaded..=filed.len() {
+                if upto > loaded {
+                    let (hash, seq) = filed[upto - 1];
+                    table.insert(hash, seq).unwrap();
+                }
+                prop_assert_eq!(table.len(), upto);
+                let asked = (0..4).flat_map(|t| (0..4).flat_map(move |l| [hash_of(t, l, 0), hash_of(t, l, 1)]));
+                for hash in asked {
+                    let same = |h: &u64| if start == 1 { h >> 32 == hash >> 32 } else { *h == hash };
+                    let expected: Vec<u64> =
+                        filed[..upto].iter().filter(|(h, _)| same(h)).map(|(_, s)| *s).collect();
+                    prop_assert_eq!(table.seqs(hash).unwrap(), expected);
+                }
             }
-            prop_assert_eq!(table.len(), filed.len());
-            for hash in (0..5).flat_map(|h: u64| [spread_wide(h), spread_wide(h) | 1]) {
-                let same = |h: &u64| if start == 1 { h >> 32 == hash >> 32 } else { *h == hash };
-                let expected: Vec<u64> = filed.iter().filter(|(h, _)| same(h)).map(|(_, s)| *s).collect();
-                prop_assert_eq!(table.seqs(hash), expected);
-            }
+            // The scratch files are gone from the directory as soon as they are opened.
+            prop_assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+            std::fs::remove_dir(&dir).unwrap();
         }
     }
 }

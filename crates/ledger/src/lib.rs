@@ -78,20 +78,37 @@ pub fn open_sled(config: &sled::Config, wait: std::time::Duration) -> std::resul
 /// itself; see [`legacy`].)
 pub const PLACES_DIR: &str = "places";
 
+/// The sled configuration of the store at `path`: the segment size it was created with (sled
+/// refuses another), [`PLACES_SEGMENT_BYTES`] for a new one.
 fn store_config(path: &Path) -> sled::Config {
     sled::Config::new()
         .path(path)
         .cache_capacity(CACHE_BYTES)
-        .segment_size(SEGMENT_BYTES)
+        .segment_size(persisted_segment_size(path).unwrap_or(PLACES_SEGMENT_BYTES))
+}
+
+/// The segment size in the `conf` file of the sled store at `path`, if there is one.
+fn persisted_segment_size(path: &Path) -> Option<usize> {
+    // sled's `conf` is text lines followed by a binary checksum.
+    let conf = std::fs::read(path.join("conf")).ok()?;
+    String::from_utf8_lossy(&conf)
+        .lines()
+        .find_map(|line| line.strip_prefix("segment_size:")?.trim().parse().ok())
 }
 
 /// How long opening the ledger waits for a lock this process may still hold.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// sled's segment size. 8 MiB was chosen when blocks were sled values (a leaf of blocks stayed
-/// inline); stores of that layout still open with it, and format 1 used sled's default,
-/// 512 KiB, which is how a format-1 store is recognised.
+/// sled's segment size in the ledger's directory itself (the layouts before [`PLACES_DIR`]).
+/// 8 MiB was chosen when blocks were sled values (a leaf of blocks stayed inline); stores of
+/// that layout still open with it, and format 1 used sled's default, 512 KiB, which is how a
+/// format-1 store is recognised.
 pub const SEGMENT_BYTES: usize = 8 << 20;
+
+/// sled's segment size for a new places store. sled writes through a buffer of a segment's size
+/// whose pages stay resident once written: 8 MiB held 8 MB in every service that had taken in
+/// an event, for a store of a few megabytes. (Places stores made with 8 MiB keep it.)
+pub const PLACES_SEGMENT_BYTES: usize = 1 << 20;
 
 /// Everything that can go wrong in the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -332,7 +349,7 @@ impl Ledger {
             id_hashes: Arc::new(DataFile::open(dir, IDS_FILE)?),
             stored: Arc::default(),
             head: Arc::default(),
-            ids: Arc::default(),
+            ids: Arc::new(ids::Ids::new(dir)),
         })
     }
 
@@ -443,7 +460,7 @@ impl Ledger {
 
     /// The entry of the event with this id.
     pub fn find(&self, id: &str) -> Result<Option<Entry>> {
-        let seqs = self.read_ids()?.seqs(ids::id_hash(id));
+        let seqs = self.read_ids()?.seqs(ids::id_hash(id))?;
         self.entry_with_id(&seqs, id, u64::MAX)
     }
 

@@ -225,6 +225,29 @@ fn the_id_index_survives_a_reopen_and_refuses_the_same_ids_after_it() {
 }
 
 #[test]
+fn a_places_store_keeps_the_segment_size_it_was_made_with() {
+    let (dir, ledger) = temp();
+    drop(ledger);
+    let places = dir.join(PLACES_DIR);
+    assert_eq!(persisted_segment_size(&places), Some(PLACES_SEGMENT_BYTES));
+    // One made with 8 MiB segments, as before: it opens, takes events and reads them back.
+    std::fs::remove_dir_all(&dir).unwrap();
+    drop(store_config(&places).segment_size(SEGMENT_BYTES).open().unwrap());
+    let ledger = Ledger::open(&dir).unwrap();
+    let events = many(300, 3);
+    offer(&ledger, &events, 1);
+    ledger.flush().unwrap();
+    drop(ledger);
+    let ledger = Ledger::open(&dir).unwrap();
+    assert_eq!(persisted_segment_size(&places), Some(SEGMENT_BYTES));
+    assert_eq!(
+        entries(&ledger).iter().map(|e| e.event.clone()).collect::<Vec<_>>(),
+        events
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn the_ids_file_is_rebuilt_from_the_blocks_where_it_is_missing_or_short() {
     let (dir, ledger) = temp();
     let events = many(3_000, 5);
@@ -362,7 +385,7 @@ fn make_old_store(dir: &std::path::Path, keep: usize, tail: &[u8]) {
         .collect();
     drop(ledger);
     std::fs::remove_dir_all(dir.join(PLACES_DIR)).unwrap();
-    let old = store_config(dir).open().unwrap();
+    let old = store_config(dir).segment_size(crate::SEGMENT_BYTES).open().unwrap();
     let log = old.open_tree(LOG_TREE).unwrap();
     let mut batch = sled::Batch::default();
     batch.insert(META_KEY, meta);
