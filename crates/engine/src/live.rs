@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use funnel_ledger::{EntryRef, Ledger, RawBlock};
+use funnel_ledger::{DecodedBlocks, Ledger};
 use tracing::{info, info_span, warn};
 
 use crate::checkpoint;
@@ -27,12 +27,13 @@ fn advance(
     mut publish: impl FnMut(&mut Writer) -> bool,
 ) -> Result<u64, EngineError> {
     let from = writer.head().seq + 1;
-    // Reading (sled's iteration over the blocks) runs on a thread of its own a chunk ahead of
-    // applying; the applier decodes each entry in place, its strings borrowed from the block
-    // (no allocation per string, and nothing allocated on one thread to be freed on another).
+    // Reading the blocks and decoding their entries in place (strings borrowed from the
+    // blocks: no allocation per string, and nothing allocated on one thread to be freed on
+    // another) run on a thread of its own, a chunk ahead of applying.
     std::thread::scope(|scope| {
-        let (chunks, arriving) = std::sync::mpsc::sync_channel::<Result<Vec<RawBlock>, EngineError>>(2);
+        let (chunks, arriving) = std::sync::mpsc::sync_channel::<Result<DecodedBlocks, EngineError>>(2);
         scope.spawn(move || {
+            let decoded = |blocks| DecodedBlocks::decode(blocks, from, upto).map_err(EngineError::from);
             let (mut blocks, mut entries) = (Vec::new(), 0);
             for block in ledger.blocks(from) {
                 let block = match block {
@@ -47,25 +48,21 @@ fn advance(
                 blocks.push(block);
                 if entries >= chunk {
                     entries = 0;
-                    if chunks.send(Ok(std::mem::take(&mut blocks))).is_err() {
+                    if chunks.send(decoded(std::mem::take(&mut blocks))).is_err() {
                         // The applier stopped early.
                         return;
                     }
                 }
             }
             if !blocks.is_empty() {
-                let _ = chunks.send(Ok(blocks));
+                let _ = chunks.send(decoded(blocks));
             }
         });
         let mut applied = 0u64;
-        for blocks in arriving {
-            let blocks = blocks?;
-            let mut read: Vec<EntryRef<'_>> = Vec::with_capacity(chunk + chunk / 4);
-            for block in &blocks {
-                block.read_into(from, upto, &mut read)?;
-            }
-            writer.apply_read(&read, ledger)?;
-            applied += read.len() as u64;
+        for decoded in arriving {
+            let decoded = decoded?;
+            writer.apply_read(decoded.entries(), ledger)?;
+            applied += decoded.entries().len() as u64;
             if !publish(writer) {
                 break;
             }

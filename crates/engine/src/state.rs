@@ -894,12 +894,19 @@ impl Writer {
         {
             return no;
         }
-        let no = LeadNo::try_from(self.next.leads.len()).expect("more than 2^32 leads");
-        self.next.leads.push(&LeadSlot::default());
-        if let Some(all) = bulk {
-            all.push(Vec::new());
-            self.bulk_filed.push(Vec::new());
-        }
+        let count = match bulk {
+            // A bulk load derives every slot at its end, and keeps none before.
+            Some(all) => {
+                all.push(Vec::new());
+                self.bulk_filed.push(Vec::new());
+                all.len()
+            }
+            None => {
+                self.next.leads.push(&LeadSlot::default());
+                self.next.leads.len()
+            }
+        };
+        let no = LeadNo::try_from(count - 1).expect("more than 2^32 leads");
         pending.new_leads.insert(lead_id.to_owned(), no);
         pending.new_names.push((lead_id.into(), no));
         no

@@ -117,6 +117,39 @@ impl RawBlock {
     }
 }
 
+/// Blocks read and their entries decoded in place, kept together so that the decoding can
+/// happen on one thread and the entries be used on another (a replay's reading thread decodes
+/// a chunk ahead of the thread that applies it).
+pub struct DecodedBlocks {
+    /// Borrow from `_blocks`' bytes: declared first, so dropped first.
+    entries: Vec<EntryRef<'static>>,
+    _blocks: Vec<RawBlock>,
+}
+
+impl DecodedBlocks {
+    /// The entries `from..=upto` of `blocks`, decoded.
+    pub fn decode(blocks: Vec<RawBlock>, from: u64, upto: u64) -> Result<DecodedBlocks> {
+        let mut entries: Vec<EntryRef<'_>> = Vec::with_capacity(blocks.iter().map(RawBlock::len).sum());
+        for block in &blocks {
+            block.read_into(from, upto, &mut entries)?;
+        }
+        // SAFETY: the entries borrow only from the blocks' byte buffers, which live on the heap:
+        // moving `blocks` (into the struct, or the struct anywhere) does not move them, and
+        // nothing mutates or frees them while the struct exists (`blocks` is private and never
+        // touched again; it is dropped after `entries`). `entries()` lends them out for no
+        // longer than `&self`, so no entry outlives its bytes. Only the lifetime changes.
+        let entries = unsafe { std::mem::transmute::<Vec<EntryRef<'_>>, Vec<EntryRef<'static>>>(entries) };
+        Ok(DecodedBlocks {
+            entries,
+            _blocks: blocks,
+        })
+    }
+
+    pub fn entries(&self) -> &[EntryRef<'_>] {
+        &self.entries
+    }
+}
+
 /// Builds blocks from entries in seq order.
 #[derive(Default)]
 pub struct BlockWriter {

@@ -39,7 +39,7 @@ use funnel_core::{Entry, Event, LogPosition};
 use serde_json::Value;
 
 use block::{Block, BlockWriter};
-pub use block::{EntryRef, RawBlock};
+pub use block::{DecodedBlocks, EntryRef, RawBlock};
 use blockfile::{DataFile, Place};
 pub use blockfile::{BLOCKS_FILE, IDS_FILE};
 pub use canonical::{canonical_bytes, entry_hash, CHAIN_FORMAT};
