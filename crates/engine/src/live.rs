@@ -28,8 +28,7 @@ fn advance(
 ) -> Result<u64, EngineError> {
     let from = writer.head().seq + 1;
     // Reading the blocks and decoding their entries in place (strings borrowed from the
-    // blocks: no allocation per string, and nothing allocated on one thread to be freed on
-    // another) run on a thread of its own, a chunk ahead of applying.
+    // blocks: no allocation per string) run on a thread of its own, a chunk ahead of applying.
     std::thread::scope(|scope| {
         let (chunks, arriving) = std::sync::mpsc::sync_channel::<Result<DecodedBlocks, EngineError>>(2);
         scope.spawn(move || {

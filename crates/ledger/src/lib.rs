@@ -106,8 +106,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 pub const SEGMENT_BYTES: usize = 8 << 20;
 
 /// sled's segment size for a new places store. sled writes through a buffer of a segment's size
-/// whose pages stay resident once written: 8 MiB held 8 MB in every service that had taken in
-/// an event, for a store of a few megabytes. (Places stores made with 8 MiB keep it.)
+/// (heaptrack showed the 8 MiB one allocated in every service), whose pages stay resident once
+/// written, for a store of a few megabytes. (Places stores made with 8 MiB keep it.)
 pub const PLACES_SEGMENT_BYTES: usize = 1 << 20;
 
 /// Everything that can go wrong in the ledger.
