@@ -155,7 +155,8 @@ impl Keeper {
 
 impl Live {
     /// Loads the engine from its checkpoint and applies the log past it; with no usable
-    /// checkpoint, builds it from the whole log (a bulk load) and writes one. A damaged or
+    /// checkpoint, builds it from the whole log (a bulk load), writes one and loads the engine
+    /// from it ([`Live::open_once`] says why). A damaged or
     /// mismatched checkpoint is reported and rebuilt: it is derived data, the ledger is the truth.
     ///
     /// The checkpoint lives in a sled store of its own in `checkpoint_dir`.
