@@ -46,15 +46,8 @@ pub(crate) fn id_hash(id: &str) -> u64 {
 /// whole hash; only then is the file read. (A map from hash to seq took 38 bytes an entry, 171
 /// MB at 4.5 M entries in every service that had taken in one event; sorted `(fingerprint,
 /// seq)` pairs in memory took 8, 36 MB: a tenth of the whole service at 1 M leads.)
-#[derive(Default)]
 pub(crate) struct IdTable {
-    /// The merged entries' fingerprints' low 16 bits, sorted by fingerprint, then seq.
-    prints: Vec<u16>,
-    /// `starts[b]`: where in `prints` the fingerprints whose top 16 bits are `b` begin
-    /// (`DIRECTORY + 1` entries once anything is merged).
-    starts: Vec<u32>,
-    /// The merged entries' seqs, in the order of `prints`.
-    seqs: Option<BySeq>,
+    merged: Sorted,
     /// Entries filed since the last merge (`fingerprint << 32 | seq`), found by fingerprint.
     recent: hashbrown::HashTable<u64>,
     /// Seqs past `u32::MAX` (never, short of four billion entries), by whole hash.
@@ -63,10 +56,21 @@ pub(crate) struct IdTable {
     dir: PathBuf,
 }
 
+/// The merged entries.
+struct Sorted {
+    /// Their fingerprints' low 16 bits, sorted by fingerprint, then seq.
+    prints: Vec<u16>,
+    /// `starts[b]`: where in `prints` the fingerprints whose top 16 bits are `b` begin
+    /// (`DIRECTORY + 1` entries).
+    starts: Vec<u32>,
+    /// Their seqs, in the order of `prints`.
+    seqs: BySeq,
+}
+
 const DIRECTORY: usize = 1 << 16;
 
 /// `recent` is merged in when it outgrows a thirty-second of the merged entries, and at least
-/// this many: a merge reads and writes the seqs again (about 20 ms at 4.5 M entries), and
+/// this many: a merge reads every seq from one scratch file and writes them to a new one, and
 /// `recent` takes about 10 bytes an entry.
 const MERGE_AT_LEAST: usize = if cfg!(test) { 4 } else { 1 << 16 };
 
@@ -76,7 +80,7 @@ const SEQ_CHUNK: usize = if cfg!(test) { 8 } else { 1 << 16 };
 /// The merged entries' seqs (4 bytes each, in the order of [`IdTable::prints`]): a file in the
 /// ledger's directory, removed as soon as it is opened, so that nothing outlives the process
 /// that wrote it (every process builds the table afresh from the ids file). A merge reads one
-/// and writes the other of two such files.
+/// and writes a new one.
 struct BySeq {
     file: std::fs::File,
     len: usize,
@@ -181,13 +185,12 @@ impl Building {
         for pair in std::mem::take(&mut self.pairs) {
             merged.push(pair)?;
         }
-        let mut table = IdTable {
+        Ok(IdTable {
+            merged: merged.finish()?,
+            recent: hashbrown::HashTable::new(),
             beyond: self.beyond,
             dir: dir.to_owned(),
-            ..IdTable::default()
-        };
-        merged.finish(&mut table)?;
-        Ok(table)
+        })
     }
 }
 
@@ -199,7 +202,7 @@ impl IdTable {
             return Ok(());
         };
         (self.recent).insert_unique(spread(pair_print(pair)), pair, |pair| spread(pair_print(*pair)));
-        if self.recent.len() >= (self.prints.len() / 32).max(MERGE_AT_LEAST) {
+        if self.recent.len() >= (self.merged.prints.len() / 32).max(MERGE_AT_LEAST) {
             self.merge()?;
         }
         Ok(())
@@ -211,21 +214,20 @@ impl IdTable {
         let _span = tracing::debug_span!("merge_id_index", recent = self.recent.len()).entered();
         let mut recent: Vec<u64> = std::mem::take(&mut self.recent).into_iter().collect();
         recent.sort_unstable();
-        let mut merged = Merged::new(self.prints.len() + recent.len(), &self.dir)?;
+        let old = &self.merged;
+        let mut merged = Merged::new(old.prints.len() + recent.len(), &self.dir)?;
         let mut recent = recent.into_iter().peekable();
         // The old entries in order, with their whole fingerprints (a bucket at a time) and
         // their seqs (a chunk of the file at a time).
-        let mut seqs = vec![0u32; SEQ_CHUNK.min(self.prints.len())];
-        for bucket in 0..self.starts.len().saturating_sub(1) {
-            let (from, to) = (self.starts[bucket] as usize, self.starts[bucket + 1] as usize);
+        let mut seqs = vec![0u32; SEQ_CHUNK.min(old.prints.len())];
+        for bucket in 0..DIRECTORY {
+            let (from, to) = (old.starts[bucket] as usize, old.starts[bucket + 1] as usize);
             for at in from..to {
                 if at % SEQ_CHUNK == 0 {
-                    let n = SEQ_CHUNK.min(self.prints.len() - at);
-                    if let Some(file) = &self.seqs {
-                        file.read(at, &mut seqs[..n])?;
-                    }
+                    let n = SEQ_CHUNK.min(old.prints.len() - at);
+                    old.seqs.read(at, &mut seqs[..n])?;
                 }
-                let print = (bucket as u32) << 16 | u32::from(self.prints[at]);
+                let print = (bucket as u32) << 16 | u32::from(old.prints[at]);
                 while let Some(pair) = recent.next_if(|p| pair_print(*p) < print) {
                     merged.push(pair)?;
                 }
@@ -235,7 +237,8 @@ impl IdTable {
         for pair in recent {
             merged.push(pair)?;
         }
-        merged.finish(self)
+        self.merged = merged.finish()?;
+        Ok(())
     }
 
     /// The seqs filed under `hash`, in seq order (the order filed), and now and then a seq of
@@ -244,17 +247,16 @@ impl IdTable {
         let print = print_of(hash);
         let bucket = (print >> 16) as usize;
         let mut out: Vec<u64> = Vec::new();
-        if let (Some(&from), Some(&to), Some(file)) = (self.starts.get(bucket), self.starts.get(bucket + 1), &self.seqs)
-        {
-            let part = &self.prints[from as usize..to as usize];
-            let low = print as u16;
-            let first = part.partition_point(|p| *p < low);
-            let matching = part[first..].iter().take_while(|p| **p == low).count();
-            if matching > 0 {
-                let mut seqs = vec![0u32; matching];
-                file.read(from as usize + first, &mut seqs)?;
-                out.extend(seqs.into_iter().map(u64::from));
-            }
+        let merged = &self.merged;
+        let (from, to) = (merged.starts[bucket] as usize, merged.starts[bucket + 1] as usize);
+        let part = &merged.prints[from..to];
+        let low = print as u16;
+        let first = part.partition_point(|p| *p < low);
+        let matching = part[first..].iter().take_while(|p| **p == low).count();
+        if matching > 0 {
+            let mut seqs = vec![0u32; matching];
+            merged.seqs.read(from + first, &mut seqs)?;
+            out.extend(seqs.into_iter().map(u64::from));
         }
         out.extend(
             (self.recent.iter_hash(spread(print)))
@@ -267,7 +269,7 @@ impl IdTable {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.prints.len() + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
+        self.merged.prints.len() + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
     }
 }
 
@@ -282,10 +284,8 @@ struct Merged {
 
 impl Merged {
     fn new(len: usize, dir: &Path) -> Result<Merged> {
-        let mut prints = Vec::new();
-        prints.reserve_exact(len);
         Ok(Merged {
-            prints,
+            prints: Vec::with_capacity(len),
             starts: Vec::with_capacity(DIRECTORY + 1),
             seqs: BySeq::create(dir)?,
             chunk: Vec::with_capacity(SEQ_CHUNK),
@@ -307,15 +307,16 @@ impl Merged {
         Ok(())
     }
 
-    fn finish(mut self, table: &mut IdTable) -> Result<()> {
+    fn finish(mut self) -> Result<Sorted> {
         self.seqs.append(&self.chunk)?;
         while self.starts.len() <= DIRECTORY {
             self.starts.push(self.prints.len() as u32);
         }
-        table.prints = self.prints;
-        table.starts = self.starts;
-        table.seqs = Some(self.seqs);
-        Ok(())
+        Ok(Sorted {
+            prints: self.prints,
+            starts: self.starts,
+            seqs: self.seqs,
+        })
     }
 }
 

@@ -13,13 +13,7 @@ const TREE: &str = "log";
 
 /// True when `dir` holds a sled store whose persisted segment size is not ours: a format-1 ledger.
 pub fn is_v1(dir: &Path) -> bool {
-    // sled's `conf` is text lines followed by a binary checksum.
-    let Ok(conf) = std::fs::read(dir.join("conf")) else {
-        return false;
-    };
-    String::from_utf8_lossy(&conf).lines().any(|line| {
-        line.starts_with("segment_size:") && line.trim_end() != format!("segment_size: {}", crate::SEGMENT_BYTES)
-    })
+    crate::persisted_segment_size(dir).is_some_and(|size| size != crate::SEGMENT_BYTES)
 }
 
 fn hash(entry: &Entry) -> [u8; 32] {
