@@ -16,6 +16,7 @@ pub mod credits;
 pub mod dict;
 pub mod facts;
 pub mod funnel;
+mod gather;
 pub mod heap;
 pub mod history;
 pub mod index;

@@ -23,6 +23,7 @@ use crate::checkpoint;
 use crate::credits::Derived;
 use crate::dict::{Dict, Sym};
 use crate::facts::{derive, facts_of, filed, Extra, Facts, LeadSlot, Touch, NEVER};
+use crate::gather::Gathered;
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
@@ -461,7 +462,7 @@ pub struct LeadNames {
 /// and a control byte per slot): a map from a stored 64-bit hash took 17 bytes per slot, 35
 /// per lead at 1 M leads with its power-of-two capacity.
 #[derive(Default)]
-struct NameTable {
+pub(crate) struct NameTable {
     bytes: String,
     ends: IdEnds,
     by_id: hashbrown::HashTable<LeadNo>,
@@ -544,10 +545,45 @@ impl NameTable {
     fn name(&self, no: LeadNo) -> Option<&str> {
         name_in(&self.bytes, &self.ends, no)
     }
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+    /// Lead `lead_id`'s number, numbering it next if it is new; `hashes` holds every lead's
+    /// id hash by number (a bulk load's: the table rehashes by them as it grows instead of
+    /// reading every id again).
+    pub(crate) fn number(&mut self, lead_id: &str, hashes: &mut Vec<u64>) -> LeadNo {
+        let hash = id_hash(lead_id);
+        let NameTable { bytes, ends, by_id } = self;
+        let entry = by_id.entry(
+            hash,
+            |no| name_in(bytes, ends, *no) == Some(lead_id),
+            |no| hashes[*no as usize],
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
+            hashbrown::hash_table::Entry::Vacant(room) => {
+                let no = LeadNo::try_from(ends.len()).expect("more than 2^32 leads");
+                let start = bytes.len() as u64;
+                bytes.push_str(lead_id);
+                ends.push(start, bytes.len() as u64);
+                hashes.push(hash);
+                room.insert(no);
+                no
+            }
+        }
+    }
     fn get(&self, lead_id: &str) -> Option<LeadNo> {
         self.by_id
             .find(id_hash(lead_id), |no| self.name(*no) == Some(lead_id))
             .copied()
+    }
+}
+
+impl From<NameTable> for LeadNames {
+    fn from(table: NameTable) -> LeadNames {
+        LeadNames {
+            table: RwLock::new(table),
+        }
     }
 }
 
@@ -630,12 +666,10 @@ pub fn target_of(event: &Event) -> Target {
 pub struct Writer {
     next: Engine,
     dict: Dict,
-    /// Bulk load: every lead's records by dense id, derived all at once (on every core) when
-    /// the first snapshot is taken; the indexes are then built once instead of by differences.
-    bulk: Option<Vec<Vec<Rec>>>,
-    /// Bulk load: the seqs filed under each lead, encoded into its slot once at the end
-    /// (appending to the encoded list costs an allocation per entry).
-    bulk_filed: Vec<Vec<u64>>,
+    /// Bulk load: every lead's records, gathered in log order and derived all at once (on
+    /// every core) when the first snapshot is taken; the indexes are then built once instead
+    /// of by differences.
+    bulk: Option<Box<Gathered>>,
     /// Seqs of retracted lead events, per lead (rare): re-reading a lead from the ledger
     /// leaves them out.
     retracted: HashMap<LeadNo, Vec<u64>>,
@@ -730,7 +764,7 @@ impl Writer {
     /// first snapshot is taken, and the indexes are built once from their facts.
     pub fn bulk() -> Writer {
         Writer {
-            bulk: Some(Vec::new()),
+            bulk: Some(Box::default()),
             ..Writer::default()
         }
     }
@@ -754,12 +788,21 @@ impl Writer {
     /// touches) never exists for every lead at once: a replay of 10 M events peaked at 2.0 GB,
     /// now 1.3 GB.
     fn finish_bulk(&mut self) {
-        let Some(mut all) = self.bulk.take() else {
+        let Some(gathered) = self.bulk.take() else {
             return;
         };
-        let _span = tracing::info_span!("derive_all", leads = all.len()).entered();
         let started = std::time::Instant::now();
-        let nos: Vec<LeadNo> = (0..all.len() as LeadNo).collect();
+        let (names, by_lead) = gathered.lay_out();
+        let laid_out_at = started.elapsed();
+        let _span = tracing::info_span!("derive_all", leads = names.len()).entered();
+        let nos: Vec<LeadNo> = (0..names.len() as LeadNo).collect();
+        self.next.names = Arc::new(LeadNames::from(names));
+        for (no, rec, seq, by) in by_lead.retractions() {
+            if let Some(rec) = rec {
+                self.run_retracted.entry(no).or_default().push((rec, by));
+            }
+            self.retracted.entry(no).or_default().push(seq);
+        }
         // With the history, one chunk: its stamps are added on one core while the other notes
         // and encodes the slots, which saves more time than chunks save memory there.
         let size = if self.without_history {
@@ -767,7 +810,6 @@ impl Writer {
         } else {
             nos.len().max(1)
         };
-        let mut bulk_filed = std::mem::take(&mut self.bulk_filed).into_iter();
         let mut leads = Slots::default();
         let mut changes = Changes::new();
         let mut stamps = Vec::new();
@@ -780,27 +822,27 @@ impl Writer {
             } else {
                 changes.absorb(noted);
             }
-            // A bulk load starts from no leads: every slot is new, its lead index the seqs
-            // gathered for it.
-            for (mut slot, seqs) in slots.into_iter().zip(bulk_filed.by_ref()) {
-                slot.filed = filed::encode(&seqs);
-                leads.push(&slot);
+            // A bulk load starts from no leads: every slot is new.
+            for slot in &slots {
+                leads.push(slot);
             }
         };
-        // Each chunk is derived and its leads' records freed; it is noted and encoded once the
-        // next one is derived, the last one beside the history's stamps.
+        // Each chunk is derived (its lead index the seqs gathered for it), and noted and
+        // encoded once the next one is derived, the last one beside the history's stamps.
         let mut derived: Option<(Vec<LeadSlot>, LeadNo)> = None;
         for chunk in nos.chunks(size) {
-            let slots = par_map(chunk, |no| self.derive_with_history(*no, &all[*no as usize]));
+            let slots = par_map(chunk, |no| {
+                let (recs, seqs) = by_lead.lead(*no);
+                let (mut slot, history) = self.derive_with_history(*no, &recs);
+                slot.filed = filed::encode(&seqs);
+                (slot, history)
+            });
             let slots = self.take_history_part(chunk, slots, &mut stamps);
-            for no in chunk {
-                all[*no as usize] = Vec::new();
-            }
             if let Some((slots, first)) = derived.replace((slots, chunk[0])) {
                 note(slots, first, &self.next.rules, &mut changes);
             }
         }
-        drop(all);
+        drop(by_lead);
         self.end_run();
         let derived_at = started.elapsed();
         // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`. The
@@ -824,7 +866,8 @@ impl Writer {
         next.leads = leads;
         self.all_dirty = true;
         tracing::info!(
-            derive_secs = derived_at.as_secs_f64(),
+            lay_out_secs = laid_out_at.as_secs_f64(),
+            derive_secs = (derived_at - laid_out_at).as_secs_f64(),
             history_secs = (history_at - derived_at).as_secs_f64(),
             note_secs = (noted_at - derived_at).as_secs_f64(),
             index_secs = (started.elapsed() - noted_at).as_secs_f64(),
@@ -885,7 +928,10 @@ impl Writer {
         result
     }
 
-    fn lead_no(&mut self, lead_id: &str, pending: &mut Pending, bulk: &mut Option<Vec<Vec<Rec>>>) -> LeadNo {
+    fn lead_no(&mut self, lead_id: &str, pending: &mut Pending, bulk: &mut Option<Box<Gathered>>) -> LeadNo {
+        if let Some(gathered) = bulk {
+            return gathered.lead_no(lead_id);
+        }
         if let Some(no) = self
             .next
             .names
@@ -894,38 +940,23 @@ impl Writer {
         {
             return no;
         }
-        let count = match bulk {
-            // A bulk load derives every slot at its end, and keeps none before.
-            Some(all) => {
-                all.push(Vec::new());
-                self.bulk_filed.push(Vec::new());
-                all.len()
-            }
-            None => {
-                self.next.leads.push(&LeadSlot::default());
-                self.next.leads.len()
-            }
-        };
-        let no = LeadNo::try_from(count - 1).expect("more than 2^32 leads");
+        self.next.leads.push(&LeadSlot::default());
+        let no = LeadNo::try_from(self.next.leads.len() - 1).expect("more than 2^32 leads");
         pending.new_leads.insert(lead_id.to_owned(), no);
         pending.new_names.push((lead_id.into(), no));
         no
     }
 
-    /// Lead `no`'s live records before `before`: in a bulk load, the ones gathered so far;
-    /// otherwise read back from the ledger (once per batch) without the retracted ones.
+    /// Lead `no`'s live records before `before`, read back from the ledger (once per batch)
+    /// without the retracted ones.
     fn working<'a>(
         &mut self,
         pending: &'a mut Pending,
-        bulk: &'a mut Option<Vec<Vec<Rec>>>,
         no: LeadNo,
         lead_id: &str,
         before: u64,
         ledger: &Ledger,
     ) -> Result<&'a mut Vec<Rec>, EngineError> {
-        if let Some(all) = bulk {
-            return Ok(&mut all[no as usize]);
-        }
         match pending.leads.entry(no) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => Ok(e.insert(self.read_lead(no, lead_id, before, ledger)?)),
@@ -954,8 +985,8 @@ impl Writer {
     }
 
     fn insert(&mut self, entry: &EntryRef<'_>, ledger: &Ledger, pending: &mut Pending) -> Result<(), EngineError> {
-        // The bulk records are lent out beside `self`, so `working` can hand back a record
-        // list while the writer interns into its dictionary.
+        // The bulk records are lent out beside `self` (a pointer moved, twice an entry), so
+        // that a record can be gathered while the writer interns into its dictionary.
         let mut bulk = self.bulk.take();
         let result = self.insert_with(entry, ledger, pending, &mut bulk);
         self.bulk = bulk;
@@ -967,7 +998,7 @@ impl Writer {
         entry: &EntryRef<'_>,
         ledger: &Ledger,
         pending: &mut Pending,
-        bulk: &mut Option<Vec<Vec<Rec>>>,
+        bulk: &mut Option<Box<Gathered>>,
     ) -> Result<(), EngineError> {
         let event = &entry.event;
         match &event.data {
@@ -1008,7 +1039,11 @@ impl Writer {
                 match target {
                     Target::Lead(lead_id) => {
                         let no = self.lead_no(&lead_id, pending, bulk);
-                        let recs = self.working(pending, bulk, no, &lead_id, entry.seq, ledger)?;
+                        if let Some(gathered) = bulk {
+                            gathered.retract(no, seq, entry.seq);
+                            return Ok(());
+                        }
+                        let recs = self.working(pending, no, &lead_id, entry.seq, ledger)?;
                         let gone: Vec<Rec> = recs.iter().filter(|r| r.seq == seq).copied().collect();
                         recs.retain(|r| r.seq != seq);
                         self.file(pending, no, entry.seq);
@@ -1042,7 +1077,11 @@ impl Writer {
                     return Ok(());
                 };
                 let no = self.lead_no(lead_id, pending, bulk);
-                let recs = self.working(pending, bulk, no, lead_id, entry.seq, ledger)?;
+                if let Some(gathered) = bulk {
+                    gathered.push(no, rec);
+                    return Ok(());
+                }
+                let recs = self.working(pending, no, lead_id, entry.seq, ledger)?;
                 let at = recs.partition_point(|r| r.order_key() < rec.order_key());
                 recs.insert(at, rec);
                 self.file(pending, no, entry.seq);
@@ -1054,10 +1093,7 @@ impl Writer {
     /// Files entry `seq` under lead `no` in the lead index (when the batch settles: every
     /// lead filed under is re-derived then, and its slot rewritten once).
     fn file(&mut self, pending: &mut Pending, no: LeadNo, seq: u64) {
-        match self.bulk_filed.get_mut(no as usize) {
-            Some(seqs) => seqs.push(seq),
-            None => pending.filed.entry(no).or_default().push(seq),
-        }
+        pending.filed.entry(no).or_default().push(seq);
     }
 
     /// Records a rules change of the current run (remembering the timeline before the run).
