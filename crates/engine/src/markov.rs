@@ -39,6 +39,10 @@ pub type Transition = (State, State);
 #[derive(Debug, Default)]
 pub struct MarkovChanges {
     entries: HashMap<(Transition, bool), (Vec<Micros>, Vec<Micros>)>,
+    /// The lookbacks of the rules every lead is noted under (the first note's: one set of
+    /// changes is noted under one timeline), and the buffers noting reuses.
+    lookback: Option<Lookback>,
+    scratch: Scratch,
 }
 
 /// When each transition enters and leaves the counts.
@@ -142,19 +146,72 @@ impl MarkovChanges {
     /// Records the entries of a lead with `touches` and `extra` as added (`add`) or removed,
     /// under `rules`.
     pub fn note(&mut self, touches: &[Touch], extra: Option<&Extra>, rules: &RulesTimeline, add: bool) {
-        steps(touches, extra, rules, |transition, leaves, at| {
-            let delta = self.entries.entry((transition, leaves)).or_default();
+        let MarkovChanges {
+            entries,
+            lookback,
+            scratch,
+        } = self;
+        let lookback = lookback.get_or_insert_with(|| Lookback::of(rules));
+        debug_assert_eq!(
+            lookback.changes.len(),
+            rules.entries().len(),
+            "one timeline per set of changes"
+        );
+        steps(touches, extra, lookback, scratch, |transition, leaves, at| {
+            let delta = entries.entry((transition, leaves)).or_default();
             if add { &mut delta.0 } else { &mut delta.1 }.push(at);
         });
     }
 }
 
+/// The attribution lookback in force at any time under a rules timeline: what
+/// [`lookback_micros`] gives, looked up among the rules changes instead of computed again
+/// (a lead's breakpoints asked it once each: a tenth of a replay's Markov work).
+#[derive(Debug, Default)]
+struct Lookback {
+    /// When each rules change occurred, in the timeline's order.
+    changes: Vec<Micros>,
+    /// The lookback before the first change, then after each.
+    in_force: Vec<Micros>,
+    /// Every lookback in force at some time, sorted and distinct.
+    distinct: Vec<Micros>,
+}
+
+impl Lookback {
+    fn of(rules: &RulesTimeline) -> Lookback {
+        let changes: Vec<Micros> = rules.entries().iter().map(|e| e.occurred_at).collect();
+        let mut in_force = vec![lookback_micros(&RulesTimeline::default(), 0)];
+        in_force.extend(changes.iter().map(|t| lookback_micros(rules, *t)));
+        let mut distinct = in_force.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        Lookback {
+            changes,
+            in_force,
+            distinct,
+        }
+    }
+
+    /// As `RulesTimeline::at`: the rules of the last change at or before `t`.
+    fn at(&self, t: Micros) -> Micros {
+        self.in_force[self.changes.partition_point(|c| *c <= t)]
+    }
+}
+
+/// A lead's breakpoints and paths, kept between leads so that noting one allocates nothing.
+#[derive(Debug, Default)]
+struct Scratch {
+    breaks: Vec<Micros>,
+    before: Vec<Transition>,
+    after: Vec<Transition>,
+}
+
 /// The transitions of a lead's path as of `as_of`, sorted, into `out` (cleared first).
-fn path_at(touches: &[Touch], extra: Option<&Extra>, rules: &RulesTimeline, as_of: Micros, out: &mut Vec<Transition>) {
+fn path_at(touches: &[Touch], extra: Option<&Extra>, lookback: &Lookback, as_of: Micros, out: &mut Vec<Transition>) {
     out.clear();
     let deal = extra.iter().flat_map(|e| e.deals.iter()).find(|d| d.close_at <= as_of);
     let end = deal.map_or(as_of, |d| d.close_at);
-    let from = end.saturating_sub(lookback_micros(rules, end));
+    let from = end.saturating_sub(lookback.at(end));
     let mut state = START;
     for touch in touches.iter().filter(|t| {
         let at = t.at;
@@ -171,35 +228,37 @@ fn path_at(touches: &[Touch], extra: Option<&Extra>, rules: &RulesTimeline, as_o
 }
 
 /// Calls `emit(transition, leaves, at)` for each change of a lead's path over all `as_of`.
-pub fn steps(
+fn steps(
     touches: &[Touch],
     extra: Option<&Extra>,
-    rules: &RulesTimeline,
+    lookback: &Lookback,
+    scratch: &mut Scratch,
     mut emit: impl FnMut(Transition, bool, Micros),
 ) {
     let (Some(first), Some(last)) = (touches.first(), touches.last()) else {
         return;
     };
     // Every lookback in force at some time, and when the rules change.
-    let mut lookbacks = vec![lookback_micros(rules, Micros::MIN)];
-    let changes: Vec<Micros> = rules.entries().iter().map(|e| e.occurred_at).collect();
-    lookbacks.extend(changes.iter().map(|t| lookback_micros(rules, *t)));
-    lookbacks.sort_unstable();
-    lookbacks.dedup();
-    let longest = lookbacks.last().copied().unwrap_or(0).max(0);
-    let mut breaks: Vec<Micros> = Vec::with_capacity(touches.len() * (1 + lookbacks.len()) + 2);
+    let longest = lookback.distinct.last().copied().unwrap_or(0).max(0);
+    let Scratch { breaks, before, after } = scratch;
+    breaks.clear();
     for touch in touches.iter() {
         breaks.push(touch.at);
-        breaks.extend(lookbacks.iter().map(|l| touch.at.saturating_add(*l).saturating_add(1)));
+        breaks.extend(
+            lookback
+                .distinct
+                .iter()
+                .map(|l| touch.at.saturating_add(*l).saturating_add(1)),
+        );
     }
     let horizon = last.at.saturating_add(longest).saturating_add(1);
-    breaks.extend(changes.iter().filter(|t| (first.at..=horizon).contains(*t)));
+    breaks.extend(lookback.changes.iter().filter(|t| (first.at..=horizon).contains(*t)));
     breaks.extend(extra.iter().flat_map(|e| e.deals.iter()).map(|d| d.close_at));
     breaks.sort_unstable();
     breaks.dedup();
-    let (mut before, mut after) = (Vec::new(), Vec::new());
-    for at in breaks {
-        path_at(touches, extra, rules, at, &mut after);
+    before.clear();
+    for at in breaks.iter().copied() {
+        path_at(touches, extra, lookback, at, after);
         // Both sorted: emit what left and what entered.
         let (mut i, mut j) = (0, 0);
         while i < before.len() || j < after.len() {
@@ -223,6 +282,6 @@ pub fn steps(
                 (None, None) => break,
             }
         }
-        std::mem::swap(&mut before, &mut after);
+        std::mem::swap(before, after);
     }
 }
