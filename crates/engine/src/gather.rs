@@ -4,19 +4,13 @@
 //!
 //! Gathering into a list per lead cost a lookup, an ordered insert and now and then a copy
 //! of that lead's list for every event, on the one thread that applies entries; here an event
-//! costs its lead's number and two appends, and the layout is one counting pass and one
-//! scattering pass over the records.
-
-use std::borrow::Cow;
+//! costs its lead's number and two appends, and the layout is one counting pass and one pass
+//! over the records' leads.
 
 use fxhash::FxHashMap;
 
-use crate::dict::NONE;
-use crate::record::{Kind, Rec};
+use crate::record::Rec;
 use crate::state::{LeadNo, NameTable};
-
-/// Records per block: blocks are never moved once filled, so gathering never copies them.
-const BLOCK_RECS: usize = 1 << 16;
 
 /// The records gathered so far, and the lead ids numbered in order of first appearance.
 #[derive(Debug, Default)]
@@ -25,14 +19,22 @@ pub(crate) struct Gathered {
     /// Every lead's id hash by number: the name table rehashes by them as it grows instead of
     /// reading every id again.
     hashes: Vec<u64>,
-    /// Per record in log order its lead, and the record.
-    leads: Vec<Vec<LeadNo>>,
-    recs: Vec<Vec<Rec>>,
+    /// Per record in log order its lead, and the record (room for the whole load is reserved
+    /// up front: [`Gathered::reserve`]).
+    leads: Vec<LeadNo>,
+    recs: Vec<Rec>,
     /// Retractions of lead events, in log order: (lead, retracted seq, retraction's seq).
     retractions: Vec<(LeadNo, u64, u64)>,
 }
 
 impl Gathered {
+    /// Makes room for `entries` more records: growing by copying would touch the memory of
+    /// every record three times instead of once.
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        self.leads.reserve_exact(entries);
+        self.recs.reserve_exact(entries);
+    }
+
     /// Lead `lead_id`'s number, the next one if it is new.
     pub(crate) fn lead_no(&mut self, lead_id: &str) -> LeadNo {
         self.names.number(lead_id, &mut self.hashes)
@@ -40,14 +42,8 @@ impl Gathered {
 
     /// Lead `no`'s record, in log order.
     pub(crate) fn push(&mut self, no: LeadNo, rec: Rec) {
-        if self.recs.last().is_none_or(|block| block.len() == BLOCK_RECS) {
-            self.leads.push(Vec::with_capacity(BLOCK_RECS));
-            self.recs.push(Vec::with_capacity(BLOCK_RECS));
-        }
-        if let (Some(leads), Some(recs)) = (self.leads.last_mut(), self.recs.last_mut()) {
-            leads.push(no);
-            recs.push(rec);
-        }
+        self.leads.push(no);
+        self.recs.push(rec);
     }
 
     /// Entry `by` retracts lead `no`'s event `seq`.
@@ -55,7 +51,9 @@ impl Gathered {
         self.retractions.push((no, seq, by));
     }
 
-    /// The lead ids, and the records lead by lead.
+    /// The lead ids, and the records found lead by lead: one counting pass and one pass
+    /// writing each record's place into a list sorted by lead (4 bytes a record; the records
+    /// themselves stay where they are, so the layout never holds them twice).
     pub(crate) fn lay_out(self) -> (NameTable, ByLead) {
         let _span = tracing::info_span!("lay_out").entered();
         let Gathered {
@@ -67,31 +65,18 @@ impl Gathered {
         } = self;
         let count = names.len();
         let mut starts = vec![0usize; count + 1];
-        for no in leads.iter().flatten() {
+        for no in &leads {
             starts[*no as usize + 1] += 1;
         }
         for i in 1..starts.len() {
             starts[i] += starts[i - 1];
         }
-        let total = starts[count];
         let mut next = starts.clone();
-        // Every place is written below: one per record counted for its lead.
-        let blank = Rec {
-            at: 0,
-            seq: 0,
-            value: 0,
-            a: NONE,
-            b: NONE,
-            producer: NONE,
-            kind: Kind::Touch,
-        };
-        let mut by_lead = vec![blank; total];
-        for (leads, recs) in leads.into_iter().zip(recs) {
-            for (no, rec) in leads.iter().zip(&recs) {
-                let at = &mut next[*no as usize];
-                by_lead[*at] = *rec;
-                *at += 1;
-            }
+        let mut order = vec![0u32; recs.len()];
+        for (i, no) in leads.iter().enumerate() {
+            let at = &mut next[*no as usize];
+            order[*at] = u32::try_from(i).expect("a bulk load of at most 2^32 records");
+            *at += 1;
         }
         let mut retracted: FxHashMap<LeadNo, Vec<(u64, u64)>> = FxHashMap::default();
         for (no, seq, by) in retractions {
@@ -100,7 +85,8 @@ impl Gathered {
         (
             names,
             ByLead {
-                recs: by_lead,
+                recs,
+                order,
                 starts,
                 retracted,
             },
@@ -108,11 +94,14 @@ impl Gathered {
     }
 }
 
-/// A bulk load's records lead by lead, each lead's in log order.
+/// A bulk load's records, found lead by lead.
 #[derive(Debug)]
 pub(crate) struct ByLead {
+    /// In log order.
     recs: Vec<Rec>,
-    /// Lead `no`'s records are `recs[starts[no]..starts[no + 1]]`.
+    /// Where each record is in `recs`, lead by lead, each lead's in log order: lead `no`'s are
+    /// `order[starts[no]..starts[no + 1]]`.
+    order: Vec<u32>,
     starts: Vec<usize>,
     /// Per lead with any, its retractions in log order: (retracted seq, retraction's seq).
     retracted: FxHashMap<LeadNo, Vec<(u64, u64)>>,
@@ -120,25 +109,25 @@ pub(crate) struct ByLead {
 
 impl ByLead {
     /// Lead `no`'s records in log order, retracted ones too.
-    fn gathered(&self, no: LeadNo) -> &[Rec] {
+    fn gathered(&self, no: LeadNo) -> impl Iterator<Item = &Rec> + '_ {
         let no = no as usize;
-        &self.recs[self.starts[no]..self.starts[no + 1]]
+        self.order[self.starts[no]..self.starts[no + 1]]
+            .iter()
+            .map(|i| &self.recs[*i as usize])
     }
 
     /// Lead `no`'s live records in order ([`Rec::order_key`]), and the seqs filed under it
     /// (its records', retracted ones too, and its retractions'), ascending.
-    pub(crate) fn lead(&self, no: LeadNo) -> (Cow<'_, [Rec]>, Vec<u64>) {
-        let gathered = self.gathered(no);
-        let mut filed: Vec<u64> = gathered.iter().map(|r| r.seq).collect();
-        let mut recs = Cow::Borrowed(gathered);
+    pub(crate) fn lead(&self, no: LeadNo) -> (Vec<Rec>, Vec<u64>) {
+        let mut recs: Vec<Rec> = self.gathered(no).copied().collect();
+        let mut filed: Vec<u64> = recs.iter().map(|r| r.seq).collect();
         if let Some(retractions) = self.retracted.get(&no) {
-            recs.to_mut()
-                .retain(|r| !retractions.iter().any(|(seq, _)| *seq == r.seq));
+            recs.retain(|r| !retractions.iter().any(|(seq, _)| *seq == r.seq));
             filed.extend(retractions.iter().map(|(_, by)| *by));
             filed.sort_unstable();
         }
         if !recs.is_sorted_by_key(Rec::order_key) {
-            recs.to_mut().sort_unstable_by_key(Rec::order_key);
+            recs.sort_unstable_by_key(Rec::order_key);
         }
         (recs, filed)
     }
@@ -149,7 +138,7 @@ impl ByLead {
         self.retracted.iter().flat_map(move |(no, retractions)| {
             retractions.iter().enumerate().map(move |(i, (seq, by))| {
                 let earlier = retractions[..i].iter().any(|(s, _)| s == seq);
-                let rec = self.gathered(*no).iter().find(|r| r.seq == *seq).copied();
+                let rec = self.gathered(*no).find(|r| r.seq == *seq).copied();
                 (*no, rec.filter(|_| !earlier), *seq, *by)
             })
         })

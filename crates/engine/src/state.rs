@@ -875,6 +875,13 @@ impl Writer {
         );
     }
 
+    /// Makes room for a bulk load of about `entries` more entries (nothing otherwise).
+    pub(crate) fn reserve(&mut self, entries: usize) {
+        if let Some(gathered) = &mut self.bulk {
+            gathered.reserve(entries);
+        }
+    }
+
     /// The state as of now, to publish to readers.
     pub fn snapshot(&mut self) -> Arc<Engine> {
         self.finish_bulk();
