@@ -126,14 +126,6 @@ impl MarkovChanges {
         }
     }
 
-    /// See `Changes::reserve_for` in `state`.
-    pub fn reserve_for(&mut self, times: usize) {
-        for (add, remove) in self.entries.values_mut() {
-            add.reserve(add.len().saturating_mul(times));
-            remove.reserve(remove.len().saturating_mul(times));
-        }
-    }
-
     /// Entries noted (added and removed).
     pub fn len(&self) -> usize {
         self.entries.values().map(|(a, r)| a.len() + r.len()).sum()

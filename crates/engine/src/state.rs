@@ -168,36 +168,6 @@ impl Changes {
 }
 
 impl Changes {
-    /// Makes room for `times` as many entries again as each set holds now: a bulk load notes
-    /// its first chunk of leads, then reserves for the other chunks, so its sets never grow by
-    /// copying (the room not yet filled is address space only, never touched).
-    fn reserve_for(&mut self, times: usize) {
-        fn room<T>(v: &mut Vec<T>, times: usize) {
-            v.reserve(v.len().saturating_mul(times));
-        }
-        for group in self.groups.values_mut() {
-            for (add, remove) in &mut group.period {
-                room(add, times);
-                room(remove, times);
-            }
-            for (add, remove) in &mut group.cohort {
-                room(add, times);
-                room(remove, times);
-            }
-        }
-        for v in [
-            &mut self.settled.0,
-            &mut self.settled.1,
-            &mut self.deals.0,
-            &mut self.deals.1,
-        ] {
-            room(v, times);
-        }
-        if let Some(markov) = &mut self.markov {
-            markov.reserve_for(times);
-        }
-    }
-
     /// The parts' entries together (parts noted on several cores).
     fn merged(parts: Vec<Changes>) -> Changes {
         let mut parts = parts.into_iter();
@@ -242,18 +212,6 @@ pub(crate) fn join<T>(mine: &mut Vec<T>, mut theirs: Vec<T>) {
         std::mem::swap(mine, &mut theirs);
     }
     mine.extend(theirs);
-}
-
-/// The index entries of bulk-loaded leads numbered from `first_no`, noted on every core.
-fn note_all(slots: &[LeadSlot], first_no: usize, rules: &RulesTimeline) -> Changes {
-    let parts = par_parts(slots, |first, part| {
-        let mut changes = Changes::new();
-        for (i, slot) in part.iter().enumerate() {
-            changes.note((first_no + first + i) as LeadNo, slot, rules, true);
-        }
-        changes
-    });
-    Changes::merged(parts)
 }
 
 /// The index entries of every lead in `slots` (numbered from 0), noted on every core.
@@ -716,9 +674,8 @@ struct LeadHistory {
 
 /// Leads derived per thread before the work is split over every core.
 const PARALLEL_DERIVE_MIN: usize = 4_096;
-/// Leads derived, noted and encoded at a time when a replay's bulk load ends: an eighth of
-/// them, at most this many (so that small loads, the property tests' among them, go in
-/// chunks too).
+/// Leads derived and encoded at a time when a bulk load ends: an eighth of them, at most this
+/// many (so that small loads, the property tests' among them, go in chunks too).
 const BULK_CHUNK_LEADS: usize = 65_536;
 
 /// `part` over contiguous parts of `items` (one per core; one part when there are few items),
@@ -782,11 +739,12 @@ impl Writer {
         writer
     }
 
-    /// Ends a bulk load: derives every lead and builds the indexes from their facts. A replay
-    /// goes in chunks ([`BULK_CHUNK_LEADS`]): each chunk's derived slots are noted, encoded
-    /// and freed before the next is derived, so a slot in full (its facts, a vector of
-    /// touches) never exists for every lead at once: a replay of 10 M events peaked at 2.0 GB,
-    /// now 1.3 GB.
+    /// Ends a bulk load: derives every lead and builds the indexes from their facts. Leads are
+    /// derived in chunks ([`BULK_CHUNK_LEADS`]), each encoded before the next is derived, so a
+    /// slot in full (its facts, a vector of touches) never exists for every lead at once; the
+    /// index entries are noted from the encoded slots once the records are freed. A replay of
+    /// 10 M events peaked at 2.0 GB with every slot in full, 1.15 GB noting each chunk as it
+    /// was derived, now 0.9 GB.
     fn finish_bulk(&mut self) {
         let Some(gathered) = self.bulk.take() else {
             return;
@@ -803,50 +761,29 @@ impl Writer {
             }
             self.retracted.entry(no).or_default().push(seq);
         }
-        // With the history, one chunk: its stamps are added on one core while the other notes
-        // and encodes the slots, which saves more time than chunks save memory there.
-        let size = if self.without_history {
-            nos.len().div_ceil(8).clamp(1, BULK_CHUNK_LEADS)
-        } else {
-            nos.len().max(1)
-        };
+        // In chunks, so that a derived slot in full (its facts, a list of touches) never exists
+        // for every lead at once; each chunk is encoded as soon as it is derived.
         let mut leads = Slots::default();
-        let mut changes = Changes::new();
         let mut stamps = Vec::new();
-        let mut note = |slots: Vec<LeadSlot>, first: LeadNo, rules: &RulesTimeline, changes: &mut Changes| {
-            let noted = note_all(&slots, first as usize, rules);
-            if first == 0 {
-                *changes = noted;
-                // Room for the other chunks' entries.
-                changes.reserve_for(nos.len().div_ceil(size) - 1);
-            } else {
-                changes.absorb(noted);
-            }
-            // A bulk load starts from no leads: every slot is new.
-            for slot in &slots {
-                leads.push(slot);
-            }
-        };
-        // Each chunk is derived (its lead index the seqs gathered for it), and noted and
-        // encoded once the next one is derived, the last one beside the history's stamps.
-        let mut derived: Option<(Vec<LeadSlot>, LeadNo)> = None;
-        for chunk in nos.chunks(size) {
+        for chunk in nos.chunks(nos.len().div_ceil(8).clamp(1, BULK_CHUNK_LEADS)) {
             let slots = par_map(chunk, |no| {
                 let (recs, seqs) = by_lead.lead(*no);
                 let (mut slot, history) = self.derive_with_history(*no, &recs);
                 slot.filed = filed::encode(&seqs);
                 (slot, history)
             });
-            let slots = self.take_history_part(chunk, slots, &mut stamps);
-            if let Some((slots, first)) = derived.replace((slots, chunk[0])) {
-                note(slots, first, &self.next.rules, &mut changes);
+            // A bulk load starts from no leads: every slot is new.
+            for slot in self.take_history_part(chunk, slots, &mut stamps) {
+                leads.push(&slot);
             }
         }
+        // The records go before the index entries are noted (from the encoded slots, as a
+        // restore notes them): the two never take memory at the same time.
         drop(by_lead);
         self.end_run();
         let derived_at = started.elapsed();
         // The whole history goes into the first checkpoint (`all_dirty`), not `unsaved`. The
-        // history and the funnel indexes are built at the same time, on two cores.
+        // history and the funnel indexes are built at the same time.
         let next = &mut self.next;
         let (history, index, rules) = (&mut next.history, &mut next.index, &next.rules);
         let (history_at, noted_at) = std::thread::scope(|scope| {
@@ -854,9 +791,7 @@ impl Writer {
                 crate::heap::releasing(|| history.add(&mut stamps));
                 started.elapsed()
             });
-            if let Some((slots, first)) = derived {
-                note(slots, first, rules, &mut changes);
-            }
+            let changes = note_slots(&leads, rules);
             let noted_at = started.elapsed();
             *index = FunnelIndex::default();
             apply_changes(index, changes);
