@@ -92,7 +92,7 @@ impl MarkovIndex {
     pub fn build(leads: &Slots, rules: &RulesTimeline) -> MarkovIndex {
         let _span = tracing::info_span!("markov_index", leads = leads.len()).entered();
         // Noted on every core (the parts are sorted when applied: the split changes nothing).
-        let parts = crate::state::par_parts(leads.pages(), |_, pages| {
+        let parts = crate::state::par_parts(leads.pages(), crate::slots::PAGE_LEADS, |_, pages| {
             let mut part = MarkovChanges::default();
             let mut touches = Vec::new();
             for slot in pages.iter().flat_map(|page| page.iter()) {

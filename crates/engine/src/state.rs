@@ -216,7 +216,7 @@ pub(crate) fn join<T>(mine: &mut Vec<T>, mut theirs: Vec<T>) {
 
 /// The index entries of every lead in `slots` (numbered from 0), noted on every core.
 fn note_slots(slots: &Slots, rules: &RulesTimeline) -> Changes {
-    let parts = par_parts(slots.pages(), |first, pages| {
+    let parts = par_parts(slots.pages(), PAGE_LEADS, |first, pages| {
         let mut changes = Changes::new();
         let mut touches = Vec::new();
         for (p, page) in pages.iter().enumerate() {
@@ -678,12 +678,17 @@ const PARALLEL_DERIVE_MIN: usize = 4_096;
 /// many (so that small loads, the property tests' among them, go in chunks too).
 const BULK_CHUNK_LEADS: usize = 65_536;
 
-/// `part` over contiguous parts of `items` (one per core; one part when there are few items),
-/// with each part's offset in `items`, results in part order: what is computed does not
-/// depend on the thread count, only how it is split.
-pub(crate) fn par_parts<T: Sync, U: Send>(items: &[T], part: impl Fn(usize, &[T]) -> U + Sync) -> Vec<U> {
+/// `part` over contiguous parts of `items` (one per core; one part when they hold fewer than
+/// [`PARALLEL_DERIVE_MIN`] leads, `leads_each` an item), with each part's offset in `items`,
+/// results in part order: what is computed does not depend on the thread count, only how it
+/// is split.
+pub(crate) fn par_parts<T: Sync, U: Send>(
+    items: &[T],
+    leads_each: usize,
+    part: impl Fn(usize, &[T]) -> U + Sync,
+) -> Vec<U> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || items.len() < PARALLEL_DERIVE_MIN {
+    if threads == 1 || items.len().saturating_mul(leads_each) < PARALLEL_DERIVE_MIN {
         return vec![part(0, items)];
     }
     let size = items.len().div_ceil(threads);
@@ -707,7 +712,7 @@ fn par_map<T: Sync, U: Send>(
     items: &[T],
     f: impl Fn(&T) -> U + Sync,
 ) -> std::iter::Flatten<std::vec::IntoIter<Vec<U>>> {
-    par_parts(items, |_, part| part.iter().map(&f).collect::<Vec<U>>())
+    par_parts(items, 1, |_, part| part.iter().map(&f).collect::<Vec<U>>())
         .into_iter()
         .flatten()
 }
