@@ -370,6 +370,18 @@ impl Slots {
         self.pushed();
     }
 
+    /// Adds the leads of `other` after these (whole pages moved when these fill whole pages).
+    pub fn append(&mut self, other: Slots) {
+        if self.len.is_multiple_of(PAGE_LEADS) {
+            self.len += other.len;
+            self.pages.extend(other.pages);
+        } else {
+            for slot in other.iter() {
+                self.push_encoded(slot.encoded(), slot.extra_encoded());
+            }
+        }
+    }
+
     /// Adds a lead from its encoding, as [`SlotView::encoded`] gave it (a checkpoint's).
     pub fn push_encoded(&mut self, encoded: &[u8], extra: Option<&[u8]>) {
         self.last_page().push_encoded(encoded, extra);
@@ -548,6 +560,31 @@ mod tests {
             }
             for (no, s) in slots.iter().enumerate() {
                 prop_assert!(before.get(no).is_some_and(|v| same(&v.to_slot(), s)), "snapshot changed at {}", no);
+            }
+        }
+
+        /// Slots appended in parts (whole pages, or cut anywhere) read back as if pushed one
+        /// by one.
+        #[test]
+        fn appended_parts_read_back_in_order(
+            slots in proptest::collection::vec(slot(), 1..900),
+            cuts in proptest::collection::vec(prop_oneof![(1usize..4).prop_map(|p| p * PAGE_LEADS), 1usize..300], 1..6),
+        ) {
+            let mut stored = Slots::default();
+            let mut rest = &slots[..];
+            for cut in cuts.iter().chain(std::iter::once(&usize::MAX)) {
+                let (part, after) = rest.split_at((*cut).min(rest.len()));
+                let mut fragment = Slots::default();
+                for slot in part {
+                    fragment.push(slot);
+                }
+                stored.append(fragment);
+                rest = after;
+            }
+            prop_assert_eq!(stored.len(), slots.len());
+            for (no, s) in slots.iter().enumerate() {
+                let view = stored.get(no).map(|v| v.to_slot());
+                prop_assert!(view.as_ref().is_some_and(|v| same(v, s)), "lead {}: {:?} != {:?}", no, view, s);
             }
         }
     }

@@ -770,17 +770,32 @@ impl Writer {
         // for every lead at once; each chunk is encoded as soon as it is derived.
         let mut leads = Slots::default();
         let mut stamps = Vec::new();
-        for chunk in nos.chunks(nos.len().div_ceil(8).clamp(1, BULK_CHUNK_LEADS)) {
-            let slots = par_map(chunk, |no| {
-                let (recs, seqs) = by_lead.lead(*no);
-                let (mut slot, history) = self.derive_with_history(*no, &recs);
-                slot.filed = filed::encode(&seqs);
-                (slot, history)
+        // Whole pages of leads to a chunk, and to each core's part of it: each core encodes its
+        // own pages, which are then appended (a bulk load starts from no leads).
+        let size = nos
+            .len()
+            .div_ceil(8)
+            .next_multiple_of(PAGE_LEADS)
+            .clamp(PAGE_LEADS, BULK_CHUNK_LEADS);
+        for chunk in nos.chunks(size) {
+            let pages: Vec<&[LeadNo]> = chunk.chunks(PAGE_LEADS).collect();
+            let parts = par_parts(&pages, PAGE_LEADS, |_, pages| {
+                let mut slots = Slots::default();
+                let mut histories = Vec::new();
+                for no in pages.iter().flat_map(|page| page.iter()) {
+                    let (recs, seqs) = by_lead.lead(*no);
+                    let (mut slot, history) = self.derive_with_history(*no, &recs);
+                    slot.filed = filed::encode(&seqs);
+                    slots.push(&slot);
+                    histories.push(history);
+                }
+                (slots, histories)
             });
-            // A bulk load starts from no leads: every slot is new.
-            for slot in self.take_history_part(chunk, slots, &mut stamps) {
-                leads.push(&slot);
+            let (parts, histories): (Vec<Slots>, Vec<_>) = parts.into_iter().unzip();
+            for part in parts {
+                leads.append(part);
             }
+            self.take_histories(chunk, histories.into_iter().flatten(), &mut stamps);
         }
         // The records go before the index entries are noted (from the encoded slots, as a
         // restore notes them): the two never take memory at the same time.
@@ -1111,23 +1126,24 @@ impl Writer {
         derived: impl IntoIterator<Item = (LeadSlot, Option<LeadHistory>)>,
     ) -> (Vec<LeadSlot>, Vec<Stamp>) {
         let mut stamps = Vec::new();
-        let slots = self.take_history_part(nos, derived, &mut stamps);
+        let (slots, histories): (Vec<LeadSlot>, Vec<_>) = derived.into_iter().unzip();
+        self.take_histories(nos, histories, &mut stamps);
         self.end_run();
         (slots, stamps)
     }
 
-    /// [`Writer::take_history`] of some of the run's leads, their stamps added to `stamps`;
-    /// the caller ends the run.
-    fn take_history_part(
+    /// The histories of some of the run's leads (`nos`, in order): their stamps added to
+    /// `stamps`, the history's latest time, completeness and late leads noted; the caller ends
+    /// the run.
+    fn take_histories(
         &mut self,
         nos: &[LeadNo],
-        derived: impl IntoIterator<Item = (LeadSlot, Option<LeadHistory>)>,
+        histories: impl IntoIterator<Item = Option<LeadHistory>>,
         stamps: &mut Vec<Stamp>,
-    ) -> Vec<LeadSlot> {
+    ) {
         let history = &mut self.next.history;
-        let mut slots = Vec::with_capacity(nos.len());
         let mut late: Vec<(LeadNo, Option<Micros>)> = Vec::new();
-        for (no, (slot, lead_history)) in nos.iter().zip(derived) {
+        for (no, lead_history) in nos.iter().zip(histories) {
             match lead_history {
                 Some(h) => {
                     stamps.extend(h.stamps);
@@ -1138,7 +1154,6 @@ impl Writer {
                 }
                 None => history.complete = false,
             }
-            slots.push(slot);
         }
         if !late.is_empty() {
             let map = Arc::make_mut(&mut self.next.late);
@@ -1149,7 +1164,6 @@ impl Writer {
                 };
             }
         }
-        slots
     }
 
     fn end_run(&mut self) {
