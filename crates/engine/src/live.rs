@@ -27,7 +27,7 @@ fn advance(
     mut publish: impl FnMut(&mut Writer) -> bool,
 ) -> Result<u64, EngineError> {
     let from = writer.head().seq + 1;
-    writer.reserve(usize::try_from(upto.min(ledger.head().seq).saturating_sub(from - 1)).unwrap_or(0));
+    writer.reserve(|| usize::try_from(upto.min(ledger.head().seq).saturating_sub(from - 1)).unwrap_or(0));
     // Reading the blocks and decoding their entries in place (strings borrowed from the
     // blocks: no allocation per string) run on a thread of its own, a chunk ahead of applying.
     std::thread::scope(|scope| {

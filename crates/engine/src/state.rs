@@ -494,6 +494,13 @@ impl IdEnds {
     }
 }
 
+/// Stores the next lead's id at the end of the buffer.
+fn push_id(bytes: &mut String, ends: &mut IdEnds, lead_id: &str) {
+    let start = bytes.len() as u64;
+    bytes.push_str(lead_id);
+    ends.push(start, bytes.len() as u64);
+}
+
 /// The hash of lead `no`'s id in the buffer (what the table rehashes by when it grows).
 fn stored_hash(bytes: &str, ends: &IdEnds, no: LeadNo) -> u64 {
     id_hash(name_in(bytes, ends, no).unwrap_or_default())
@@ -521,9 +528,7 @@ impl NameTable {
             hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
             hashbrown::hash_table::Entry::Vacant(room) => {
                 let no = LeadNo::try_from(ends.len()).expect("more than 2^32 leads");
-                let start = bytes.len() as u64;
-                bytes.push_str(lead_id);
-                ends.push(start, bytes.len() as u64);
+                push_id(bytes, ends, lead_id);
                 hashes.push(hash);
                 room.insert(no);
                 no
@@ -573,9 +578,7 @@ impl LeadNames {
         for (lead_id, no) in new {
             let lead_id = lead_id.as_ref();
             debug_assert_eq!(*no as usize, ends.len());
-            let start = bytes.len() as u64;
-            bytes.push_str(lead_id);
-            ends.push(start, bytes.len() as u64);
+            push_id(bytes, ends, lead_id);
             by_id.insert_unique(id_hash(lead_id), *no, |no| stored_hash(bytes, ends, *no));
         }
     }
@@ -627,7 +630,7 @@ pub struct Writer {
     /// Bulk load: every lead's records, gathered in log order and derived all at once (on
     /// every core) when the first snapshot is taken; the indexes are then built once instead
     /// of by differences.
-    bulk: Option<Box<Gathered>>,
+    bulk: Option<Gathered>,
     /// Seqs of retracted lead events, per lead (rare): re-reading a lead from the ledger
     /// leaves them out.
     retracted: HashMap<LeadNo, Vec<u64>>,
@@ -726,7 +729,7 @@ impl Writer {
     /// first snapshot is taken, and the indexes are built once from their facts.
     pub fn bulk() -> Writer {
         Writer {
-            bulk: Some(Box::default()),
+            bulk: Some(Gathered::default()),
             ..Writer::default()
         }
     }
@@ -830,10 +833,11 @@ impl Writer {
         );
     }
 
-    /// Makes room for a bulk load of about `entries` more entries (nothing otherwise).
-    pub(crate) fn reserve(&mut self, entries: usize) {
+    /// Makes room for a bulk load of about `entries()` more entries (nothing otherwise, and
+    /// `entries` not asked).
+    pub(crate) fn reserve(&mut self, entries: impl FnOnce() -> usize) {
         if let Some(gathered) = &mut self.bulk {
-            gathered.reserve(entries);
+            gathered.reserve(entries());
         }
     }
 
@@ -890,8 +894,8 @@ impl Writer {
         result
     }
 
-    fn lead_no(&mut self, lead_id: &str, pending: &mut Pending, bulk: &mut Option<Box<Gathered>>) -> LeadNo {
-        if let Some(gathered) = bulk {
+    fn lead_no(&mut self, lead_id: &str, pending: &mut Pending) -> LeadNo {
+        if let Some(gathered) = &mut self.bulk {
             return gathered.lead_no(lead_id);
         }
         if let Some(no) = self
@@ -947,21 +951,6 @@ impl Writer {
     }
 
     fn insert(&mut self, entry: &EntryRef<'_>, ledger: &Ledger, pending: &mut Pending) -> Result<(), EngineError> {
-        // The bulk records are lent out beside `self` (a pointer moved, twice an entry), so
-        // that a record can be gathered while the writer interns into its dictionary.
-        let mut bulk = self.bulk.take();
-        let result = self.insert_with(entry, ledger, pending, &mut bulk);
-        self.bulk = bulk;
-        result
-    }
-
-    fn insert_with(
-        &mut self,
-        entry: &EntryRef<'_>,
-        ledger: &Ledger,
-        pending: &mut Pending,
-        bulk: &mut Option<Box<Gathered>>,
-    ) -> Result<(), EngineError> {
         let event = &entry.event;
         match &event.data {
             DataRef::Rules(change) => {
@@ -1000,8 +989,8 @@ impl Writer {
                 };
                 match target {
                     Target::Lead(lead_id) => {
-                        let no = self.lead_no(&lead_id, pending, bulk);
-                        if let Some(gathered) = bulk {
+                        let no = self.lead_no(&lead_id, pending);
+                        if let Some(gathered) = &mut self.bulk {
                             gathered.retract(no, seq, entry.seq);
                             return Ok(());
                         }
@@ -1038,8 +1027,8 @@ impl Writer {
                 let Some(rec) = Rec::of(entry.seq, event, &mut self.dict) else {
                     return Ok(());
                 };
-                let no = self.lead_no(lead_id, pending, bulk);
-                if let Some(gathered) = bulk {
+                let no = self.lead_no(lead_id, pending);
+                if let Some(gathered) = &mut self.bulk {
                     gathered.push(no, rec);
                     return Ok(());
                 }
