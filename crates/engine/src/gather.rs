@@ -16,9 +16,6 @@ use crate::state::{LeadNo, NameTable};
 #[derive(Debug, Default)]
 pub(crate) struct Gathered {
     names: NameTable,
-    /// Every lead's id hash by number: the name table rehashes by them as it grows instead of
-    /// reading every id again.
-    hashes: Vec<u64>,
     /// Per record in log order its lead, and the record (room for the whole load is reserved
     /// up front: [`Gathered::reserve`]).
     leads: Vec<LeadNo>,
@@ -37,7 +34,12 @@ impl Gathered {
 
     /// Lead `lead_id`'s number, the next one if it is new.
     pub(crate) fn lead_no(&mut self, lead_id: &str) -> LeadNo {
-        self.names.number(lead_id, &mut self.hashes)
+        self.names.number(lead_id)
+    }
+
+    /// Fetches what numbering `lead_id` reads first into the cache.
+    pub(crate) fn prefetch(&self, lead_id: &str) {
+        self.names.prefetch(lead_id);
     }
 
     /// Lead `no`'s record, in log order.
@@ -57,12 +59,12 @@ impl Gathered {
     pub(crate) fn lay_out(self) -> (NameTable, ByLead) {
         let _span = tracing::info_span!("lay_out").entered();
         let Gathered {
-            names,
+            mut names,
             leads,
             recs,
             retractions,
-            ..
         } = self;
+        names.shrink_to_fit();
         let count = names.len();
         let mut starts = vec![0usize; count + 1];
         for no in &leads {

@@ -19,6 +19,7 @@ pub mod funnel;
 mod gather;
 pub mod heap;
 pub mod history;
+mod id_slots;
 pub mod index;
 pub mod live;
 pub mod markov;

@@ -25,6 +25,7 @@ use crate::dict::{Dict, Sym};
 use crate::facts::{derive, facts_of, filed, Extra, Facts, LeadSlot, Touch, NEVER};
 use crate::gather::Gathered;
 use crate::history::{self, History, RulesStep, RulesSteps, Stamp, View};
+use crate::id_slots::IdSlots;
 use crate::index::{Point, Points, Runs};
 use crate::markov::{MarkovChanges, MarkovIndex};
 use crate::record::Rec;
@@ -416,14 +417,14 @@ pub struct LeadNames {
 
 /// Every lead id end to end in one buffer, and a table of lead numbers found by the hash of
 /// their id and compared by the id itself: about 30 bytes per lead instead of a map of boxed
-/// strings' 70, and the id of a dense number for free. The table holds numbers only (4 bytes
-/// and a control byte per slot): a map from a stored 64-bit hash took 17 bytes per slot, 35
-/// per lead at 1 M leads with its power-of-two capacity.
+/// strings' 70, and the id of a dense number for free. The table holds a number and 32 bits
+/// of its id's hash per slot ([`IdSlots`]): a map from a stored 64-bit hash took 17 bytes per
+/// slot, 35 per lead at 1 M leads with its power-of-two capacity.
 #[derive(Default)]
 pub(crate) struct NameTable {
     bytes: String,
     ends: IdEnds,
-    by_id: hashbrown::HashTable<LeadNo>,
+    by_id: IdSlots,
 }
 
 impl std::fmt::Debug for NameTable {
@@ -444,6 +445,10 @@ fn id_hash(lead_id: &str) -> u64 {
 fn name_in<'a>(bytes: &'a str, ends: &IdEnds, no: LeadNo) -> Option<&'a str> {
     bytes.get(ends.span(no as usize)?)
 }
+
+/// How many entries ahead a bulk load fetches the lead numbers' table line (a miss takes
+/// about as long as applying a dozen entries).
+const PREFETCH_AHEAD: usize = 16;
 
 /// Leads whose id ends are kept relative to where their stripe's ids start.
 const STRIPE_LEADS: usize = 256;
@@ -501,11 +506,6 @@ fn push_id(bytes: &mut String, ends: &mut IdEnds, lead_id: &str) {
     ends.push(start, bytes.len() as u64);
 }
 
-/// The hash of lead `no`'s id in the buffer (what the table rehashes by when it grows).
-fn stored_hash(bytes: &str, ends: &IdEnds, no: LeadNo) -> u64 {
-    id_hash(name_in(bytes, ends, no).unwrap_or_default())
-}
-
 impl NameTable {
     fn name(&self, no: LeadNo) -> Option<&str> {
         name_in(&self.bytes, &self.ends, no)
@@ -513,32 +513,29 @@ impl NameTable {
     pub(crate) fn len(&self) -> usize {
         self.ends.len()
     }
-    /// Lead `lead_id`'s number, numbering it next if it is new; `hashes` holds every lead's
-    /// id hash by number (a bulk load's: the table rehashes by them as it grows instead of
-    /// reading every id again).
-    pub(crate) fn number(&mut self, lead_id: &str, hashes: &mut Vec<u64>) -> LeadNo {
+    /// Lead `lead_id`'s number, numbering it next if it is new.
+    pub(crate) fn number(&mut self, lead_id: &str) -> LeadNo {
         let hash = id_hash(lead_id);
         let NameTable { bytes, ends, by_id } = self;
-        let entry = by_id.entry(
-            hash,
-            |no| name_in(bytes, ends, *no) == Some(lead_id),
-            |no| hashes[*no as usize],
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(found) => *found.get(),
-            hashbrown::hash_table::Entry::Vacant(room) => {
-                let no = LeadNo::try_from(ends.len()).expect("more than 2^32 leads");
-                push_id(bytes, ends, lead_id);
-                hashes.push(hash);
-                room.insert(no);
-                no
-            }
+        if let Some(no) = by_id.find(hash, |no| name_in(bytes, ends, no) == Some(lead_id)) {
+            return no;
         }
+        let no = LeadNo::try_from(ends.len()).expect("more than 2^32 leads");
+        push_id(bytes, ends, lead_id);
+        by_id.insert(hash, no);
+        no
+    }
+    /// Fetches the table's line for `lead_id` into the cache, for a lookup a few entries on.
+    pub(crate) fn prefetch(&self, lead_id: &str) {
+        self.by_id.prefetch(id_hash(lead_id));
+    }
+    /// Gives back the table's room beyond what its leads need (a bulk load's, grown one lead
+    /// at a time, before the engine keeps it).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.by_id.shrink_to_fit();
     }
     fn get(&self, lead_id: &str) -> Option<LeadNo> {
-        self.by_id
-            .find(id_hash(lead_id), |no| self.name(*no) == Some(lead_id))
-            .copied()
+        self.by_id.find(id_hash(lead_id), |no| self.name(no) == Some(lead_id))
     }
 }
 
@@ -562,9 +559,8 @@ impl LeadNames {
     /// Makes room for `more` leads (a restore knows how many it loads).
     fn reserve(&self, more: usize) {
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        let NameTable { bytes, ends, by_id } = &mut *table;
-        ends.reserve(more);
-        by_id.reserve(more, |no| stored_hash(bytes, ends, *no));
+        table.ends.reserve(more);
+        table.by_id.reserve(more);
     }
 
     /// Adds new leads, numbered in order from the current count.
@@ -574,12 +570,12 @@ impl LeadNames {
         }
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
         let NameTable { bytes, ends, by_id } = &mut *table;
-        by_id.reserve(new.len(), |no| stored_hash(bytes, ends, *no));
+        by_id.reserve(new.len());
         for (lead_id, no) in new {
             let lead_id = lead_id.as_ref();
             debug_assert_eq!(*no as usize, ends.len());
             push_id(bytes, ends, lead_id);
-            by_id.insert_unique(id_hash(lead_id), *no, |no| stored_hash(bytes, ends, *no));
+            by_id.insert(id_hash(lead_id), *no);
         }
     }
     pub fn len(&self) -> usize {
@@ -591,8 +587,7 @@ impl LeadNames {
     /// Heap bytes held.
     pub fn bytes(&self) -> usize {
         let t = self.table.read().unwrap_or_else(|p| p.into_inner());
-        let slots = (t.by_id.capacity() * 8 / 7).next_power_of_two();
-        t.bytes.capacity() + t.ends.bytes() + slots * (std::mem::size_of::<LeadNo>() + 1)
+        t.bytes.capacity() + t.ends.bytes() + t.by_id.bytes()
     }
 }
 
@@ -871,7 +866,14 @@ impl Writer {
     pub fn apply_read(&mut self, entries: &[EntryRef<'_>], ledger: &Ledger) -> Result<(), EngineError> {
         let mut pending = Pending::default();
         let mut result = Ok(());
-        for entry in entries {
+        for (i, entry) in entries.iter().enumerate() {
+            if let Some(gathered) = &self.bulk {
+                // The lead numbers' table is larger than the cache at a million leads: its line
+                // for an entry a few on is fetched while this one is applied.
+                if let Some(ahead) = entries.get(i + PREFETCH_AHEAD).and_then(|e| e.event.lead_id) {
+                    gathered.prefetch(ahead);
+                }
+            }
             let expected = self.next.head.seq + 1;
             if entry.seq != expected {
                 result = Err(ProjectionError::Gap {
