@@ -828,12 +828,13 @@ impl Writer {
         );
     }
 
-    /// Makes room for a bulk load of about `entries()` more entries (nothing otherwise, and
-    /// `entries` not asked).
-    pub(crate) fn reserve(&mut self, entries: impl FnOnce() -> usize) {
-        if let Some(gathered) = &mut self.bulk {
-            gathered.reserve(entries());
-        }
+    /// Makes room for a bulk load of about `entries()` more entries, and returns that count
+    /// (`None`, and `entries` not asked, when this is no bulk load).
+    pub(crate) fn reserve(&mut self, entries: impl FnOnce() -> usize) -> Option<usize> {
+        let gathered = self.bulk.as_mut()?;
+        let entries = entries();
+        gathered.reserve(entries);
+        Some(entries)
     }
 
     /// The state as of now, to publish to readers.
