@@ -24,6 +24,11 @@ pub(crate) struct IdSlots {
     len: usize,
 }
 
+/// Slots for `numbers` at 7/8 load, and room for an eighth more.
+fn roomy(numbers: usize) -> usize {
+    numbers * LOAD_DEN / LOAD_NUM * 9 / 8 + 1
+}
+
 fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
@@ -79,20 +84,25 @@ impl IdSlots {
         self.len += 1;
     }
 
-    /// Makes room for `more` numbers: exactly (a restore knows how many it loads), or twice the
-    /// slots when one more does not fit.
+    /// Makes room for `more` numbers: an empty table (a restore knows how many it loads) for
+    /// them and an eighth more (so that the first new leads do not grow it), a table in use
+    /// for half again as many as it holds (growth amortised over live batches).
     pub(crate) fn reserve(&mut self, more: usize) {
         let need = self.len + more;
         if need * LOAD_DEN <= self.slots.len() * LOAD_NUM {
             return;
         }
-        let capacity = (need * LOAD_DEN / LOAD_NUM + 1).max(if more == 1 { self.slots.len() * 2 } else { 0 });
+        let capacity = match self.len {
+            0 => roomy(need),
+            _ => (need * LOAD_DEN / LOAD_NUM + 1).max(self.slots.len() * 3 / 2),
+        };
         self.resize(capacity);
     }
 
-    /// Gives back the slots a table grown one number at a time holds beyond 7/8 in use.
+    /// Gives back the slots a table grown one number at a time holds beyond what
+    /// [`IdSlots::reserve`] would give its numbers at once.
     pub(crate) fn shrink_to_fit(&mut self) {
-        let capacity = self.len * LOAD_DEN / LOAD_NUM + 1;
+        let capacity = roomy(self.len);
         if capacity < self.slots.len() {
             self.resize(capacity);
         }
@@ -131,6 +141,38 @@ impl IdSlots {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn spread(no: LeadNo) -> u64 {
+        u64::from(no).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// A restored table takes its first new leads without growing, and live batches grow it
+    /// by half a few times, not once a batch.
+    #[test]
+    fn batches_grow_the_table_a_few_times_not_once_each() {
+        let mut table = IdSlots::default();
+        table.reserve(1_000);
+        for no in 0..1_000 {
+            table.insert(spread(no), no);
+        }
+        let restored = table.slots.len();
+        let mut sizes = vec![restored];
+        for no in 1_000..2_000 {
+            if no % 10 == 0 {
+                table.reserve(10);
+            }
+            table.insert(spread(no), no);
+            if sizes.last() != Some(&table.slots.len()) {
+                sizes.push(table.slots.len());
+            }
+            if no < 1_100 {
+                assert_eq!(table.slots.len(), restored, "the first new leads fit");
+            }
+        }
+        // From room for 1,125 numbers to 2,000: two or three growths by half.
+        assert!(sizes.len() <= 4, "{sizes:?}");
+        assert!((0..2_000).all(|no| table.find(spread(no), |n| n == no) == Some(no)));
+    }
 
     proptest! {
         /// Whatever the hashes (few tags, so that numbers share them and probes run long and
