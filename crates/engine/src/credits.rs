@@ -7,7 +7,10 @@
 //! of positions, and a row's credits over it are the difference of two running sums.
 //!
 //! The lead-local models' credits are fixed per deal, so their sums are built once per
-//! snapshot, on the first question that needs them. Markov credits depend on the chain, and
+//! snapshot, on the first question that needs them, and kept for every [`SUM_EVERY`]th deal of
+//! a row only: the credits of the deals between a kept sum and a window's end are read back
+//! from their leads' extras, where the engine keeps them anyway (at 1 M leads a sum per deal
+//! and row took 11 MB a snapshot, a tenth of the service's budget for its indexes). Markov credits depend on the chain, and
 //! the chain on `as_of`; their sums are built once per distinct chain (its transition counts,
 //! from [`crate::markov::MarkovIndex`]) and kept beside the snapshot for the next question with
 //! the same chain. Neither holds an answer: every question still sums its own window.
@@ -32,6 +35,9 @@ const MODELS: usize = Model::LEAD_LOCAL;
 const CHAINS_KEPT: usize = 8;
 /// The channel of the one entry of a deal without touches.
 const BARE: Sym = Sym::MAX;
+/// A row keeps the running sums of its first `k × SUM_EVERY` deals; a window's end reads at
+/// most `SUM_EVERY − 1` deals' credits back from their leads.
+const SUM_EVERY: usize = 32;
 
 /// One row's deals and running sums.
 #[derive(Debug, Default)]
@@ -40,14 +46,13 @@ pub struct Row {
     pub currency: Sym,
     /// Positions of the deals crediting this row, increasing.
     at: Vec<u32>,
-    /// `sums[(j + 1) * MODELS + m]`: model `m`'s credits of the first `j + 1` deals of `at`.
+    /// `sums[k * MODELS + m]`: model `m`'s credits of the first `k × SUM_EVERY` deals of `at`.
     sums: RunningSums,
 }
 
 /// Running sums of credits, kept in `i64` when every one fits (a row's whole credits under
-/// 2^63 minor units: any real one), else in `i128`. Half the memory of the sums a snapshot
-/// keeps for its attribution questions (13 MB at 1 M leads in `i128`); a window's difference
-/// is taken in `i128` either way, so it stays exact.
+/// 2^63 minor units: any real one), else in `i128`. Half the memory of `i128` sums; a window's
+/// difference is taken in `i128` either way, so it stays exact.
 #[derive(Debug)]
 enum RunningSums {
     Narrow(Vec<i64>),
@@ -95,6 +100,8 @@ impl Row {
 pub struct CreditSums {
     /// Close time per position, sorted.
     closes: Vec<Micros>,
+    /// Per position, the deal's lead and its index among the lead's deals.
+    deals: Vec<(LeadNo, u32)>,
     /// What the Markov credits of each deal need, flat: its amount, and its touches' channels
     /// and rows at `touches[starts[p]..starts[p + 1]]` (a deal without touches: one entry,
     /// channel [`BARE`], its "none" row).
@@ -111,6 +118,18 @@ pub struct WindowCredits<'a> {
     pub rows: Vec<(&'a Row, [MinorSum; 12])>,
     /// `(currency, deals, amount)`.
     pub totals: Vec<(Sym, u64, MinorSum)>,
+}
+
+/// Model `m`'s credit of `deal` to a row: its credits to `touches` (indexes of the deal's
+/// touches), or the whole amount for a deal without touches.
+fn row_credit(deal: &Deal, touches: &[usize], m: usize) -> MinorSum {
+    if touches.is_empty() {
+        return deal.amount_minor.into();
+    }
+    touches
+        .iter()
+        .map(|t| MinorSum::from(deal.credits[m * deal.touches.len() + t]))
+        .sum()
 }
 
 /// The rows a deal credits under breakdown `campaign` (else channel), each with the indexes of
@@ -145,14 +164,16 @@ impl CreditSums {
         }
         deals.sort_unstable_by_key(|(close, no, i, _)| (*close, *no, *i));
         let mut sums = CreditSums::default();
-        // Each row's running sums while they grow, made `RunningSums` at the end.
+        // Each row's kept running sums and, last, the one growing; made `RunningSums` at the
+        // end.
         let mut running: Vec<Vec<MinorSum>> = Vec::new();
         let mut row_of: HashMap<(Sym, Sym), usize> = HashMap::new();
         let mut total_of: HashMap<Sym, usize> = HashMap::new();
-        for (position, (close, _, _, deal)) in deals.iter().enumerate() {
+        for (position, (close, no, index, deal)) in deals.iter().enumerate() {
             let close = *close;
             let position = position as u32;
             sums.closes.push(close);
+            sums.deals.push((*no, *index as u32));
             sums.amounts.push(deal.amount_minor);
             sums.starts.push(sums.touches.len() as u32);
             let t = *total_of.entry(deal.currency).or_insert_with(|| {
@@ -172,7 +193,8 @@ impl CreditSums {
                         at: Vec::new(),
                         sums: RunningSums::default(),
                     });
-                    running.push(vec![0; MODELS]);
+                    // The kept sum of no deals, then the one growing.
+                    running.push(vec![0; 2 * MODELS]);
                     sums.rows.len() - 1
                 });
                 if touches.is_empty() {
@@ -181,24 +203,21 @@ impl CreditSums {
                 for t in &touches {
                     sums.touches[first + t].1 = r as u32;
                 }
-                sums.rows[r].at.push(position);
+                let row = &mut sums.rows[r];
+                row.at.push(position);
                 let row_sums = &mut running[r];
                 let base = row_sums.len() - MODELS;
-                for m in 0..MODELS {
-                    let credit: MinorSum = if touches.is_empty() {
-                        deal.amount_minor.into()
-                    } else {
-                        touches
-                            .iter()
-                            .map(|i| MinorSum::from(deal.credits[m * deal.touches.len() + i]))
-                            .sum()
-                    };
-                    let sum = row_sums[base + m] + credit;
-                    row_sums.push(sum);
+                for (m, sum) in row_sums[base..].iter_mut().enumerate() {
+                    *sum += row_credit(deal, &touches, m);
+                }
+                if row.at.len().is_multiple_of(SUM_EVERY) {
+                    row_sums.extend_from_within(base..);
                 }
             }
         }
-        for (row, running) in sums.rows.iter_mut().zip(running) {
+        for (row, mut running) in sums.rows.iter_mut().zip(running) {
+            // The running sums past the last kept one are read back when asked.
+            running.truncate((row.at.len() / SUM_EVERY + 1) * MODELS);
             row.sums = RunningSums::of(running);
         }
         sums.starts.push(sums.touches.len() as u32);
@@ -217,9 +236,47 @@ impl CreditSums {
         (p0 as u32, p1 as u32)
     }
 
+    /// Row `r`'s credits per model from its first `j` deals: the last kept sum, and the
+    /// credits of the deals after it, read back from their leads (`engine`: the snapshot these
+    /// sums were built from).
+    fn prefix(&self, engine: &Engine, r: usize, j: usize) -> [MinorSum; MODELS] {
+        let row = &self.rows[r];
+        let kept = j / SUM_EVERY;
+        let mut sums: [MinorSum; MODELS] = std::array::from_fn(|m| row.sums.get(kept * MODELS + m));
+        for &position in &row.at[kept * SUM_EVERY..j] {
+            let p = position as usize;
+            let entries = &self.touches[self.starts[p] as usize..self.starts[p + 1] as usize];
+            if let [(BARE, _)] = entries {
+                sums.iter_mut().for_each(|sum| *sum += MinorSum::from(self.amounts[p]));
+                continue;
+            }
+            let (no, index) = self.deals[p];
+            let extra = engine.lead(no).and_then(|slot| slot.extra()).unwrap_or_default();
+            let Some(deal) = extra.deals.get(index as usize) else {
+                debug_assert!(false, "the sums' snapshot holds lead {no}'s deal {index}");
+                continue;
+            };
+            let touches: Vec<usize> = (entries.iter().enumerate())
+                .filter(|(_, (_, row))| *row as usize == r)
+                .map(|(t, _)| t)
+                .collect();
+            for (m, sum) in sums.iter_mut().enumerate() {
+                *sum += row_credit(deal, &touches, m);
+            }
+        }
+        sums
+    }
+
     /// Credits per row and totals per currency of the deals closed in `[lo, hi)`; Markov
-    /// credits (index 11) from `markov` if given.
-    pub fn window<'a>(&'a self, lo: Micros, hi: Micros, markov: Option<&MarkovSums>) -> WindowCredits<'a> {
+    /// credits (index 11) from `markov` if given. `engine` is the snapshot the sums were built
+    /// from.
+    pub fn window<'a>(
+        &'a self,
+        engine: &Engine,
+        lo: Micros,
+        hi: Micros,
+        markov: Option<&MarkovSums>,
+    ) -> WindowCredits<'a> {
         let (p0, p1) = self.positions(lo, hi);
         let mut rows = Vec::new();
         for (r, row) in self.rows.iter().enumerate() {
@@ -227,9 +284,10 @@ impl CreditSums {
             if j0 == j1 {
                 continue;
             }
+            let (from, to) = (self.prefix(engine, r, j0), self.prefix(engine, r, j1));
             let mut credits: [MinorSum; 12] = [0; 12];
             for (m, credit) in credits.iter_mut().enumerate().take(MODELS) {
-                *credit = row.sums.get(j1 * MODELS + m) - row.sums.get(j0 * MODELS + m);
+                *credit = to[m] - from[m];
             }
             if let Some(markov) = markov {
                 let s = &markov.sums[r];
@@ -350,6 +408,97 @@ impl Derived {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use funnel_core::event::{Data, Event, Money, Outcome, Team};
+    use funnel_ledger::{Candidate, Ledger};
+    use proptest::prelude::*;
+
+    const HOUR: i64 = 3_600_000_000;
+    const BASE: i64 = 1_772_323_200_000_000;
+
+    /// 300 leads, each with two or three touches over four channels and a won deal, closing an
+    /// hour apart: rows with far more deals than [`SUM_EVERY`].
+    fn engine_with_deals() -> Arc<Engine> {
+        let dir = std::env::temp_dir().join(format!("funnel-engine-credits-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ledger = Ledger::open(&dir).expect("ledger");
+        let channels = ["webinar", "paid_search", "direct", "referral"];
+        let mut events = Vec::new();
+        for i in 0..300i64 {
+            let lead = Some(format!("L{i}"));
+            let at = BASE + i * HOUR;
+            for t in 0..(2 + i % 2) {
+                events.push(Event {
+                    id: format!("t{i}-{t}"),
+                    lead_id: lead.clone(),
+                    account_id: None,
+                    occurred_at: at - (3 - t) * HOUR / 4,
+                    producer: None,
+                    data: Data::Touch {
+                        channel: channels[((i + t * (i % 3)) % 4) as usize].into(),
+                        campaign: Some(format!("c{}", (i + t) % 5)),
+                        content: None,
+                        team: Team::Marketing,
+                    },
+                });
+            }
+            events.push(Event {
+                id: format!("w{i}"),
+                lead_id: lead,
+                account_id: None,
+                occurred_at: at,
+                producer: None,
+                data: Data::Close {
+                    outcome: Outcome::Won,
+                    amount: Some(Money {
+                        amount_minor: 1_000 + i * 7_919,
+                        currency: if i % 7 == 0 { "EUR" } else { "USD" }.into(),
+                    }),
+                    reason: None,
+                    opportunity_id: None,
+                },
+            });
+        }
+        let candidates: Vec<Candidate> = events.iter().map(Candidate::direct).collect();
+        ledger.append_batch(&candidates, 0).expect("append");
+        let engine = crate::replay(&ledger, None, |_| {}).expect("replay");
+        drop(ledger);
+        let _ = std::fs::remove_dir_all(&dir);
+        engine
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// A window's credits per row, from kept sums and the deals read back past them, are
+        /// the sums of its deals' own credits over the row's touches, by channel and by
+        /// campaign.
+        #[test]
+        fn a_windows_credits_are_its_deals_credits(from in 0i64..320, hours in 0i64..320, campaign in any::<bool>()) {
+            static ENGINE: std::sync::OnceLock<Arc<Engine>> = std::sync::OnceLock::new();
+            let engine = ENGINE.get_or_init(engine_with_deals);
+            let (lo, hi) = (BASE + (from - 10) * HOUR, BASE + (from - 10 + hours) * HOUR);
+            let mut expected: HashMap<(Sym, Sym), [MinorSum; MODELS]> = HashMap::new();
+            for no in 0..engine.leads.len() as LeadNo {
+                let extra = engine.lead(no).and_then(|s| s.extra()).unwrap_or_default();
+                for deal in extra.deals.iter().filter(|d| d.close_at >= lo && d.close_at < hi) {
+                    for (t, (channel, camp)) in deal.touches.iter().enumerate() {
+                        let row = expected.entry((if campaign { *camp } else { *channel }, deal.currency)).or_default();
+                        for (m, sum) in row.iter_mut().enumerate() {
+                            *sum += MinorSum::from(deal.credit(Model::ALL[m], t));
+                        }
+                    }
+                }
+            }
+            let sums = engine.derived().credit_sums(engine, campaign);
+            let got: HashMap<(Sym, Sym), [MinorSum; MODELS]> = sums
+                .window(engine, lo, hi, None)
+                .rows
+                .into_iter()
+                .map(|(row, credits)| ((row.key, row.currency), std::array::from_fn(|m| credits[m])))
+                .collect();
+            prop_assert!(sums.rows.iter().any(|r| r.at.len() > 2 * SUM_EVERY));
+            prop_assert_eq!(got, expected);
+        }
+    }
 
     /// Sums that fit in `i64` are kept narrow, any that does not keeps them all wide, and every
     /// difference is the exact `i128` one either way.

@@ -249,7 +249,7 @@ pub fn attribution(engine: &Engine, models: &[Model], window: Window, by: By, as
     });
     let lo = window.from.unwrap_or(Micros::MIN);
     let hi = window.to.unwrap_or(Micros::MAX).min(as_of.saturating_add(1));
-    let credits = sums.window(lo, hi, markov.as_deref());
+    let credits = sums.window(engine, lo, hi, markov.as_deref());
     let mut rows: Vec<AttributionRow> = credits
         .rows
         .into_iter()
