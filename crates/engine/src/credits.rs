@@ -37,7 +37,7 @@ const CHAINS_KEPT: usize = 8;
 const BARE: Sym = Sym::MAX;
 /// A row keeps the running sums of its first `k × SUM_EVERY` deals; a window's end reads at
 /// most `SUM_EVERY − 1` deals' credits back from their leads.
-const SUM_EVERY: usize = 32;
+const SUM_EVERY: usize = 8;
 
 /// One row's deals and running sums.
 #[derive(Debug, Default)]
@@ -238,8 +238,8 @@ impl CreditSums {
 
     /// Row `r`'s credits per model from its first `j` deals: the last kept sum, and the
     /// credits of the deals after it, read back from their leads (`engine`: the snapshot these
-    /// sums were built from).
-    fn prefix(&self, engine: &Engine, r: usize, j: usize) -> [MinorSum; MODELS] {
+    /// sums were built from) once per question (`read`, by position: a deal credits a few rows).
+    fn prefix(&self, engine: &Engine, read: &mut HashMap<u32, Option<Deal>>, r: usize, j: usize) -> [MinorSum; MODELS] {
         let row = &self.rows[r];
         let kept = j / SUM_EVERY;
         let mut sums: [MinorSum; MODELS] = std::array::from_fn(|m| row.sums.get(kept * MODELS + m));
@@ -250,10 +250,14 @@ impl CreditSums {
                 sums.iter_mut().for_each(|sum| *sum += MinorSum::from(self.amounts[p]));
                 continue;
             }
-            let (no, index) = self.deals[p];
-            let extra = engine.lead(no).and_then(|slot| slot.extra()).unwrap_or_default();
-            let Some(deal) = extra.deals.get(index as usize) else {
-                debug_assert!(false, "the sums' snapshot holds lead {no}'s deal {index}");
+            let deal = read.entry(position).or_insert_with(|| {
+                let (no, index) = self.deals[p];
+                let extra = engine.lead(no).and_then(|slot| slot.extra()).unwrap_or_default();
+                let deal = extra.deals.into_vec().into_iter().nth(index as usize);
+                debug_assert!(deal.is_some(), "the sums' snapshot holds lead {no}'s deal {index}");
+                deal
+            });
+            let Some(deal) = deal else {
                 continue;
             };
             let touches: Vec<usize> = (entries.iter().enumerate())
@@ -279,12 +283,14 @@ impl CreditSums {
     ) -> WindowCredits<'a> {
         let (p0, p1) = self.positions(lo, hi);
         let mut rows = Vec::new();
+        let mut read = HashMap::new();
         for (r, row) in self.rows.iter().enumerate() {
             let (j0, j1) = row.span(p0, p1);
             if j0 == j1 {
                 continue;
             }
-            let (from, to) = (self.prefix(engine, r, j0), self.prefix(engine, r, j1));
+            let from = self.prefix(engine, &mut read, r, j0);
+            let to = self.prefix(engine, &mut read, r, j1);
             let mut credits: [MinorSum; 12] = [0; 12];
             for (m, credit) in credits.iter_mut().enumerate().take(MODELS) {
                 *credit = to[m] - from[m];
