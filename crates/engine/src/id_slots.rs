@@ -33,9 +33,10 @@ fn tag_of(hash: u64) -> u32 {
     (hash >> 32) as u32
 }
 
-/// Where the probe for `tag` starts among `capacity` slots.
+/// Where the probe for `tag` starts among `capacity` slots (in `u128`: a table of more than
+/// 2^32 slots would overflow a `u64` product; one multiply either way).
 fn home(tag: u32, capacity: usize) -> usize {
-    ((u64::from(tag) * capacity as u64) >> 32) as usize
+    ((u128::from(tag) * capacity as u128) >> 32) as usize
 }
 
 /// Puts `no` under `tag` in the first free slot from its home.
