@@ -276,10 +276,10 @@ async fn run(args: Args) {
         let count = events.len() as f64;
         // The generated events (5 GB at 10 M) are freed before the replays: held, they left
         // the replay child only memory the VM's host had taken back, which costs 4× more to
-        // touch first (README, "Replay at 10 M events"), a cost of this bench, not of a replay.
+        // touch first (README, "Where replay's time goes at 10 M events"), a cost of this
+        // bench, not of a replay.
         drop(events);
-        // SAFETY: returns free pages to the system; touches no live allocation.
-        unsafe { mi_collect(true) };
+        funnel_engine::heap::return_free_memory();
         let bytes = disk_bytes(&ledger) as f64 / count;
         let verify: Vec<f64> = (0..args.reps)
             .map(|_| count / funnel_verify(&funnel_bin, dir.path()))
@@ -587,11 +587,6 @@ fn funnel_verify(funnel_bin: &Path, data_dir: &Path) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     secs
-}
-
-extern "C" {
-    // mimalloc's own (the global allocator above): frees what it holds for reuse, at once.
-    fn mi_collect(force: bool);
 }
 
 fn run_replay_child(dir: &Path) -> serde_json::Value {

@@ -59,12 +59,11 @@ impl Gathered {
     pub(crate) fn lay_out(self) -> (NameTable, ByLead) {
         let _span = tracing::info_span!("lay_out").entered();
         let Gathered {
-            mut names,
+            names,
             leads,
             recs,
             retractions,
         } = self;
-        names.shrink_to_fit();
         let count = names.len();
         let mut starts = vec![0usize; count + 1];
         for no in &leads {

@@ -48,6 +48,7 @@ type Visitor = extern "C" fn(*const c_void, *const Area, *mut c_void, usize, *mu
 
 extern "C" {
     fn mi_theap_get_default() -> *mut c_void;
+    fn mi_collect(force: bool);
     fn mi_theap_visit_blocks(theap: *const c_void, visit_blocks: bool, visitor: Visitor, arg: *mut c_void) -> bool;
 }
 
@@ -165,6 +166,13 @@ pub fn release_now_and_then() {
     }
     LAST.set(Some(now));
     release_free_blocks();
+}
+
+/// Has the allocator return to the system, at once, the memory it keeps free for reuse (it
+/// otherwise does so a second after the free, and only while it is called again).
+pub fn return_free_memory() {
+    // SAFETY: mi_collect only returns free pages to the system; no live allocation is touched.
+    unsafe { mi_collect(true) };
 }
 
 /// `f`, then [`release_free_blocks`].

@@ -529,11 +529,6 @@ impl NameTable {
     pub(crate) fn prefetch(&self, lead_id: &str) {
         self.by_id.prefetch(id_hash(lead_id));
     }
-    /// Gives back the table's room beyond what its leads need (a bulk load's, grown one lead
-    /// at a time, before the engine keeps it).
-    pub(crate) fn shrink_to_fit(&mut self) {
-        self.by_id.shrink_to_fit();
-    }
     fn get(&self, lead_id: &str) -> Option<LeadNo> {
         self.by_id.find(id_hash(lead_id), |no| self.name(no) == Some(lead_id))
     }
