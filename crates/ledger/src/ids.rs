@@ -34,18 +34,18 @@ pub(crate) fn id_hash(id: &str) -> u64 {
     ])
 }
 
-/// Every seq's id fingerprint and the seqs found by it, in 2 bytes of memory an entry and 4 on
-/// disk. The fingerprint is the hash's top 32 bits: a directory by its top 16 bits, and the
-/// low 16 bits of each entry ([`IdTable::prints`]) sorted within their part of the directory;
-/// the entries' seqs, in the same order, are in a scratch file ([`BySeq`]), read only for an
-/// entry whose whole fingerprint matches. Entries filed since the last merge sit in a small
-/// hash table, merged in now and then.
+/// Every seq's id fingerprint and the seqs found by it, in a scratch file, with a directory of
+/// 256 KiB in memory. The fingerprint is the hash's top 32 bits: the directory is by its top
+/// 16 bits, and the file holds each entry's low 16 bits and its seq ([`Entries`]), sorted by
+/// fingerprint within their part of the directory. A lookup reads its part of the file, about
+/// 70 entries of 6 bytes at 4.5 M entries, from the page cache. Entries filed since the last
+/// merge sit in a small hash table, merged in now and then.
 ///
 /// A lookup's candidates include another id's seq once in 2^32 / entries lookups (a thousand at
 /// 4.5 M entries), which the caller's comparison of ids sets aside, as it does for ids sharing a
-/// whole hash; only then is the file read. (A map from hash to seq took 38 bytes an entry, 171
-/// MB at 4.5 M entries in every service that had taken in one event; sorted `(fingerprint,
-/// seq)` pairs in memory took 8, 36 MB: a tenth of the whole service at 1 M leads.)
+/// whole hash. (A map from hash to seq took 38 bytes an entry, 171 MB at 4.5 M entries in every
+/// service that had taken in one event; sorted `(fingerprint, seq)` pairs in memory took 8, 36
+/// MB; the fingerprints' low 16 bits in memory with the seqs in the file 2, 9.3 MB.)
 pub(crate) struct IdTable {
     merged: Sorted,
     /// Entries filed since the last merge (`fingerprint << 32 | seq`), found by fingerprint.
@@ -58,36 +58,45 @@ pub(crate) struct IdTable {
 
 /// The merged entries.
 struct Sorted {
-    /// Their fingerprints' low 16 bits, sorted by fingerprint, then seq.
-    prints: Vec<u16>,
-    /// `starts[b]`: where in `prints` the fingerprints whose top 16 bits are `b` begin
+    /// `starts[b]`: where in `entries` the fingerprints whose top 16 bits are `b` begin
     /// (`DIRECTORY + 1` entries).
     starts: Vec<u32>,
-    /// Their seqs, in the order of `prints`.
-    seqs: BySeq,
+    /// Their fingerprints' low 16 bits and their seqs, sorted by fingerprint, then seq.
+    entries: Entries,
 }
 
 const DIRECTORY: usize = 1 << 16;
 
 /// `recent` is merged in when it outgrows a thirty-second of the merged entries, and at least
-/// this many: a merge reads every seq from one scratch file and writes them to a new one, and
-/// `recent` takes about 10 bytes an entry.
+/// this many: a merge reads one scratch file and writes a new one, and `recent` takes about 10
+/// bytes an entry.
 const MERGE_AT_LEAST: usize = if cfg!(test) { 4 } else { 1 << 16 };
 
-/// Seqs written or read at a time.
-const SEQ_CHUNK: usize = if cfg!(test) { 8 } else { 1 << 16 };
+/// Entries written or read at a time by a merge.
+const CHUNK: usize = if cfg!(test) { 8 } else { 1 << 16 };
 
-/// The merged entries' seqs (4 bytes each, in the order of [`IdTable::prints`]): a file in the
-/// ledger's directory, removed as soon as it is opened, so that nothing outlives the process
-/// that wrote it (every process builds the table afresh from the ids file). A merge reads one
-/// and writes a new one.
-struct BySeq {
+/// Bytes of an entry in the scratch file: the fingerprint's low 16 bits, then the seq, both
+/// little-endian.
+const ENTRY_BYTES: usize = 6;
+
+fn entry_low(entry: &[u8; ENTRY_BYTES]) -> u16 {
+    u16::from_le_bytes([entry[0], entry[1]])
+}
+
+fn entry_seq(entry: &[u8; ENTRY_BYTES]) -> u32 {
+    u32::from_le_bytes([entry[2], entry[3], entry[4], entry[5]])
+}
+
+/// The merged entries (a file in the ledger's directory, removed as soon as it is opened, so
+/// that nothing outlives the process that wrote it: every process builds the table afresh from
+/// the ids file). A merge reads one and writes a new one.
+struct Entries {
     file: std::fs::File,
     len: usize,
 }
 
-impl BySeq {
-    fn create(dir: &Path) -> Result<BySeq> {
+impl Entries {
+    fn create(dir: &Path) -> Result<Entries> {
         let path = dir.join(SCRATCH_FILE);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -96,23 +105,27 @@ impl BySeq {
             .truncate(true)
             .open(&path)?;
         std::fs::remove_file(&path)?;
-        Ok(BySeq { file, len: 0 })
+        Ok(Entries { file, len: 0 })
     }
 
-    fn append(&mut self, seqs: &[u32]) -> Result<()> {
-        let bytes: Vec<u8> = seqs.iter().flat_map(|s| s.to_le_bytes()).collect();
-        self.file.write_all_at(&bytes, self.len as u64 * 4)?;
-        self.len += seqs.len();
+    /// Appends `(low 16 bits of the fingerprint, seq)` entries.
+    fn append(&mut self, entries: &[(u16, u32)]) -> Result<()> {
+        let mut bytes = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+        for (low, seq) in entries {
+            bytes.extend_from_slice(&low.to_le_bytes());
+            bytes.extend_from_slice(&seq.to_le_bytes());
+        }
+        self.file.write_all_at(&bytes, (self.len * ENTRY_BYTES) as u64)?;
+        self.len += entries.len();
         Ok(())
     }
 
-    /// The seqs at `from..from + out.len()`.
-    fn read(&self, from: usize, out: &mut [u32]) -> Result<()> {
-        let mut bytes = vec![0u8; out.len() * 4];
-        self.file.read_exact_at(&mut bytes, from as u64 * 4)?;
-        for (seq, four) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *seq = u32::from_le_bytes([four[0], four[1], four[2], four[3]]);
-        }
+    /// The entries at `from..to`, appended to `out`.
+    fn read(&self, from: usize, to: usize, bytes: &mut Vec<u8>, out: &mut Vec<(u16, u32)>) -> Result<()> {
+        bytes.resize((to - from) * ENTRY_BYTES, 0);
+        self.file.read_exact_at(bytes, (from * ENTRY_BYTES) as u64)?;
+        let (entries, _) = bytes.as_chunks::<ENTRY_BYTES>();
+        out.extend(entries.iter().map(|entry| (entry_low(entry), entry_seq(entry))));
         Ok(())
     }
 }
@@ -181,7 +194,7 @@ impl Building {
     /// over and over), and writes the seqs to a scratch file in `dir`.
     fn built(mut self, dir: &Path) -> Result<IdTable> {
         self.pairs.sort_unstable();
-        let mut merged = Merged::new(self.pairs.len(), dir)?;
+        let mut merged = Merged::new(dir)?;
         for pair in std::mem::take(&mut self.pairs) {
             merged.push(pair)?;
         }
@@ -202,36 +215,38 @@ impl IdTable {
             return Ok(());
         };
         (self.recent).insert_unique(spread(pair_print(pair)), pair, |pair| spread(pair_print(*pair)));
-        if self.recent.len() >= (self.merged.prints.len() / 32).max(MERGE_AT_LEAST) {
+        if self.recent.len() >= (self.merged.entries.len / 32).max(MERGE_AT_LEAST) {
             self.merge()?;
         }
         Ok(())
     }
 
-    /// Moves `recent` into the merged entries: the seqs read from one scratch file, merged
-    /// with `recent` sorted, written to a new one.
+    /// Moves `recent` into the merged entries: one scratch file read and merged with `recent`
+    /// sorted into a new one.
     fn merge(&mut self) -> Result<()> {
         let _span = tracing::debug_span!("merge_id_index", recent = self.recent.len()).entered();
         let mut recent: Vec<u64> = std::mem::take(&mut self.recent).into_iter().collect();
         recent.sort_unstable();
         let old = &self.merged;
-        let mut merged = Merged::new(old.prints.len() + recent.len(), &self.dir)?;
+        let mut merged = Merged::new(&self.dir)?;
         let mut recent = recent.into_iter().peekable();
-        // The old entries in order, with their whole fingerprints (a bucket at a time) and
-        // their seqs (a chunk of the file at a time).
-        let mut seqs = vec![0u32; SEQ_CHUNK.min(old.prints.len())];
-        for bucket in 0..DIRECTORY {
-            let (from, to) = (old.starts[bucket] as usize, old.starts[bucket + 1] as usize);
-            for at in from..to {
-                if at % SEQ_CHUNK == 0 {
-                    let n = SEQ_CHUNK.min(old.prints.len() - at);
-                    old.seqs.read(at, &mut seqs[..n])?;
+        // The old entries in order, a chunk of the file at a time, with their whole
+        // fingerprints (their part of the directory).
+        let (mut bytes, mut chunk) = (Vec::new(), Vec::with_capacity(CHUNK));
+        let mut bucket = 0;
+        for from in (0..old.entries.len).step_by(CHUNK) {
+            chunk.clear();
+            old.entries
+                .read(from, (from + CHUNK).min(old.entries.len), &mut bytes, &mut chunk)?;
+            for (at, (low, seq)) in (from..).zip(chunk.iter().copied()) {
+                while old.starts[bucket + 1] as usize <= at {
+                    bucket += 1;
                 }
-                let print = (bucket as u32) << 16 | u32::from(old.prints[at]);
+                let print = (bucket as u32) << 16 | u32::from(low);
                 while let Some(pair) = recent.next_if(|p| pair_print(*p) < print) {
                     merged.push(pair)?;
                 }
-                merged.push(u64::from(print) << 32 | u64::from(seqs[at % SEQ_CHUNK]))?;
+                merged.push(u64::from(print) << 32 | u64::from(seq))?;
             }
         }
         for pair in recent {
@@ -246,18 +261,27 @@ impl IdTable {
     pub(crate) fn seqs(&self, hash: u64) -> Result<Vec<u64>> {
         let print = print_of(hash);
         let bucket = (print >> 16) as usize;
-        let mut out: Vec<u64> = Vec::new();
         let merged = &self.merged;
         let (from, to) = (merged.starts[bucket] as usize, merged.starts[bucket + 1] as usize);
-        let part = &merged.prints[from..to];
+        // The part's bytes, on the stack while they fit (parts hold ~70 entries at 4.5 M).
+        let mut stack = [0u8; 4096];
+        let mut heap = Vec::new();
+        let bytes = match stack.get_mut(..(to - from) * ENTRY_BYTES) {
+            Some(bytes) => bytes,
+            None => {
+                heap.resize((to - from) * ENTRY_BYTES, 0);
+                &mut heap[..]
+            }
+        };
+        merged.entries.file.read_exact_at(bytes, (from * ENTRY_BYTES) as u64)?;
+        let (part, _) = bytes.as_chunks::<ENTRY_BYTES>();
         let low = print as u16;
-        let first = part.partition_point(|p| *p < low);
-        let matching = part[first..].iter().take_while(|p| **p == low).count();
-        if matching > 0 {
-            let mut seqs = vec![0u32; matching];
-            merged.seqs.read(from + first, &mut seqs)?;
-            out.extend(seqs.into_iter().map(u64::from));
-        }
+        let first = part.partition_point(|entry| entry_low(entry) < low);
+        let mut out: Vec<u64> = part[first..]
+            .iter()
+            .take_while(|entry| entry_low(entry) == low)
+            .map(|entry| u64::from(entry_seq(entry)))
+            .collect();
         out.extend(
             (self.recent.iter_hash(spread(print)))
                 .filter(|pair| pair_print(**pair) == print)
@@ -269,53 +293,54 @@ impl IdTable {
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.merged.prints.len() + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
+        self.merged.entries.len + self.recent.len() + self.beyond.values().map(Vec::len).sum::<usize>()
     }
 }
 
-/// Merged entries being written in order: the prints and directory in memory, the seqs to a
-/// new scratch file a chunk at a time.
+/// Merged entries being written in order: the directory in memory, the entries to a new
+/// scratch file a chunk at a time.
 struct Merged {
-    prints: Vec<u16>,
     starts: Vec<u32>,
-    seqs: BySeq,
-    chunk: Vec<u32>,
+    entries: Entries,
+    /// Entries pushed but not yet written.
+    chunk: Vec<(u16, u32)>,
 }
 
 impl Merged {
-    fn new(len: usize, dir: &Path) -> Result<Merged> {
+    fn new(dir: &Path) -> Result<Merged> {
         Ok(Merged {
-            prints: Vec::with_capacity(len),
             starts: Vec::with_capacity(DIRECTORY + 1),
-            seqs: BySeq::create(dir)?,
-            chunk: Vec::with_capacity(SEQ_CHUNK),
+            entries: Entries::create(dir)?,
+            chunk: Vec::with_capacity(CHUNK),
         })
+    }
+
+    fn pushed(&self) -> usize {
+        self.entries.len + self.chunk.len()
     }
 
     /// The next pair in order.
     fn push(&mut self, pair: u64) -> Result<()> {
         let print = pair_print(pair);
         while self.starts.len() <= (print >> 16) as usize {
-            self.starts.push(self.prints.len() as u32);
+            self.starts.push(self.pushed() as u32);
         }
-        self.prints.push(print as u16);
-        self.chunk.push(pair as u32);
-        if self.chunk.len() == SEQ_CHUNK {
-            self.seqs.append(&self.chunk)?;
+        self.chunk.push((print as u16, pair as u32));
+        if self.chunk.len() == CHUNK {
+            self.entries.append(&self.chunk)?;
             self.chunk.clear();
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<Sorted> {
-        self.seqs.append(&self.chunk)?;
+        self.entries.append(&self.chunk)?;
         while self.starts.len() <= DIRECTORY {
-            self.starts.push(self.prints.len() as u32);
+            self.starts.push(self.entries.len as u32);
         }
         Ok(Sorted {
-            prints: self.prints,
             starts: self.starts,
-            seqs: self.seqs,
+            entries: self.entries,
         })
     }
 }
