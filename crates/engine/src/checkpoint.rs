@@ -55,7 +55,7 @@ const BINCODE: bincode::config::Configuration = bincode::config::standard();
 /// lock a moment later, on a thread of sled's, so a reopen right after waits for it, up to
 /// [`STORE_LOCK_WAIT`].
 pub fn open_store(dir: &std::path::Path) -> Result<sled::Db, EngineError> {
-    let config = sled::Config::new().path(dir).cache_capacity(STORE_CACHE_BYTES);
+    let config = funnel_ledger::sled_config(dir, STORE_CACHE_BYTES);
     funnel_ledger::open_sled(&config, STORE_LOCK_WAIT).map_err(|e| damaged(&format!("open {}", dir.display()), e))
 }
 

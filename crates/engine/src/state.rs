@@ -551,10 +551,12 @@ impl LeadNames {
         let table = self.table.read().unwrap_or_else(|p| p.into_inner());
         table.name(no).map(str::to_owned)
     }
-    /// Makes room for `more` leads (a restore knows how many it loads).
+    /// Makes room for `more` leads (a restore knows how many it loads), and an eighth more,
+    /// as the lead numbers' table does, so that the first new lead after a restore does not copy
+    /// the id ends to a table twice as large.
     fn reserve(&self, more: usize) {
         let mut table = self.table.write().unwrap_or_else(|p| p.into_inner());
-        table.ends.reserve(more);
+        table.ends.reserve(more + more / 8);
         table.by_id.reserve(more);
     }
 
@@ -1474,6 +1476,26 @@ mod tests {
         let f = |x: &u64| x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 3);
         let sequential: Vec<u64> = items.iter().map(f).collect();
         assert_eq!(par_map(&items, f).collect::<Vec<_>>(), sequential);
+    }
+
+    /// A restore reserves room for the leads it loads and an eighth more: the first new leads
+    /// after it do not move the id ends to a table twice as large.
+    #[test]
+    fn a_restored_name_table_takes_new_leads_without_growing() {
+        let names = LeadNames::default();
+        names.reserve(800);
+        let capacity = |names: &LeadNames| names.table.read().unwrap().ends.ends.capacity();
+        let reserved = capacity(&names);
+        let ids: Vec<String> = (0..900).map(|i| format!("lead-{i}")).collect();
+        let new: Vec<(&str, LeadNo)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as LeadNo))
+            .collect();
+        names.insert_all(&new[..800]);
+        names.insert_all(&new[800..]);
+        assert_eq!(capacity(&names), reserved, "a hundred new leads after 800 restored fit");
+        assert_eq!(names.get("lead-899"), Some(899));
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn a_places_store_keeps_the_segment_size_it_was_made_with() {
     let (dir, ledger) = temp();
     drop(ledger);
     let places = dir.join(PLACES_DIR);
-    assert_eq!(persisted_segment_size(&places), Some(PLACES_SEGMENT_BYTES));
+    assert_eq!(persisted_segment_size(&places), Some(STORE_SEGMENT_BYTES));
     // One made with 8 MiB segments, as before: it opens, takes events and reads them back.
     std::fs::remove_dir_all(&dir).unwrap();
     drop(store_config(&places).segment_size(SEGMENT_BYTES).open().unwrap());
