@@ -7,7 +7,7 @@
 
 /// The same allocator as the `funnel` binary, so the replay child measures what `funnel replay` does.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: funnel_engine::heap::Allocator = funnel_engine::heap::Allocator;
 
 mod http;
 mod peers;

@@ -18,7 +18,7 @@ use funnel_ledger::Ledger;
 
 /// The service's allocator, so that times and memory are the service's.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: funnel_engine::heap::Allocator = funnel_engine::heap::Allocator;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     extern "C" {

@@ -4,9 +4,9 @@
 //!
 //! Exit codes: 0 ok · 1 failure (message on stderr) · 2 usage · 3 damaged ledger or failed verification.
 
-/// mimalloc rather than glibc malloc: see ARCHITECTURE.md, "Allocator".
+/// mimalloc rather than glibc malloc, large zeroed blocks mapped directly: see ARCHITECTURE.md, "Allocator".
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: funnel_engine::heap::Allocator = funnel_engine::heap::Allocator;
 
 mod human;
 mod live_report;
