@@ -74,6 +74,13 @@ enum Command {
         #[command(flatten)]
         access: serve::Access,
     },
+    /// Internal: build the engine from the log and checkpoint it, then exit (`serve` runs this
+    /// in a child process when the data dir holds no checkpoint yet).
+    #[command(hide = true)]
+    BuildEngine {
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Add a bearer token for the HTTP API to a token file: prints the token once; the file
     /// keeps only its SHA-256.
     Token {
@@ -266,6 +273,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             http,
             access,
         } => serve::serve(nats_url, &auth, &data.data_dir, &http, &access).await,
+        Command::BuildEngine { data } => serve::build_engine(&data.data_dir),
         Command::Token { tokens, role, name } => serve::add_token(&tokens, role, &name),
         Command::Emit {
             file,
