@@ -229,7 +229,8 @@ impl PackedTimes {
 /// `n` zero words, from memory the allocator may reuse: the writer packs a merged run of an
 /// index anew with every merge, and a zeroed block of 1 MiB or more would otherwise be a fresh
 /// mapping whose every page the kernel clears on its first write ([`crate::heap::Allocator`]):
-/// page faults were 7% of a backlogged service's samples (`perf record`, 32 clients asking).
+/// page faults on the ingest runtime, a merge's new run among them, were 7% of a backlogged
+/// service's samples (`perf record`, 32 clients asking).
 // Deliberately not `vec![0; n]`, which asks for a zeroed block (see above).
 #[allow(clippy::slow_vector_initialization)]
 fn zeroed_words(n: usize) -> Vec<u64> {
