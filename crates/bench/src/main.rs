@@ -983,6 +983,31 @@ async fn versus_chdb(addr: &str, leads: u64, rows: &mut Vec<Row>) {
 /// Spans of ingest without and with clients asking, alternated (each kind 20 s in all).
 const INGEST_ROUNDS: u32 = 4;
 
+/// What a service did over the spans of one kind (quiet or loaded): events appended to its
+/// ledger, events projected, seconds.
+#[derive(Default)]
+struct Spans {
+    appended: u64,
+    projected: u64,
+    secs: f64,
+}
+
+impl Spans {
+    /// Adds the span since `last` (the service's ledger head and projected seq, and when they
+    /// were read) up to `now`, which becomes `last`.
+    fn add(&mut self, last: &mut ((u64, u64), Instant), now: (u64, u64)) {
+        let ((head, projected), since) = *last;
+        self.appended += now.0.saturating_sub(head);
+        self.projected += now.1.saturating_sub(projected);
+        self.secs += since.elapsed().as_secs_f64();
+        *last = (now, Instant::now());
+    }
+
+    fn rate(&self, events: u64) -> f64 {
+        events as f64 / self.secs
+    }
+}
+
 /// Ingest with and without 32 clients asking random funnel questions: the service is
 /// stopped, the events of new leads are published, and the restarted service works through
 /// that backlog; its projected seq is sampled over equal spans, quiet and loaded in turn.
@@ -1009,44 +1034,29 @@ async fn ingest_while_queried(
     // Quiet and loaded spans alternate, so that both sample the same stretches of the backlog
     // (what an event costs changes along it) and the ratio measures only the sharing.
     let span = Duration::from_secs(args.query_seconds.max(20)) / INGEST_ROUNDS;
-    let (mut quiet_events, mut quiet_secs, mut loaded_events, mut loaded_secs) = (0, 0.0, 0, 0.0);
-    // The ledger's head beside the projected seq: appends alone, which the writer may trail
-    // under load and catch up on in the quiet span after.
-    let (mut quiet_appended, mut loaded_appended) = (0, 0);
+    // The ledger's head beside the projected seq: the writer may trail the appends under load
+    // and catch up on them in the quiet span after.
+    let (mut quiet, mut loaded) = (Spans::default(), Spans::default());
+    let mut last = (health(&addr).await, Instant::now());
     let mut latencies = Vec::new();
-    let (mut head_seq, mut seq) = health(&addr).await;
-    let mut since = Instant::now();
-    let sample = |seq: &mut u64, now: u64, since: &mut Instant| {
-        let events = now.saturating_sub(*seq);
-        let secs = since.elapsed().as_secs_f64();
-        (*seq, *since) = (now, Instant::now());
-        (events, secs)
-    };
     for _ in 0..INGEST_ROUNDS {
         eprintln!("ingest while queried: quiet span, service pid {}", service.pid());
         tokio::time::sleep(span).await;
-        let (head_now, seq_now) = health(&addr).await;
-        quiet_appended += head_now.saturating_sub(std::mem::replace(&mut head_seq, head_now));
-        let (events, secs) = sample(&mut seq, seq_now, &mut since);
-        (quiet_events, quiet_secs) = (quiet_events + events, quiet_secs + secs);
+        quiet.add(&mut last, health(&addr).await);
         eprintln!("ingest while queried: loaded span, service pid {}", service.pid());
         let (mut answered, _) = http::load(&addr, funnel_paths.clone(), args.clients, span.as_secs()).await;
         latencies.append(&mut answered);
-        let (head_now, seq_now) = health(&addr).await;
-        loaded_appended += head_now.saturating_sub(std::mem::replace(&mut head_seq, head_now));
-        let (events, secs) = sample(&mut seq, seq_now, &mut since);
-        (loaded_events, loaded_secs) = (loaded_events + events, loaded_secs + secs);
+        loaded.add(&mut last, health(&addr).await);
     }
-    let loaded_to = seq;
-    let quiet = quiet_events as f64 / quiet_secs;
-    let loaded = loaded_events as f64 / loaded_secs;
+    let ((_, loaded_to), _) = last;
+    let (quiet_appends, loaded_appends) = (quiet.rate(quiet.appended), loaded.rate(loaded.appended));
+    let (quiet, loaded) = (quiet.rate(quiet.projected), loaded.rate(loaded.projected));
     latencies.sort_unstable();
     let mut row = Row::new(
         format!("5. ingest while {} clients ask random funnel questions", args.clients),
         vec![loaded],
         "events/s",
     );
-    let (quiet_appends, loaded_appends) = (quiet_appended as f64 / quiet_secs, loaded_appended as f64 / loaded_secs);
     row.note = format!(
         "projected: {:.2}× the quiet rate of {quiet:.0}/s (target ≥ 0.8; {INGEST_ROUNDS} quiet and {INGEST_ROUNDS} loaded spans in turn); appended to the ledger: {:.2}× ({quiet_appends:.0} → {loaded_appends:.0}/s); funnel p50 {:.2} ms, p99 {:.2} ms (target ≤ 50 ms){}",
         loaded / quiet.max(1e-9),

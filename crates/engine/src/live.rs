@@ -198,15 +198,6 @@ impl Live {
         Live::open_once(ledger, checkpoint_dir, true)
     }
 
-    /// Whether `checkpoint_dir` holds a checkpoint (usable or not: [`Live::open`] finds out).
-    pub fn has_checkpoint(checkpoint_dir: &Path) -> Result<bool, EngineError> {
-        if !checkpoint_dir.exists() {
-            return Ok(false);
-        }
-        let store = checkpoint::open_store(checkpoint_dir)?;
-        (store.contains_key(checkpoint::HEADER_KEY)).map_err(|e| EngineError::Checkpoint(format!("read: {e}")))
-    }
-
     /// Brings the checkpoint in `checkpoint_dir` up to the log, building the engine from the
     /// whole log if there is none, for a process that exits next: `funnel serve` runs this in
     /// a child process on a first start, so that what a bulk load leaves behind goes with the

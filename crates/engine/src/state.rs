@@ -1478,6 +1478,14 @@ mod tests {
         assert_eq!(par_map(&items, f).collect::<Vec<_>>(), sequential);
     }
 
+    /// `ids`, numbered in order from 0, as `insert_all` takes them.
+    fn numbered(ids: &[String]) -> Vec<(&str, LeadNo)> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i as LeadNo))
+            .collect()
+    }
+
     /// A restore reserves room for the leads it loads and an eighth more: the first new leads
     /// after it do not move the id ends to a table twice as large.
     #[test]
@@ -1487,11 +1495,7 @@ mod tests {
         let capacity = |names: &LeadNames| names.table.read().unwrap().ends.ends.capacity();
         let reserved = capacity(&names);
         let ids: Vec<String> = (0..900).map(|i| format!("lead-{i}")).collect();
-        let new: Vec<(&str, LeadNo)> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i as LeadNo))
-            .collect();
+        let new = numbered(&ids);
         names.insert_all(&new[..800]);
         names.insert_all(&new[800..]);
         assert_eq!(capacity(&names), reserved, "a hundred new leads after 800 restored fit");
@@ -1508,11 +1512,7 @@ mod tests {
             .map(|i| format!("L{i:05}{}", "x".repeat(if i < 1_000 { i % (max - 5) } else { max - 6 })))
             .collect();
         assert!(ids.iter().all(|id| id.len() <= max));
-        let new: Vec<(&str, LeadNo)> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i as LeadNo))
-            .collect();
+        let new = numbered(&ids);
         // In two inserts, the second growing the table.
         names.insert_all(&new[..1_000]);
         names.insert_all(&new[1_000..]);

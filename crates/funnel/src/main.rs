@@ -75,7 +75,7 @@ enum Command {
         access: serve::Access,
     },
     /// Internal: build the engine from the log and checkpoint it, then exit (`serve` runs this
-    /// in a child process when the data dir holds no checkpoint yet).
+    /// in a child process on a first start, when the data dir has no engine store yet).
     #[command(hide = true)]
     BuildEngine {
         #[command(flatten)]

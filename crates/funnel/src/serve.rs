@@ -103,7 +103,9 @@ pub async fn serve(
     let tokens = http_access(http, access)?;
     let mut ledger = open_ledger(data_dir)?;
     let engine_dir = data_dir.join("engine");
-    if !Live::has_checkpoint(&engine_dir).map_err(|e| CliError::Failed(format!("engine: {e}")))? {
+    // A first start: no engine store yet. (A store without a usable checkpoint, from a build
+    // that stopped part way or an older format, is rebuilt by `Live::open` in the service.)
+    if !engine_dir.exists() {
         // The child opens the ledger itself.
         drop(ledger);
         tokio::task::block_in_place(|| build_engine_in_a_child(data_dir))?;
