@@ -197,29 +197,13 @@ pub async fn serve(
     })
 }
 
-/// Nice value of the threads that answer questions: ingest keeps most of the cores while
-/// dashboards ask (Linux weighs nice 0 against nice 2 about 1.6 to 1 when both want a core),
-/// and questions still get every core ingest leaves idle. Measured at 1 M leads while 3 M
-/// events arrive, 32 clients asking funnel questions, in runs of the bench's ingest part
-/// (the same code apart from this value): nice 5 kept ingest at 0.82–1.14× but funnel p99
-/// was 55–81 ms; nice 2 kept 0.87–0.94× with p99 29–36 ms; nice 0, 0.93–1.02× with 25–32 ms:
-/// so close that ingest keeps the small preference. (Before the writer applied a backlog 2×
-/// faster, nice 5 was the balance: 0.89×, p99 36 ms.)
-const QUERY_NICE: i32 = 2;
-
-/// The runtime that serves HTTP and computes answers, apart from ingest's, on threads of
-/// lower priority (worker and blocking threads alike).
+/// The runtime that serves HTTP and computes answers, apart from ingest's, so that a question
+/// never queues behind ingest's decoding on the same workers. How much of the cores questions
+/// take while ingest has a backlog is the query service's budget (`funnel_query::share`), not
+/// the threads' priority.
 fn query_runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread()
         .thread_name("query")
-        .on_thread_start(|| {
-            #[cfg(target_os = "linux")]
-            // SAFETY: setpriority with `who` 0 changes the calling thread's nice value only
-            // (Linux keeps nice per thread); no memory is touched.
-            unsafe {
-                libc::setpriority(libc::PRIO_PROCESS, 0, QUERY_NICE);
-            }
-        })
         .enable_all()
         .build()
         .map_err(|e| CliError::Failed(format!("query runtime: {e}")))

@@ -13,6 +13,7 @@ pub mod access;
 pub mod openapi;
 mod params;
 mod request;
+pub mod share;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -112,6 +113,8 @@ pub struct AppState {
     pub lookups: Arc<Pool>,
     pub verifications: Arc<Pool>,
     pub replays: Arc<Semaphore>,
+    /// Questions' share of the cores while ingest has a backlog.
+    pub share: Arc<share::Share>,
     /// The bearer tokens accepted; `None` answers everyone (loopback, or `--insecure-no-auth`).
     pub tokens: Option<Arc<Tokens>>,
 }
@@ -125,6 +128,7 @@ impl AppState {
             lookups: Arc::new(Pool::new("lead lookup", LOOKUP_WORKERS_MAX, LOOKUPS_WAITING_MAX)),
             verifications: Arc::new(Pool::new("verify", VERIFY_WORKERS_MAX, VERIFY_WAITING_MAX)),
             replays: Arc::new(Semaphore::new(REPLAYS_MAX)),
+            share: Arc::new(share::Share::of_this_machine()),
             tokens: None,
         }
     }
@@ -312,9 +316,10 @@ fn answered<T>(
     name: &'static str,
     body: impl FnOnce() -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), share::thread_cpu());
     let span = info_span!("request", endpoint = name);
     let answer = span.in_scope(body);
+    state.share.spend(share::thread_cpu().saturating_sub(cpu));
     let m = &state.metrics;
     let micros = started.elapsed().as_micros() as u64;
     m.queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -474,6 +479,11 @@ pub async fn ask(
         Ok(request) => request,
         Err(e) => return answered(state, name, || Err(e)),
     };
+    if request.is_expensive() {
+        if let Err(e) = state.share.admit(&state.metrics).await {
+            return answered(state, name, || Err(e));
+        }
+    }
     let engine = state.live.snapshot();
     if request.is_quick(&engine) {
         return answered(state, name, || request.answer(&engine, state.live.ledger()));
