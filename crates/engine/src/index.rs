@@ -541,10 +541,14 @@ impl Points {
             return 0;
         }
         let in_run = |v: &[Point]| {
-            v[lower(v, &Point(lo, 0))..lower(v, &Point(hi, 0))]
-                .iter()
-                .filter(|p| p.1 <= c)
-                .count()
+            let run = &v[lower(v, &Point(lo, 0))..lower(v, &Point(hi, 0))];
+            // Every `y` is at most `u32::MAX`: no need to read the points (a run holds a
+            // batch's worth of points, a wide window most of them).
+            if c == u32::MAX {
+                run.len()
+            } else {
+                run.iter().filter(|p| p.1 <= c).count()
+            }
         };
         let base = &self.base;
         let (i, j) = (base.xs.lower(lo), base.xs.lower(hi));
