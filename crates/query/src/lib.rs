@@ -57,21 +57,67 @@ pub const REPLAYS_MAX: usize = 1;
 /// stops at its next chunk.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many requests wait for something, bounded: one more is answered `busy` at once, so a
+/// flood of questions queues a bounded amount of work and memory.
+pub struct WaitingLine {
+    waiting: AtomicUsize,
+    max: usize,
+    /// What waits, for the `busy` message ("report requests").
+    what: &'static str,
+}
+
+/// A place in a [`WaitingLine`], given up when dropped, however the wait ends (the asker's
+/// hang-up included).
+pub struct Place<'a>(&'a AtomicUsize);
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl WaitingLine {
+    pub fn new(what: &'static str, max: usize) -> WaitingLine {
+        WaitingLine {
+            waiting: AtomicUsize::new(0),
+            max,
+            what,
+        }
+    }
+
+    /// A place in the line; `busy` if `max` wait already.
+    pub fn join(&self) -> Result<Place<'_>, ApiError> {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::busy(format!(
+                "{} {} are waiting already; retry shortly",
+                self.max, self.what
+            )));
+        }
+        Ok(Place(&self.waiting))
+    }
+
+    /// How many wait now.
+    pub fn len(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Workers of one kind, and a bound on how many requests may wait for them.
 pub struct Pool {
     permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    waiting_max: usize,
-    name: &'static str,
+    waiting: WaitingLine,
 }
 
 impl Pool {
-    pub fn new(name: &'static str, workers: usize, waiting_max: usize) -> Pool {
+    pub fn new(what: &'static str, workers: usize, waiting_max: usize) -> Pool {
         Pool {
             permits: Arc::new(Semaphore::new(workers)),
-            waiting: AtomicUsize::new(0),
-            waiting_max,
-            name,
+            waiting: WaitingLine::new(what, waiting_max),
         }
     }
 
@@ -80,21 +126,7 @@ impl Pool {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.waiting_max {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::busy(format!(
-                "{} {} requests are waiting already; retry shortly",
-                self.waiting_max, self.name
-            )));
-        }
-        // Counted out again however the wait ends, the asker's hang-up included.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        let _waiting = Waiting(&self.waiting);
+        let _place = self.waiting.join()?;
         self.permits
             .clone()
             .acquire_owned()
@@ -124,9 +156,13 @@ impl AppState {
         AppState {
             live,
             metrics,
-            reports: Arc::new(Pool::new("report", REPORT_WORKERS_MAX, REPORTS_WAITING_MAX)),
-            lookups: Arc::new(Pool::new("lead lookup", LOOKUP_WORKERS_MAX, LOOKUPS_WAITING_MAX)),
-            verifications: Arc::new(Pool::new("verify", VERIFY_WORKERS_MAX, VERIFY_WAITING_MAX)),
+            reports: Arc::new(Pool::new("report requests", REPORT_WORKERS_MAX, REPORTS_WAITING_MAX)),
+            lookups: Arc::new(Pool::new(
+                "lead lookup requests",
+                LOOKUP_WORKERS_MAX,
+                LOOKUPS_WAITING_MAX,
+            )),
+            verifications: Arc::new(Pool::new("verify requests", VERIFY_WORKERS_MAX, VERIFY_WAITING_MAX)),
             replays: Arc::new(Semaphore::new(REPLAYS_MAX)),
             share: Arc::new(share::Share::of_this_machine()),
             tokens: None,
@@ -561,7 +597,7 @@ mod tests {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let pool = Arc::new(Pool::new("report", 1, 1));
+            let pool = Arc::new(Pool::new("report requests", 1, 1));
             let working = pool.enter().await.expect("a free worker");
             let waiter = {
                 let pool = pool.clone();
@@ -575,11 +611,7 @@ mod tests {
             );
             waiter.abort();
             let _ = waiter.await;
-            assert_eq!(
-                pool.waiting.load(Ordering::Acquire),
-                0,
-                "the waiter that gave up is counted out"
-            );
+            assert_eq!(pool.waiting.len(), 0, "the waiter that gave up is counted out");
             let again = {
                 let pool = pool.clone();
                 tokio::spawn(async move { pool.enter().await.map(|_| ()) })

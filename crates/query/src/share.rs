@@ -19,13 +19,13 @@
 //!
 //! Lead lookups and health checks never wait here (they are charged, and cheap).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use funnel_engine::Metrics;
 
-use crate::ApiError;
+use crate::{ApiError, WaitingLine};
 
 /// Threads ingest keeps busy when it has a backlog: the engine's writer, the appender, and
 /// JetStream delivery with decoding between them.
@@ -52,7 +52,7 @@ pub struct Share {
     bucket: Mutex<Bucket>,
     /// Held by the report at the head of the queue while it waits for the bucket.
     turn: tokio::sync::Mutex<()>,
-    waiting: AtomicUsize,
+    waiting: WaitingLine,
     /// Ingest's batch count when last seen, and when it last changed.
     ingest: Mutex<(u64, Instant)>,
 }
@@ -75,7 +75,10 @@ impl Share {
                 at: now,
             }),
             turn: tokio::sync::Mutex::new(()),
-            waiting: AtomicUsize::new(0),
+            waiting: WaitingLine::new(
+                "reports (for their share of the cores while events arrive)",
+                SHARE_WAITING_MAX,
+            ),
             ingest: Mutex::new((0, now)),
         }
     }
@@ -95,23 +98,10 @@ impl Share {
     /// Returns when a report may be computed: at once unless ingest has a backlog and the
     /// bucket is empty; then in turn, once the bucket has refilled. `busy` if too many wait.
     pub async fn admit(&self, metrics: &Metrics) -> Result<(), ApiError> {
-        if !self.backlogged(metrics) || self.tokens() > 0.0 && self.waiting.load(Ordering::Acquire) == 0 {
+        if !self.backlogged(metrics) || self.tokens() > 0.0 && self.waiting.is_empty() {
             return Ok(());
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= SHARE_WAITING_MAX {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::busy(format!(
-                "{SHARE_WAITING_MAX} reports are waiting for their share while events arrive; retry shortly"
-            )));
-        }
-        // Counted out again however the wait ends, the asker's hang-up included.
-        struct Waiting<'a>(&'a AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        let _waiting = Waiting(&self.waiting);
+        let _place = self.waiting.join()?;
         let _turn = self.turn.lock().await;
         loop {
             let tokens = self.tokens();
@@ -246,9 +236,13 @@ mod tests {
         let share = Share::new(2);
         let metrics = backlogged();
         share.spend(Duration::from_secs(60));
-        share.waiting.store(SHARE_WAITING_MAX, Ordering::Release);
+        let places: Vec<_> = (0..SHARE_WAITING_MAX)
+            .map(|_| share.waiting.join().expect("a place"))
+            .collect();
         let refused = runtime().block_on(share.admit(&metrics)).expect_err("busy");
         assert_eq!(refused.code, "busy");
+        drop(places);
+        assert!(share.waiting.is_empty(), "places given back");
     }
 
     /// The thread's own CPU clock moves with work done on it, not with time slept.
