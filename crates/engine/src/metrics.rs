@@ -56,6 +56,10 @@ pub struct Metrics {
     /// Messages JetStream holds for the ingest consumer and has not delivered yet, as of the
     /// last message delivered (its `num_pending`).
     pub consumer_pending: AtomicU64,
+    /// Reports that waited for their share of the cores while ingest had a backlog, and the
+    /// microseconds they waited in all.
+    pub share_waits: AtomicU64,
+    pub share_wait_micros: AtomicU64,
     latency: [Latency; 11],
 }
 
@@ -159,6 +163,18 @@ impl Metrics {
             "gauge",
             "Messages JetStream holds for the ingest consumer, not delivered yet (consumer lag).",
             vec![(String::new(), get(&self.consumer_pending))],
+        );
+        metric(
+            "funnel_share_waits_total",
+            "counter",
+            "Reports that waited for their share of the cores while ingest had a backlog.",
+            vec![(String::new(), get(&self.share_waits))],
+        );
+        metric(
+            "funnel_share_wait_micros_total",
+            "counter",
+            "Time reports waited for their share of the cores, microseconds.",
+            vec![(String::new(), get(&self.share_wait_micros))],
         );
         let name = "funnel_query_duration_seconds";
         out.push_str(&format!(
