@@ -661,6 +661,7 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
     };
     let server = nats_server(nats_bin);
     let url = format!("nats://127.0.0.1:{}", server.port);
+    let had_engine = data.join("engine").exists();
     let started = Instant::now();
     let service = servers::funnel_serve(funnel_bin, &url, &data);
     let mut restart = Row::new(
@@ -668,10 +669,10 @@ async fn query_load(nats_bin: &Path, funnel_bin: &Path, args: &Args, rows: &mut 
         vec![started.elapsed().as_secs_f64()],
         "s",
     );
-    restart.note = if args.query_data.is_some() {
-        "the reused data dir already holds a checkpoint: a restart too".into()
+    restart.note = if had_engine {
+        "the reused data dir already held an engine store: a restart".into()
     } else {
-        "from the log when no checkpoint exists yet".into()
+        "a first start: the engine built from the log".into()
     };
     rows.push(restart);
     let (built_rss, _) = rss(service.pid());
