@@ -185,7 +185,8 @@ impl<T: Timed> Run<T> {
             return 0;
         }
         let b = span_of(t.wrapping_sub(self.first) as u64, self.shift) as usize;
-        if b + 1 >= self.starts.len() {
+        // `starts` holds at least the first span's start and the end.
+        if b >= self.starts.len() - 1 {
             return self.items.len();
         }
         // Items before span `b` have earlier times than `x`, items after it later ones.
@@ -748,6 +749,17 @@ mod tests {
             let run = Run::of(items.clone());
             let near = items.iter().flat_map(|&(t, r)| [(t, r), (t.saturating_add(1), 0), (t.saturating_sub(1), 9)]);
             for x in probes.into_iter().chain([(i64::MIN, 0), (i64::MAX, u32::MAX)]).chain(near) {
+                prop_assert_eq!(run.lower(&x), items.partition_point(|e| *e < x), "at {:?}", x);
+            }
+        }
+
+        /// Runs at the ends of time: every item at `i64::MIN` (a width of one micro) and a probe
+        /// at `i64::MAX`, the widest distance there is.
+        #[test]
+        fn run_rank_at_the_ends_of_time(n in 1usize..40, rest in 0u32..3) {
+            let items: Vec<(i64, u32)> = vec![(i64::MIN, rest); n];
+            let run = Run::of(items.clone());
+            for x in [(i64::MIN, 0), (i64::MIN, rest), (i64::MIN, u32::MAX), (i64::MAX, 0), (0, 0)] {
                 prop_assert_eq!(run.lower(&x), items.partition_point(|e| *e < x), "at {:?}", x);
             }
         }
