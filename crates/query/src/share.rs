@@ -21,8 +21,8 @@
 //! runs a backlog leaves pending read their points one by one and ranked them by binary
 //! search on cold memory, a sixteenth left funnel p99 at 65–72 ms and an eighth was needed
 //! (ingest then kept 0.73–0.86× of its quiet rate); since runs index their time spans, a
-//! sixteenth answers 2,000–2,500 funnel questions a second with p99 31–35 ms, and ingest
-//! keeps 0.95–1.05× (ARCHITECTURE.md has the runs).
+//! sixteenth answers 1,700–3,000 funnel questions a second with p99 30–45 ms, and ingest
+//! keeps 0.82–1.05× (seven runs; ARCHITECTURE.md has them).
 //!
 //! Lead lookups and health checks never wait here (they are charged, and cheap).
 
