@@ -983,10 +983,9 @@ async fn versus_chdb(addr: &str, leads: u64, rows: &mut Vec<Row>) {
     rows.push(row);
 }
 
-/// Spans of ingest without and with clients asking, alternated (5 s each with the default
-/// `--query-seconds`: each kind 30 s in all). Between runs of one binary the ratio moved
-/// ±0.1 with four rounds: the writer works in chunks and checkpoints, and which span each
-/// lands in varies.
+/// Spans of ingest without and with clients asking, alternated (each kind 30 s in all with
+/// the default `--query-seconds`). Between runs of one binary the ratio moved ±0.1 with four
+/// rounds: the writer works in chunks and checkpoints, and which span each lands in varies.
 const INGEST_ROUNDS: u32 = 6;
 
 /// What a service did over the spans of one kind (quiet or loaded): events appended to its
@@ -1046,6 +1045,7 @@ async fn ingest_while_queried(
     let addr = format!("127.0.0.1:{}", service.port);
     // Quiet and loaded spans alternate, so that both sample the same stretches of the backlog
     // (what an event costs changes along it) and the ratio measures only the sharing.
+    // Each span a quarter of an endpoint's load, and at least 5 s.
     let span = Duration::from_secs(args.query_seconds.max(20)) / 4;
     // The ledger's head beside the projected seq: the writer may trail the appends under load
     // and catch up on them in the quiet span after.

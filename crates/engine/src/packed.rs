@@ -160,24 +160,6 @@ impl PackedTimes {
         select(&self.high, from, k % SAMPLE, true)
     }
 
-    /// The position of the first zero at or after bit `from` (past the last word every bit
-    /// reads as a zero, as in [`select`]).
-    fn next_zero(&self, from: usize) -> usize {
-        let mut w = from / 64;
-        let Some(first) = self.high.get(w) else {
-            return from;
-        };
-        let mut word = !first & (!0u64 << (from % 64));
-        while word == 0 {
-            w += 1;
-            word = match self.high.get(w) {
-                Some(v) => !v,
-                None => return w * 64,
-            };
-        }
-        w * 64 + word.trailing_zeros() as usize
-    }
-
     /// The position of one number `i` (item `i`).
     fn one(&self, i: usize) -> usize {
         let from = self.ones[i / SAMPLE];
@@ -203,12 +185,12 @@ impl PackedTimes {
         let v = v as u64;
         let b = (v >> self.l) as usize;
         // The zero closing bucket `b` is the first after the one closing bucket `b − 1`
-        // (usually in the same word): one select, not two.
+        // (usually in the same word): one sampled select, then the next zero from there.
         let (from, to) = if b == 0 {
             (0, self.zero(0))
         } else {
             let closing = self.zero(b - 1);
-            (closing + 1 - b, self.next_zero(closing + 1) - b)
+            (closing + 1 - b, select(&self.high, closing + 1, 0, true) - b)
         };
         let low = if self.l == 0 { 0 } else { v & ((1u64 << self.l) - 1) };
         (from, to, low)
